@@ -1,0 +1,1 @@
+"""mcqa.eval: metrics (accuracy, MAP@k, Recall@k), the batch runner over splits, reports."""

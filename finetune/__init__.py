@@ -1,0 +1,1 @@
+"""mcqa.finetune: LoRA SFT of the LLM, embedder and reranker training, distillation, export."""

@@ -1,0 +1,1 @@
+"""mcqa.kaggle: the offline bundle, submission writers and validators for Kaggle code competitions."""

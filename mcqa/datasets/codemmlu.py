@@ -1,0 +1,61 @@
+"""CodeMMLU, the FPT AI Residency Kaggle version: choices are Python list literals, labels are messy.
+
+Labels seen: `A`..`D`, `ANSWER: X`, a letter beyond the choices (`E` on 4 choices, `G`), and empty
+(with `choices == []`). What names a real choice is kept; the rest is skipped with a counted reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from mcqa.datasets.base import SkipRow, Split, blank, build_split, strip_prefix
+from mcqa.types import Item
+
+NAME = "codemmlu_fpt"
+SPLITS = {"train": "b6_train_data.csv", "test": "b6_test_data.csv"}
+REQUIRED = {"task_id", "question", "choices"}
+LABEL = re.compile(r"^\s*(?:ANSWER\s*[:=]?\s*)?\(?([A-Za-z])\)?\s*\.?\s*$", re.IGNORECASE)
+
+
+def parse_choices(text: str) -> list[str]:
+    """A Python list literal of strings, parsed with `ast.literal_eval` (never `eval`)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise SkipRow("choices are not a Python list literal", str(exc)) from exc
+    if not isinstance(value, (list, tuple)):
+        raise SkipRow("choices are not a list", type(value).__name__)
+    return [str(c) for c in value]
+
+
+def normalise_label(raw: str | None) -> str | None:
+    """'C', 'ANSWER: C', ' c ' -> 'C'; empty -> None; anything else is a SkipRow."""
+    if blank(raw):
+        return None
+    match = LABEL.match(raw)
+    if not match:
+        raise SkipRow("unreadable answer label", repr(raw[:40]))
+    return match.group(1).upper()
+
+
+def load(folder: Path, split: str) -> Split:
+    labelled = split == "train"
+
+    def parse_row(number: int, row: dict) -> Item:
+        choices = parse_choices(row["choices"])
+        if len(choices) < 2:
+            raise SkipRow("fewer than 2 choices", f"{len(choices)} choices")
+        answer = None
+        if labelled:
+            answer = normalise_label(row.get("answer"))
+            if answer is None:
+                raise SkipRow("no answer label")
+            if ord(answer) - 65 >= len(choices):
+                raise SkipRow("answer letter beyond the choices", f"{answer} with {len(choices)} choices")
+        return Item(id=row["task_id"].strip(), question=strip_prefix(row["question"].strip(), "Question:"),
+                    choices=choices, answer=answer)
+
+    return build_split(NAME, split, folder / SPLITS[split], parse_row,
+                       REQUIRED | ({"answer"} if labelled else set()))

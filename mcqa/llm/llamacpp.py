@@ -1,0 +1,142 @@
+"""llama.cpp through llama-cpp-python: the embedded CPU default, serving GGUF files.
+
+Scores come from the logits at the answer position (as nanochat evaluates multiple choice), read
+without `logits_all` (which costs over a gigabyte): evaluate the prompt, read the last row of
+logits, and for an option longer than one token feed its tokens one at a time. The prompt's KV
+cache is kept between calls and reused up to the longest common prefix, so the shared system prompt
+and few-shot examples are evaluated once, not once per item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcqa.config import LLMConfig
+from mcqa.llm.base import LLM, Chat, choices_grammar, normalise_logprobs
+from mcqa.models import resolve
+
+# Used only when a GGUF carries no chat template (base models).
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class LlamaCppLLM(LLM):
+    name = "llamacpp"
+
+    def __init__(self, config: LLMConfig | None = None):
+        super().__init__()
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.config = config or LLMConfig()
+        self.path = resolve(self.config.model, "llm")
+        self.llm = llama_cpp.Llama(
+            model_path=str(self.path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
+            n_threads=self.config.n_threads, n_threads_batch=self.config.n_threads,
+            seed=self.config.seed, logits_all=False, verbose=False,
+        )
+        self._grammar_type = llama_cpp.LlamaGrammar
+        metadata = self.llm.metadata
+        template = metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATE
+        vocab = self.llm._model
+
+        def token_text(key: str) -> str:
+            token_id = int(metadata.get(key, -1))
+            return vocab.token_get_text(token_id) if token_id >= 0 else ""
+
+        self.formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
+                                             bos_token=token_text("tokenizer.ggml.bos_token_id"))
+        self._grammars: dict[str, object] = {}
+        self._option_tokens: dict[str, list[int]] = {}
+
+    # -- prompts -----------------------------------------------------------------------------
+    def prompt_tokens(self, chat: Chat, reserve: int = 8) -> list[int]:
+        """The chat rendered with the model's own template (ending where the assistant speaks), as
+        tokens. A prompt that would overflow the context keeps its last tokens and is counted."""
+        rendered = self.formatter(messages=chat)
+        tokens = self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        limit = self.config.n_ctx - reserve
+        if len(tokens) > limit:
+            self.stats["truncated_prompts"] += 1
+            tokens = tokens[-limit:]
+        return tokens
+
+    def _eval_prompt(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate `tokens`, reusing the cached common prefix; return the next-token logits."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        common = 0
+        limit = min(len(cached), len(tokens) - 1)  # always evaluate at least one token for fresh logits
+        while common < limit and cached[common] == tokens[common]:
+            common += 1
+        llm.n_tokens = common
+        llm.eval(tokens[common:])
+        self.stats["prompt_tokens"] += len(tokens)
+        self.stats["cached_tokens"] += common
+        return self._last_logits()
+
+    def _last_logits(self) -> np.ndarray:
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).astype(np.float64)
+
+    def _tokens_of(self, option: str) -> list[int]:
+        if option not in self._option_tokens:
+            tokens = self.llm.tokenize(option.encode("utf-8"), add_bos=False, special=False)
+            if not tokens:
+                raise ValueError(f"option {option!r} has no tokens")
+            self._option_tokens[option] = tokens
+        return self._option_tokens[option]
+
+    # -- the protocol --------------------------------------------------------------------------
+    def score_options(self, chats: list[Chat], options: list[str]) -> np.ndarray:
+        if not options:
+            raise ValueError("options must not be empty")
+        option_tokens = [self._tokens_of(o) for o in options]
+        out = np.empty((len(chats), len(options)))
+        for row, chat in enumerate(chats):
+            prompt = self.prompt_tokens(chat, reserve=max(map(len, option_tokens)) + 1)
+            first = _log_softmax(self._eval_prompt(prompt))
+            for col, tokens in enumerate(option_tokens):
+                total = first[tokens[0]]
+                if len(tokens) > 1:  # continue the option token by token, then rewind to the prompt
+                    for previous, current in zip(tokens, tokens[1:]):
+                        self.llm.eval([previous])
+                        total += _log_softmax(self._last_logits())[current]
+                    self.llm.n_tokens = len(prompt)
+                out[row, col] = total
+        self.stats["scored"] += len(chats)
+        return normalise_logprobs(out)
+
+    def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
+                 grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:
+        if choices is not None:
+            grammar = choices_grammar(choices)
+            max_tokens = max(len(self._tokens_of(c)) for c in choices) + 1
+        compiled = self._grammar(grammar) if grammar else None
+        texts = []
+        for chat in chats:
+            prompt = self.prompt_tokens(chat, reserve=max_tokens)
+            result = self.llm.create_completion(
+                prompt, max_tokens=max_tokens, temperature=temperature, top_k=0 if temperature == 0 else 40,
+                seed=self.config.seed, grammar=compiled, stop=stop or [],
+            )
+            usage = result["usage"]
+            self.stats["prompt_tokens"] += usage["prompt_tokens"]
+            self.stats["generated_tokens"] += usage["completion_tokens"]
+            texts.append(result["choices"][0]["text"])
+        self.stats["generated"] += len(chats)
+        return texts
+
+    def _grammar(self, grammar: str):
+        if grammar not in self._grammars:
+            self._grammars[grammar] = self._grammar_type.from_string(grammar, verbose=False)
+        return self._grammars[grammar]
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())

@@ -1,0 +1,73 @@
+"""Zero-shot solving: the letter of each item chosen by option log-probabilities.
+
+The seed of the batch runner: items go through the LLM in batches, predictions stream out one by one
+(so a caller can write them as they come), and accuracy is computed from the predictions alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import groupby, islice
+from pathlib import Path
+
+import numpy as np
+
+from mcqa.llm.base import LLM
+from mcqa.prompts import answer_chat
+from mcqa.types import Item, Prediction
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def answer_batch(llm: LLM, items: list[Item]) -> list[Prediction]:
+    """One prediction per item, in order. Items with the same letters share one `score_options` call."""
+    predictions: dict[str, Prediction] = {}
+    by_letters = sorted(items, key=lambda it: len(it.choices))
+    for _, group in groupby(by_letters, key=lambda it: len(it.choices)):
+        group = list(group)
+        letters = group[0].letters
+        logprobs = llm.score_options([answer_chat(it) for it in group], letters)
+        for item, row in zip(group, logprobs):
+            probs = np.exp(row)
+            answer = letters[int(np.argmax(row))]
+            predictions[item.id] = Prediction(
+                item_id=item.id, answer=answer,
+                option_probs={k: round(float(p), 6) for k, p in zip(letters, probs)},
+                correct=None if item.answer is None else answer == item.answer,
+            )
+    return [predictions[it.id] for it in items]
+
+
+def solve(llm: LLM, items: list[Item], batch_size: int = 8,
+          on_batch: Callable[[int], None] | None = None) -> Iterator[Prediction]:
+    """Predictions for `items`, streamed batch by batch; `on_batch(n)` is told after each batch."""
+    for batch in batched(items, batch_size):
+        yield from answer_batch(llm, batch)
+        if on_batch:
+            on_batch(len(batch))
+
+
+def accuracy(predictions: Iterable[Prediction]) -> tuple[float, int]:
+    """(accuracy, number of labelled items). Unlabelled items (correct is None) are left out; a
+    labelled item that got no answer carries correct=False and counts as wrong."""
+    graded = [p.correct for p in predictions if p.correct is not None]
+    return (sum(graded) / len(graded) if graded else float("nan")), len(graded)
+
+
+def write_jsonl(path: Path, predictions: Iterable[Prediction]) -> Iterator[Prediction]:
+    """Append each prediction to `path` as one flushed JSON line, passing it on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        for prediction in predictions:
+            out.write(prediction.model_dump_json(exclude_defaults=True) + "\n")
+            out.flush()
+            yield prediction
+
+
+def read_jsonl(path: Path) -> list[Prediction]:
+    return [Prediction.model_validate(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
