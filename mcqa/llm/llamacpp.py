@@ -5,6 +5,10 @@ without `logits_all` (which costs over a gigabyte): evaluate the prompt, read th
 logits, and for an option longer than one token feed its tokens one at a time. The prompt's KV
 cache is kept between calls and reused up to the longest common prefix, so the shared system prompt
 and few-shot examples are evaluated once, not once per item.
+
+llama.cpp runs a batch of one token through other kernels than a batch of several, and the logits
+differ (by 0.1 nats on SmolLM2 Q4_1). So every evaluation here re-runs at least the last two tokens:
+a score never depends on what happened to be in the cache.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 from mcqa.config import LLMConfig
 from mcqa.llm.base import LLM, Chat, choices_grammar, normalise_logprobs
 from mcqa.models import resolve
+
+MIN_EVAL = 2  # tokens re-run on every evaluation, so logits never come from the one-token kernels
 
 # Used only when a GGUF carries no chat template (base models).
 FALLBACK_TEMPLATE = (
@@ -68,11 +74,11 @@ class LlamaCppLLM(LLM):
         llm = self.llm
         cached = llm.input_ids[: llm.n_tokens]
         common = 0
-        limit = min(len(cached), len(tokens) - 1)  # always evaluate at least one token for fresh logits
+        limit = min(len(cached), len(tokens) - MIN_EVAL)  # see the module docstring
         while common < limit and cached[common] == tokens[common]:
             common += 1
-        llm.n_tokens = common
-        llm.eval(tokens[common:])
+        llm.n_tokens = max(common, 0)
+        llm.eval(tokens[llm.n_tokens:])
         self.stats["prompt_tokens"] += len(tokens)
         self.stats["cached_tokens"] += common
         return self._last_logits()
@@ -100,9 +106,11 @@ class LlamaCppLLM(LLM):
             for col, tokens in enumerate(option_tokens):
                 total = first[tokens[0]]
                 if len(tokens) > 1:  # continue the option token by token, then rewind to the prompt
-                    for previous, current in zip(tokens, tokens[1:]):
-                        self.llm.eval([previous])
-                        total += _log_softmax(self._last_logits())[current]
+                    sequence = prompt + tokens
+                    for position in range(len(prompt) + 1, len(sequence)):
+                        self.llm.n_tokens = position - MIN_EVAL
+                        self.llm.eval(sequence[position - MIN_EVAL: position])
+                        total += _log_softmax(self._last_logits())[sequence[position]]
                     self.llm.n_tokens = len(prompt)
                 out[row, col] = total
         self.stats["scored"] += len(chats)
