@@ -183,6 +183,9 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
         console.print("no labels in this split: no accuracy")
 
 
+# --- command groups owned by the subpackages (each keeps heavy imports inside its commands) -------
+
+
 def main() -> None:  # pragma: no cover - the console script calls `app`
     app(prog_name="mcqa")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcqa.config import Config
 from mcqa.llm.base import LLM
 from mcqa.prompts import answer_chat
 from mcqa.types import Item, Prediction
@@ -41,6 +42,17 @@ def answer_batch(llm: LLM, items: list[Item]) -> list[Prediction]:
                 correct=None if item.answer is None else answer == item.answer,
             )
     return [predictions[it.id] for it in items]
+
+
+Solver = Callable[[list[Item]], list[Prediction]]  # a batch of items -> one prediction each, in order
+
+
+def build_solver(config: Config, llm: LLM | None = None) -> Solver:
+    """The solver a run uses, from its config. Today: zero-shot letter scoring with `config.llm`."""
+    from mcqa.llm import load_llm
+
+    llm = llm or load_llm(config.llm)
+    return lambda items: answer_batch(llm, items)
 
 
 def solve(llm: LLM, items: list[Item], batch_size: int = 8,
