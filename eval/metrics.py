@@ -4,11 +4,22 @@ Eedi (MAP@25) and MAP (MAP@3) score each row by the precision at the rank of its
 AP@k = sum over ranks i <= k of P(i) * rel(i) / min(|relevant|, k), which for one relevant label is
 1/rank if it is in the top k, else 0. Duplicates in a ranking count once (at their first rank), as
 the competitions' metric code does.
+
+Below the ranking metrics: what a run is scored by (accuracy with a bootstrap interval, per-subject
+breakdowns, Eedi's MAP@25 over every labelled wrong answer, MAP's MAP@3 over `Category:Misconception`
+labels, the verify/reconsider flip ledger), each from a split's items and a run's predictions.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mcqa.types import Item, Prediction
 
 
 def _dedupe(ranked: Sequence) -> list:
@@ -52,3 +63,244 @@ def recall_at_k(rankings: Sequence[Sequence], relevants: Sequence[Iterable], k: 
         if relevant:
             scores.append(len(relevant & set(_dedupe(ranked)[:k])) / len(relevant))
     return sum(scores) / len(scores) if scores else float("nan")
+
+
+# --- per-item scores of a run, and their intervals --------------------------------------------------
+# Everything below joins a run's predictions to its items by id. Correctness is recomputed from the
+# item's gold letter (not trusted from Prediction.correct), so a solver that forgets to set it, or a
+# permuted prediction mapped back, is graded the same way as everything else.
+
+N_RESAMPLES = 2000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric with its bootstrap interval: `value` over `n` units, [low, high] at `LEVEL`."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+    def excludes(self, value: float) -> bool:
+        return not (self.low <= value <= self.high)
+
+
+def _resampled_ratios(columns: list[tuple[np.ndarray, np.ndarray]], n_resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap replicates of sum(values)/sum(weights) for each (values, weights) column.
+
+    All columns are resampled with the same unit indices, which is what makes a difference between
+    two columns a paired bootstrap. A unit is an item; its value may be a sum over several rows (an
+    Eedi item has up to three labelled wrong answers) with the row count as weight, so the items,
+    not the rows, are what gets resampled.
+    """
+    n = len(columns[0][0])
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(columns), n_resamples))
+    chunk = max(1, min(n_resamples, 4_000_000 // max(n, 1)))  # bound memory on large splits
+    for start in range(0, n_resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
+        for c, (values, weights) in enumerate(columns):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[c, start: start + len(idx)] = values[idx].sum(axis=1) / weights[idx].sum(axis=1)
+    return out
+
+
+def _percentiles(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    replicates = replicates[~np.isnan(replicates)]
+    if not len(replicates):
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_estimate(values, weights=None, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                       seed: int = 0) -> Estimate:
+    """sum(values)/sum(weights) (a mean when weights are 1) with a percentile bootstrap interval.
+
+    Seeded, so the same run always reports the same interval.
+    """
+    values = np.asarray(values, dtype=float)
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float)
+    if not len(values) or weights.sum() == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), len(values))
+    value = float(values.sum() / weights.sum())
+    low, high = _percentiles(_resampled_ratios([(values, weights)], n_resamples, seed)[0], level)
+    return Estimate(value, min(low, value), max(high, value), len(values))
+
+
+def paired_bootstrap_difference(a, b, weights_a=None, weights_b=None, n_resamples: int = N_RESAMPLES,
+                                level: float = LEVEL, seed: int = 0) -> Estimate:
+    """ratio(b) - ratio(a) over the same units, with a paired bootstrap interval (units resampled
+    together, so the between-item variance that both runs share cancels out)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    weights_a = np.ones_like(a) if weights_a is None else np.asarray(weights_a, dtype=float)
+    weights_b = np.ones_like(b) if weights_b is None else np.asarray(weights_b, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    if not len(a) or weights_a.sum() == 0 or weights_b.sum() == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), len(a))
+    value = float(b.sum() / weights_b.sum() - a.sum() / weights_a.sum())
+    reps = _resampled_ratios([(a, weights_a), (b, weights_b)], n_resamples, seed)
+    low, high = _percentiles(reps[1] - reps[0], level)
+    return Estimate(value, min(low, value), max(high, value), len(a))
+
+
+def paired(items: list[Item], predictions) -> list[tuple[Item, Prediction]]:
+    """(item, prediction) for every item that has a prediction, in the items' order."""
+    by_id = predictions if isinstance(predictions, dict) else {p.item_id: p for p in predictions}
+    return [(item, by_id[item.id]) for item in items if item.id in by_id]
+
+
+def is_correct(item: Item, prediction: Prediction) -> bool | None:
+    """None for an unlabelled item; an unanswered item (no letter, or an error) is wrong."""
+    if item.answer is None:
+        return None
+    return prediction.answer is not None and prediction.error is None and prediction.answer == item.answer
+
+
+def accuracy_summary(items: list[Item], predictions, seed: int = 0) -> dict:
+    """Accuracy with its bootstrap interval; unanswered items count as wrong and are also counted apart.
+
+    `answered_accuracy` is the accuracy over the items that got an answer, so a run whose backend
+    failed on some batches can be told apart from a run that answered badly.
+    """
+    pairs = [(it, p) for it, p in paired(items, predictions) if it.answer is not None]
+    graded = np.array([is_correct(it, p) for it, p in pairs], dtype=float)
+    answered = np.array([p.answer is not None and p.error is None for _, p in pairs], dtype=bool)
+    estimate = bootstrap_estimate(graded, seed=seed)
+    return {
+        "accuracy": estimate.value, "low": estimate.low, "high": estimate.high, "level": LEVEL,
+        "labelled": len(pairs), "correct": int(graded.sum()),
+        "unanswered": int((~answered).sum()),
+        "errors": sum(p.error is not None for _, p in pairs),
+        "answered_accuracy": float(graded[answered].mean()) if answered.any() else None,
+    } if pairs else {"accuracy": None, "labelled": 0, "correct": 0, "unanswered": 0, "errors": 0}
+
+
+def breakdown(items: list[Item], predictions, field: str, seed: int = 0) -> dict[str, dict]:
+    """Accuracy per value of an item field ('subject', 'construct'), largest groups first."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for item, prediction in paired(items, predictions):
+        key = getattr(item, field)
+        if key is not None and item.answer is not None:
+            groups[key].append(float(is_correct(item, prediction)))
+    out = {}
+    for key, values in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        estimate = bootstrap_estimate(values, seed=seed, n_resamples=500)
+        out[key] = {"n": estimate.n, "accuracy": estimate.value, "low": estimate.low, "high": estimate.high}
+    return out
+
+
+# --- misconceptions ------------------------------------------------------------------------------
+
+
+def eedi_rows(items: list[Item], predictions) -> list[tuple[str, str, list[str], set[str]]]:
+    """(item id, wrong letter, ranked ids, relevant ids): one row per labelled wrong answer.
+
+    Eedi scores every QuestionId_Answer pair whose distractor carries a misconception label, so an
+    item contributes one row per labelled wrong letter; a letter the solver gave no ranking for
+    scores 0. Items with a MAP-style `label` in their metadata are scored by `map_competition_labels`.
+    """
+    rows = []
+    for item, prediction in paired(items, predictions):
+        if "label" in item.metadata:
+            continue
+        for letter_, relevant in sorted(item.misconceptions.items()):
+            if letter_ != item.answer and relevant:
+                rows.append((item.id, letter_, list(prediction.misconceptions.get(letter_, [])), set(relevant)))
+    return rows
+
+
+def _per_item(rows, score) -> tuple[np.ndarray, np.ndarray]:
+    """Row scores summed per item (values) and row counts (weights), for the item-level bootstrap."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: Counter = Counter()
+    for row in rows:
+        sums[row[0]] += score(row)
+        counts[row[0]] += 1
+    ids = list(counts)
+    return np.array([sums[i] for i in ids]), np.array([counts[i] for i in ids], dtype=float)
+
+
+def misconception_summary(items: list[Item], predictions, k: int = 25, seed: int = 0) -> dict | None:
+    """Eedi's MAP@k and Recall@k over every labelled wrong answer, MAP@k's interval, and the MAP@j
+    curve for j = 1..k (how much a longer candidate list buys). None when nothing is labelled."""
+    rows = eedi_rows(items, predictions)
+    if not rows:
+        return None
+    rankings, relevants = [r[2] for r in rows], [r[3] for r in rows]
+    values, weights = _per_item(rows, lambda r: average_precision_at_k(r[2], r[3], k))
+    estimate = bootstrap_estimate(values, weights, seed=seed)
+    return {
+        f"map@{k}": map_at_k(rankings, relevants, k), "low": estimate.low, "high": estimate.high,
+        f"recall@{k}": recall_at_k(rankings, relevants, k),
+        "rows": len(rows), "items": len(values), "rows_ranked": sum(bool(r) for r in rankings),
+        "curve": {j: map_at_k(rankings, relevants, j) for j in range(1, k + 1)},
+    }
+
+
+def map_competition_labels(item: Item, prediction: Prediction, k: int = 3) -> list[str]:
+    """The `Category:Misconception` labels a prediction ranks for a MAP response, best first.
+
+    A solver that already speaks MAP's labels puts them (with the colon) under the student's chosen
+    letter and they are used as they are. Otherwise they are built: the True_/False_ part says
+    whether the solver's own answer agrees with the student's choice, and its ranked misconception
+    ids for the chosen letter become `False_Misconception:<id>` (or `True_...`), padded with the
+    no-misconception labels in the order of their frequency in MAP's train file (True: Correct
+    first; False: Neither last).
+    """
+    ranked = list(prediction.misconceptions.get(item.chosen or "", []))
+    if ranked and all(":" in label for label in ranked):
+        return _dedupe(ranked)[:k]
+    if prediction.answer is None or item.chosen is None:
+        return []
+    truth = "True" if prediction.answer == item.chosen else "False"
+    labels = [f"{truth}_Misconception:{m}" for m in ranked]
+    labels = ([f"{truth}_Correct:NA"] + labels + [f"{truth}_Neither:NA"] if truth == "True"
+              else labels + [f"{truth}_Neither:NA", f"{truth}_Correct:NA"])
+    return _dedupe(labels)[:k]
+
+
+def map_competition_summary(items: list[Item], predictions, k: int = 3, seed: int = 0) -> dict | None:
+    """MAP@3 of the MAP competition: one row per student response, scored against its one label."""
+    rows = [(item.id, map_competition_labels(item, prediction, k), {item.metadata["label"]})
+            for item, prediction in paired(items, predictions) if item.metadata.get("label")]
+    if not rows:
+        return None
+    scores = [average_precision_at_k(ranked, relevant, k) for _, ranked, relevant in rows]
+    estimate = bootstrap_estimate(scores, seed=seed)
+    return {f"map@{k}": estimate.value, "low": estimate.low, "high": estimate.high, "rows": len(rows)}
+
+
+# --- the verify/reconsider ledger ------------------------------------------------------------------
+
+
+def flip_ledger(items: list[Item], predictions) -> dict:
+    """How the verify/reconsider loop changed answers, from Prediction.flips ("B->C").
+
+    Each flip is classed by the gold letter: wrong_to_right (a fix), right_to_wrong (a harm),
+    wrong_to_wrong, or unlabelled. `net` is fixes minus harms: what the loop bought in accuracy.
+    """
+    ledger = Counter({"wrong_to_right": 0, "right_to_wrong": 0, "wrong_to_wrong": 0, "unlabelled": 0})
+    items_flipped = 0
+    for item, prediction in paired(items, predictions):
+        if prediction.flips:
+            items_flipped += 1
+        for flip in prediction.flips:
+            before, _, after = flip.partition("->")
+            if item.answer is None or not after:
+                ledger["unlabelled"] += 1
+            elif before.strip() == item.answer:
+                ledger["right_to_wrong"] += 1
+            elif after.strip() == item.answer:
+                ledger["wrong_to_right"] += 1
+            else:
+                ledger["wrong_to_wrong"] += 1
+    return {**ledger, "flips": sum(ledger.values()), "items_flipped": items_flipped,
+            "net": ledger["wrong_to_right"] - ledger["right_to_wrong"]}

@@ -184,6 +184,9 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
 
 
 # --- command groups owned by the subpackages (each keeps heavy imports inside its commands) -------
+from mcqa.agent.cli import trace_app  # noqa: E402
+
+app.add_typer(trace_app, name="trace")
 
 
 def main() -> None:  # pragma: no cover - the console script calls `app`

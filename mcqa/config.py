@@ -55,6 +55,9 @@ class LLMConfig(BaseModel):
     n_threads: int = Field(default_factory=default_threads, description="CPU threads for llama.cpp.")
     n_batch: int = Field(512, description="Prompt tokens evaluated per llama.cpp batch.")
     seed: int = Field(0, description="Sampling seed (decoding is greedy unless a temperature is set).")
+    prompt_cache_mb: int = Field(
+        512, ge=0, description="RAM for saved prompt states (llama.cpp), so a verify prompt reuses its item's "
+                               "answer prompt even after other items ran in between. 0 turns it off.")
 
 
 class Config(BaseModel):
@@ -63,6 +66,12 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    agent: "AgentConfig" = Field(default_factory=lambda: AgentConfig())
+
+
+from mcqa.agent.config import AgentConfig  # noqa: E402  (the agent's section; it imports nothing from here)
+
+Config.model_rebuild()
 
 
 def load_config(path: Path | None = None, **overrides) -> Config:

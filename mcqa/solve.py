@@ -47,12 +47,13 @@ def answer_batch(llm: LLM, items: list[Item]) -> list[Prediction]:
 Solver = Callable[[list[Item]], list[Prediction]]  # a batch of items -> one prediction each, in order
 
 
-def build_solver(config: Config, llm: LLM | None = None) -> Solver:
-    """The solver a run uses, from its config. Today: zero-shot letter scoring with `config.llm`."""
-    from mcqa.llm import load_llm
+def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = None,
+                 data_root: Path | None = None, traces: Path | None = None) -> Solver:
+    """The solver a run uses: the agent graph built from `config` (its `agent` section says which
+    steps run). `traces` names a SQLite file to checkpoint every step in, for `mcqa trace show`."""
+    from mcqa.agent.solver import AgentSolver
 
-    llm = llm or load_llm(config.llm)
-    return lambda items: answer_batch(llm, items)
+    return AgentSolver(config, dataset=dataset, data_root=data_root, traces=traces, llm=llm)
 
 
 def solve(llm: LLM, items: list[Item], batch_size: int = 8,

@@ -6,12 +6,20 @@ logits, and for an option longer than one token feed its tokens one at a time. T
 cache is kept between calls and reused up to the longest common prefix, so the shared system prompt
 and few-shot examples are evaluated once, not once per item.
 
+The cache holds one sequence, but the agent's nodes each take a whole batch: item 1's verify prompt
+extends item 1's answer prompt, yet comes after item 8's. So the KV state of each evaluated prompt
+is also saved (llama_state_seq_get_data: that sequence's cells only, ~25 KB a token) in a small
+LRU (`prompt_cache_mb`) and restored when a later prompt extends it further than the live cache.
+
 llama.cpp runs a batch of one token through other kernels than a batch of several, and the logits
 differ (by 0.1 nats on SmolLM2 Q4_1). So every evaluation here re-runs at least the last two tokens:
 a score never depends on what happened to be in the cache.
 """
 
 from __future__ import annotations
+
+import ctypes
+from collections import OrderedDict
 
 import numpy as np
 
@@ -54,6 +62,7 @@ class LlamaCppLLM(LLM):
 
         self.formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
                                              bos_token=token_text("tokenizer.ggml.bos_token_id"))
+        self.states = PrefixStates(self.config.prompt_cache_mb << 20) if self.config.prompt_cache_mb > 0 else None
         self._grammars: dict[str, object] = {}
         self._option_tokens: dict[str, list[int]] = {}
 
@@ -72,15 +81,19 @@ class LlamaCppLLM(LLM):
     def _eval_prompt(self, tokens: list[int]) -> np.ndarray:
         """Evaluate `tokens`, reusing the cached common prefix; return the next-token logits."""
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
-        common = 0
-        limit = min(len(cached), len(tokens) - MIN_EVAL)  # see the module docstring
-        while common < limit and cached[common] == tokens[common]:
-            common += 1
-        llm.n_tokens = max(common, 0)
-        llm.eval(tokens[llm.n_tokens:])
+        common = _common_prefix(llm.input_ids[: llm.n_tokens], tokens, len(tokens) - MIN_EVAL)
+        if self.states is not None:
+            saved, length = self.states.best(tokens, len(tokens) - MIN_EVAL)
+            if saved is not None and length > common + MIN_EVAL:
+                self.states.restore(llm, saved)
+                common = length
+                self.stats["restored_states"] += 1
+        llm.n_tokens = common
+        llm.eval(tokens[common:])
         self.stats["prompt_tokens"] += len(tokens)
         self.stats["cached_tokens"] += common
+        if self.states is not None:
+            self.states.save(llm, tokens)
         return self._last_logits()
 
     def _last_logits(self) -> np.ndarray:
@@ -143,6 +156,64 @@ class LlamaCppLLM(LLM):
 
     def close(self) -> None:
         self.llm.close()
+
+
+def _common_prefix(a, b, limit: int) -> int:
+    """Length of the common prefix of two token sequences, at most `limit` (vectorised)."""
+    n = max(0, min(len(a), len(b), limit))
+    if n == 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if len(differ) else n
+
+
+class PrefixStates:
+    """An LRU of saved KV states of sequence 0, keyed by the prompt tokens they hold."""
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity = capacity_bytes
+        self.saved: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self.size = 0
+
+    def best(self, tokens: list[int], limit: int) -> tuple[tuple[int, ...] | None, int]:
+        """The saved prompt sharing the longest prefix with `tokens` (at most `limit`) and that length."""
+        best, length = None, 0
+        for key in self.saved:
+            common = _common_prefix(key, tokens, limit)
+            # a saved state is usable only up to where it agrees; it holds len(key) positions
+            if common > length:
+                best, length = key, common
+        return best, length
+
+    def save(self, llm, tokens: list[int]) -> None:
+        import llama_cpp
+
+        key = tuple(tokens)
+        if key in self.saved:
+            self.saved.move_to_end(key)
+            return
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        self.saved[key] = bytes(buffer)[:written]
+        self.size += written
+        while self.size > self.capacity and self.saved:
+            _, dropped = self.saved.popitem(last=False)
+            self.size -= len(dropped)
+
+    def restore(self, llm, key: tuple[int, ...]) -> None:
+        """Load the saved state into sequence 0; the caller then trims it to the shared prefix."""
+        import llama_cpp
+
+        data = self.saved[key]
+        self.saved.move_to_end(key)
+        llm._ctx.kv_cache_seq_rm(0, 0, -1)
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buffer, len(data), 0) == 0:
+            raise RuntimeError("llama.cpp refused a saved prompt state")
+        llm.input_ids[: len(key)] = key
+        llm.n_tokens = len(key)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,37 @@
+"""The agent's knobs: which steps run and how. Few, each documented, all with working defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcqa.agent.prompts import Prompts
+
+Task = Literal["answer", "misconceptions"]
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[Task] | None = Field(
+        None, description="What to do: answer, misconceptions, or both. Default: misconceptions for datasets "
+                          "with a misconception catalogue (eedi, map), answer for the rest.")
+    few_shot: int = Field(0, ge=0, description="Solved examples retrieved from the train split as few-shot turns (0: off).")
+    examples_split: str = Field("train", description="The split of the same dataset the few-shot examples come from.")
+    verify: bool = Field(True, description="Ask the model whether its answer is right (P(TRUE)).")
+    reconsider_rounds: int = Field(1, ge=0, description="At most this many re-answers after a failed verification.")
+    reconsider_below: float = Field(0.5, ge=0, le=1, description="A verification fails when P(TRUE) is below this.")
+    reconsider_margin: float = Field(
+        0.5, ge=0, le=1, description="Gate: only reconsider when the answer's probability margin over the runner-up "
+                                     "is below this (self-correction can turn right answers wrong).")
+    think: bool = Field(False, description="Have the LLM explain each wrong answer first and add that to the retrieval query.")
+    think_tokens: int = Field(48, ge=8, description="Token budget of one explanation.")
+    embedder: str = Field("minilm-l6", description="Embedder for examples and misconceptions: registry name or a local folder.")
+    query_format: str | None = Field(None, description="How a wrong answer becomes a retrieval query (mcqa.rag.queries); default: the measured best.")
+    candidates: int = Field(50, ge=1, description="Misconception candidates retrieved per wrong answer.")
+    reranker: str = Field("none", description="none | llm (Yes/No prompt) | path to a sentence-transformers CrossEncoder folder.")
+    rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores.")
+    top_k: int = Field(25, ge=1, description="Misconceptions kept per wrong answer (MAP@25).")
+    batch_size: int = Field(8, ge=1, description="Items per graph run: every node makes one backend call for the batch.")
+    prompts: Prompts = Field(default_factory=Prompts)

@@ -1,0 +1,247 @@
+"""The agent: one LangGraph graph for one item or thousands.
+
+    retrieve_examples -> answer -> verify -(failed and gated)-> reconsider -> verify
+    -> think -> propose_misconceptions -> rerank -> finalize
+
+Every node takes the whole batch in the state and makes one backend call for the items that need
+it (one call per distinct set of letters). Which nodes exist is decided by the config when the
+graph is built, so an answer-only benchmark never loads an embedder and a misconception-only task
+(Eedi, where the right answer is given) never asks the LLM for a letter.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import groupby
+
+import numpy as np
+from langgraph.graph import END, START, StateGraph
+
+from mcqa.agent.config import AgentConfig
+from mcqa.agent.prompts import VERDICTS, YES_NO, base_chat, rerank_chat, reconsider_chat, think_chat, verify_chat
+from mcqa.agent.resources import Resources
+from mcqa.agent.state import AgentState, examples_of, items_of
+from mcqa.types import Item, Prediction
+
+NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
+
+
+def default_tasks(dataset: str | None) -> list[str]:
+    """Misconceptions for datasets with a catalogue (their right answer is given), answers otherwise."""
+    return ["misconceptions"] if dataset in ("eedi", "map") else ["answer"]
+
+
+def wrong_letters(item: Item, answer: str | None) -> list[str]:
+    """The wrong answers to explain: the student's pick (MAP-style), else every distractor (Eedi-style).
+
+    The gold letter marks the right answer where it is known; otherwise the agent's own answer does.
+    """
+    if item.chosen is not None:
+        return [item.chosen]
+    right = item.answer or answer
+    return [x for x in item.letters if x != right]
+
+
+def _score_grouped(llm, requests: list[tuple[object, list, list[str]]]) -> dict[object, np.ndarray]:
+    """Score (key, chat, options) requests with one call per distinct option list; key -> log-probs."""
+    out = {}
+    ordered = sorted(requests, key=lambda r: tuple(r[2]))
+    for options, group in groupby(ordered, key=lambda r: tuple(r[2])):
+        group = list(group)
+        scores = llm.score_options([chat for _, chat, _ in group], list(options))
+        for (key, _, _), row in zip(group, scores):
+            out[key] = row
+    return out
+
+
+def _distribution(letters: list[str], logprobs: np.ndarray, all_letters: list[str]) -> dict[str, float]:
+    probs = dict(zip(letters, np.exp(logprobs)))
+    return {x: round(float(probs.get(x, 0.0)), 6) for x in all_letters}
+
+
+class Agent:
+    """Builds the graph for a config and holds the node functions (closures over the resources)."""
+
+    def __init__(self, config: AgentConfig, resources: Resources, tasks: list[str], record_prompts: bool = False):
+        self.config, self.resources, self.tasks, self.record_prompts = config, resources, tasks, record_prompts
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def retrieve_examples(self, state: AgentState) -> AgentState:
+        items = items_of(state)
+        found = self.resources.examples.search(items, self.config.few_shot)
+        return {"examples": {it.id: [ex.model_dump() for ex in exs] for it, exs in zip(items, found)}}
+
+    def answer(self, state: AgentState) -> AgentState:
+        items = items_of(state)
+        prompts = self.config.prompts
+        chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in items}
+        scores = _score_grouped(self.resources.llm, [(it.id, chats[it.id], it.letters) for it in items])
+        answers, first = {}, {}
+        for it in items:
+            probs = _distribution(it.letters, scores[it.id], it.letters)
+            answers[it.id] = {"letter": max(probs, key=probs.get), "probs": probs}
+            first[it.id] = probs
+        update: AgentState = {"answers": answers, "first_probs": first, "pending": [it.id for it in items],
+                              "rejected": {}, "flips": {}}
+        return self._with_prompts(update, "answer", chats)
+
+    def verify(self, state: AgentState) -> AgentState:
+        items = {it.id: it for it in items_of(state)}
+        answers = state["answers"]
+        chats = {i: verify_chat(items[i], examples_of(state, i), answers[i]["letter"], self.config.prompts)
+                 for i in state.get("pending", [])}
+        scores = _score_grouped(self.resources.llm, [(i, chat, VERDICTS) for i, chat in chats.items()])
+        verification = dict(state.get("verification", {}))
+        verification.update({i: round(float(np.exp(row[0])), 6) for i, row in scores.items()})
+        return self._with_prompts({"verification": verification, "pending": []}, "verify", chats)
+
+    def needs_reconsider(self, state: AgentState) -> list[str]:
+        """Items whose answer failed verification, where the gate lets the agent answer again."""
+        cfg, out = self.config, []
+        for item in items_of(state):
+            answer = state["answers"][item.id]
+            rejected = state.get("rejected", {}).get(item.id, [])
+            top = sorted(answer["probs"].values(), reverse=True)
+            margin = top[0] - (top[1] if len(top) > 1 else 0.0)
+            if (state.get("verification", {}).get(item.id, 1.0) < cfg.reconsider_below
+                    and margin < cfg.reconsider_margin
+                    and len(rejected) < cfg.reconsider_rounds
+                    and len(rejected) + 1 < len(item.letters)):
+                out.append(item.id)
+        return out
+
+    def reconsider(self, state: AgentState) -> AgentState:
+        items = {it.id: it for it in items_of(state)}
+        answers = dict(state["answers"])
+        rejected = {k: list(v) for k, v in state.get("rejected", {}).items()}
+        flips = {k: list(v) for k, v in state.get("flips", {}).items()}
+        requests, chats = [], {}
+        for i in self.needs_reconsider(state):
+            rejected.setdefault(i, []).append(answers[i]["letter"])
+            remaining = [x for x in items[i].letters if x not in rejected[i]]
+            chats[i] = reconsider_chat(items[i], examples_of(state, i), rejected[i], self.config.prompts)
+            requests.append((i, chats[i], remaining))
+        scores = _score_grouped(self.resources.llm, requests)
+        for i, _, remaining in requests:
+            probs = _distribution(remaining, scores[i], items[i].letters)
+            new = max(probs, key=probs.get)
+            flips.setdefault(i, []).append(f"{answers[i]['letter']}->{new}")
+            answers[i] = {"letter": new, "probs": probs}
+        update: AgentState = {"answers": answers, "rejected": rejected, "flips": flips, "pending": list(chats)}
+        return self._with_prompts(update, "reconsider", chats)
+
+    def think(self, state: AgentState) -> AgentState:
+        answers = state.get("answers", {})
+        keys, chats = [], []
+        for item in items_of(state):
+            for letter in wrong_letters(item, answers.get(item.id, {}).get("letter")):
+                keys.append((item.id, letter))
+                chats.append(think_chat(item, letter, self.config.prompts))
+        texts = self.resources.llm.generate(chats, max_tokens=self.config.think_tokens, stop=["\n\n"]) if chats else []
+        explanations: dict[str, dict[str, str]] = defaultdict(dict)
+        for (item_id, letter), text in zip(keys, texts):
+            explanations[item_id][letter] = text.strip()
+        return self._with_prompts({"explanations": dict(explanations)}, "think",
+                                  {f"{i}/{x}": c for (i, x), c in zip(keys, chats)})
+
+    def propose_misconceptions(self, state: AgentState) -> AgentState:
+        from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
+
+        build_query = QUERY_FORMATS[self.config.query_format or DEFAULT_QUERY_FORMAT]
+        answers, explanations = state.get("answers", {}), state.get("explanations", {})
+        keys, queries = [], []
+        for item in items_of(state):
+            for letter in wrong_letters(item, answers.get(item.id, {}).get("letter")):
+                extra = explanations.get(item.id, {}).get(letter)
+                keys.append((item.id, letter))
+                queries.append(build_query(item, letter) + (f" ### {extra}" if extra else ""))
+        found = self.resources.misconceptions.search(queries, self.config.candidates) if queries else []
+        candidates: dict[str, dict[str, list[list]]] = defaultdict(dict)
+        for (item_id, letter), hits in zip(keys, found):
+            candidates[item_id][letter] = [[mid, round(float(score), 6)] for mid, score in hits]
+        update: AgentState = {"candidates": dict(candidates)}
+        if self.record_prompts:
+            update["prompts"] = {**state.get("prompts", {}), "propose_misconceptions": dict(zip(
+                [f"{i}/{x}" for i, x in keys], queries))}
+        return update
+
+    def rerank(self, state: AgentState) -> AgentState:
+        """Rescore the top `rerank_top` candidates; the rest keep their retrieval order behind them."""
+        items = {it.id: it for it in items_of(state)}
+        index, top = self.resources.misconceptions, self.config.rerank_top
+        pairs = [(i, letter, mid) for i, by_letter in state["candidates"].items()
+                 for letter, hits in by_letter.items() for mid, _ in hits[:top]]
+        if self.config.reranker == "llm":
+            requests = [((i, x, m), rerank_chat(items[i], x, index.name_of(m), self.config.prompts), YES_NO)
+                        for i, x, m in pairs]
+            scores = {k: float(np.exp(v[0])) for k, v in _score_grouped(self.resources.llm, requests).items()}
+        else:  # a CrossEncoder folder
+            from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
+
+            build_query = QUERY_FORMATS[self.config.query_format or DEFAULT_QUERY_FORMAT]
+            texts = [(build_query(items[i], x), index.name_of(m)) for i, x, m in pairs]
+            values = self.resources.cross_encoder.predict(texts, batch_size=32) if texts else []
+            scores = {key: float(v) for key, v in zip(pairs, values)}
+        ranked: dict[str, dict[str, list[list]]] = defaultdict(dict)
+        for i, by_letter in state["candidates"].items():
+            for letter, hits in by_letter.items():
+                head = sorted(hits[:top], key=lambda h: -scores[(i, letter, h[0])])
+                ranked[i][letter] = [[m, round(scores[(i, letter, m)], 6)] for m, _ in head] + hits[top:]
+        return {"ranked": dict(ranked)}
+
+    def finalize(self, state: AgentState) -> AgentState:
+        answers, ranked = state.get("answers", {}), state.get("ranked") or state.get("candidates", {})
+        predictions = []
+        for item in items_of(state):
+            letter = answers.get(item.id, {}).get("letter")
+            hits = ranked.get(item.id, {})
+            prediction = Prediction(
+                item_id=item.id, answer=letter,
+                option_probs=state.get("first_probs", {}).get(item.id, {}),
+                correct=None if item.answer is None or "answer" not in self.tasks else letter == item.answer,
+                verification=state.get("verification", {}).get(item.id),
+                flips=state.get("flips", {}).get(item.id, []),
+                misconceptions={x: [m for m, _ in h[: self.config.top_k]] for x, h in hits.items()},
+                misconception_scores={x: [s for _, s in h[: self.config.top_k]] for x, h in hits.items()},
+            )
+            predictions.append(prediction.model_dump())
+        return {"predictions": predictions}
+
+    def _with_prompts(self, update: AgentState, node: str, chats: dict) -> AgentState:
+        if self.record_prompts:
+            update["prompts"] = {node: chats}
+        return update
+
+    # -- wiring ------------------------------------------------------------------------------------
+    def nodes(self) -> list[str]:
+        """The nodes this config runs, in order."""
+        cfg, answer, misc = self.config, "answer" in self.tasks, "misconceptions" in self.tasks
+        wanted = {
+            "retrieve_examples": answer and cfg.few_shot > 0,
+            "answer": answer,
+            "verify": answer and cfg.verify,
+            "reconsider": answer and cfg.verify and cfg.reconsider_rounds > 0,
+            "think": misc and cfg.think,
+            "propose_misconceptions": misc,
+            "rerank": misc and cfg.reranker != "none",
+            "finalize": True,
+        }
+        return [name for name in NODES if wanted[name]]
+
+    def build(self) -> StateGraph:
+        names = self.nodes()
+        graph = StateGraph(AgentState)
+        for name in names:
+            graph.add_node(name, getattr(self, name))
+        chain = [n for n in names if n != "reconsider"]
+        graph.add_edge(START, chain[0])
+        for current, following in zip(chain, chain[1:]):
+            if current == "verify" and "reconsider" in names:
+                graph.add_conditional_edges(
+                    "verify", lambda s, nxt=following: "reconsider" if self.needs_reconsider(s) else nxt,
+                    ["reconsider", following])
+                graph.add_edge("reconsider", "verify")
+            else:
+                graph.add_edge(current, following)
+        graph.add_edge(chain[-1], END)
+        return graph

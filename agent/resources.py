@@ -1,0 +1,54 @@
+"""What the nodes call: the LLM, the embedder, the example store, the misconception index, the
+reranker. Each is loaded on first use and once per process, so a graph that only answers never
+loads an embedder and a replayed trace loads nothing at all.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from mcqa.config import Config
+
+
+class Resources:
+    def __init__(self, config: Config, dataset: str | None = None, data_root: Path | None = None, llm=None):
+        self.config, self.dataset, self.data_root = config, dataset, data_root
+        if llm is not None:
+            self.__dict__["llm"] = llm  # share an already loaded model (tests, benchmarks)
+
+    @cached_property
+    def llm(self):
+        from mcqa.llm import load_llm
+
+        return load_llm(self.config.llm)
+
+    @cached_property
+    def embedder(self):
+        from mcqa.rag import Embedder
+
+        return Embedder(self.config.agent.embedder)
+
+    @cached_property
+    def examples(self):
+        from mcqa.rag import load_or_build_example_store
+
+        self._need_dataset("few-shot examples")
+        return load_or_build_example_store(self.dataset, self.config.agent.examples_split, self.embedder, self.data_root)
+
+    @cached_property
+    def misconceptions(self):
+        from mcqa.rag import load_or_build_misconception_index
+
+        self._need_dataset("misconception retrieval")
+        return load_or_build_misconception_index(self.dataset, self.embedder, self.data_root)
+
+    @cached_property
+    def cross_encoder(self):
+        from sentence_transformers import CrossEncoder
+
+        return CrossEncoder(self.config.agent.reranker, device="cpu")
+
+    def _need_dataset(self, what: str) -> None:
+        if not self.dataset:
+            raise ValueError(f"{what} needs a dataset with a train split or catalogue (eedi, map, ...)")

@@ -1,0 +1,302 @@
+"""The batch runner: solve a split into a run folder, resumably, surviving kill -9 at any moment.
+
+A run folder (`runs/NAME/`) holds:
+- `config.yaml`: the run's Config (loadable with `--config`, so a run can be repeated);
+- `run.json`: which items (dataset, split or file) and a log of every invocation;
+- `predictions.jsonl`: one line per item, appended as each batch completes;
+- `permutations.jsonl`: predictions on permuted copies (`--permute`, `--debias`), same format;
+- `metrics.json`, `report.md`, `report.html`: written by the report step at the end.
+
+Crash safety comes from three rules. Each prediction is one `write()` of one whole line, flushed
+(and the file fsynced after each batch), so a kill leaves at most one torn last line. Opening the
+log drops a torn last line (truncating the file to its last newline) before anything is appended.
+And an item is solved only if its id is not in the log when the run starts, so nothing is solved
+twice or lost: a resumed run ends with exactly the lines an uninterrupted run writes.
+
+A backend error on a batch is retried; if it persists, each item of the batch is tried alone once
+(so one bad item does not sink its batch mates), and what still fails is recorded as a Prediction
+with `error` set. Those count as done (the file stays one line per item); `--retry-errors` drops
+them from the log and solves them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from mcqa.config import Config
+from mcqa.eval.metrics import is_correct
+from mcqa.solve import Solver, batched
+from mcqa.types import Item, Prediction
+
+# Config keys that change how fast a run goes, never what it answers: a resumed run may change them.
+SPEED_ONLY = frozenset({"llm.n_threads", "llm.prompt_cache_mb"})
+ERROR_CHARS = 500
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked (another config, a corrupt log, locked)."""
+
+
+# --- the prediction log -----------------------------------------------------------------------------
+
+
+class PredictionLog:
+    """An append-only JSON-lines file of predictions, one line per item id.
+
+    Opening it reads what is done and repairs a torn last line; `append` writes each prediction as
+    one unbuffered `write()` of a whole line.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.done: dict[str, Prediction] = {}
+        self.dropped_bytes = 0
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good_end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn tail
+        lines = data[:good_end].split(b"\n")[:-1]
+        offset = 0
+        for number, line in enumerate(lines, start=1):
+            try:
+                prediction = Prediction.model_validate(json.loads(line)) if line.strip() else None
+            except ValueError as exc:
+                if number < len(lines):
+                    raise RunError(f"{self.path} line {number} is not a prediction ({type(exc).__name__}); "
+                                   "delete that line or start over with --force") from None
+                good_end = offset  # a damaged last line is torn too
+                break
+            if prediction is not None:
+                self.done.setdefault(prediction.item_id, prediction)
+            offset += len(line) + 1
+        if good_end < len(data):
+            self.dropped_bytes = len(data) - good_end
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_end)
+                os.fsync(handle.fileno())
+
+    def pending(self, items: list[Item]) -> list[Item]:
+        return [item for item in items if item.id not in self.done]
+
+    def append(self, predictions: list[Prediction]) -> None:
+        """Append whole lines, one write each, then fsync: a kill tears at most the line being written."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab", buffering=0) as out:
+            for prediction in predictions:
+                line = (prediction.model_dump_json(exclude_defaults=True) + "\n").encode("utf-8")
+                written = 0
+                while written < len(line):
+                    written += out.write(line[written:])
+                self.done[prediction.item_id] = prediction
+            os.fsync(out.fileno())
+
+    def drop_errors(self) -> int:
+        """Rewrite the log without its error records (atomically), so those items are solved again."""
+        errors = [k for k, p in self.done.items() if p.error is not None]
+        if errors:
+            for key in errors:
+                del self.done[key]
+            _atomic_write(self.path, "".join(p.model_dump_json(exclude_defaults=True) + "\n"
+                                             for p in self.done.values()))
+        return len(errors)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write `path` so that a reader (or a kill) sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+# --- solving with retries ---------------------------------------------------------------------------
+
+
+def error_prediction(item: Item, exc: BaseException) -> Prediction:
+    message = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    return Prediction(item_id=item.id, error=message, correct=None if item.answer is None else False)
+
+
+def _checked(batch: list[Item], predictions: list[Prediction]) -> list[Prediction]:
+    """The solver's predictions, after checking they are one per item in order; `correct` filled in."""
+    ids = [p.item_id for p in predictions]
+    if ids != [it.id for it in batch]:
+        raise ValueError(f"solver returned predictions for {ids[:3]}... instead of one per item in order")
+    return [p if p.correct is not None or item.answer is None
+            else p.model_copy(update={"correct": is_correct(item, p)}) for item, p in zip(batch, predictions)]
+
+
+def solve_with_retries(solver: Solver, batch: list[Item], retries: int = 2, backoff: float = 1.0,
+                       sleep: Callable[[float], None] = time.sleep) -> list[Prediction]:
+    """One prediction per item, never an exception (KeyboardInterrupt aside).
+
+    The batch is tried `retries` + 1 times (waiting `backoff`, then twice that, ...); then each item
+    alone once; an item that still fails gets an error prediction.
+    """
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            sleep(backoff * 2 ** (attempt - 1))
+        try:
+            return _checked(batch, solver(batch))
+        except Exception as exc:  # noqa: BLE001 - any backend failure is recorded, never fatal
+            last = exc
+    if len(batch) == 1:
+        return [error_prediction(batch[0], last)]
+    return [p for item in batch for p in solve_with_retries(solver, [item], 0, backoff, sleep)]
+
+
+@dataclass
+class RunStats:
+    """What one invocation did (the report's throughput figures)."""
+
+    already_done: int = 0
+    solved: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.solved / self.seconds if self.seconds else 0.0
+
+
+def run_items(solver: Solver, items: list[Item], log: PredictionLog, batch_size: int = 8, retries: int = 2,
+              on_progress: Callable[[int], None] | None = None, backoff: float = 1.0,
+              stats: RunStats | None = None) -> RunStats:
+    """Solve the items not yet in `log`, batch by batch, appending each batch as it completes."""
+    stats = stats or RunStats()
+    pending = log.pending(items)
+    stats.already_done += len(items) - len(pending)
+    started = time.perf_counter()
+    for batch in batched(pending, batch_size):
+        predictions = solve_with_retries(solver, batch, retries, backoff)
+        log.append(predictions)
+        stats.solved += len(predictions)
+        stats.errors += sum(p.error is not None for p in predictions)
+        if on_progress:
+            on_progress(len(predictions))
+    stats.seconds += time.perf_counter() - started
+    return stats
+
+
+# --- the run folder ---------------------------------------------------------------------------------
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(old: dict, new: dict, ignore: frozenset = SPEED_ONLY) -> list[str]:
+    """'key: old -> new' for every setting that differs (speed-only keys aside)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}"
+            for key in sorted(set(a) | set(b)) if key not in ignore and a.get(key) != b.get(key)]
+
+
+@dataclass
+class RunDir:
+    """The files of one run folder, and the checks that keep a resumed run the same run."""
+
+    path: Path
+    owned: tuple[str, ...] = field(default=("config.yaml", "run.json", "predictions.jsonl", "permutations.jsonl",
+                                            "metrics.json", "report.md", "report.html"), repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self._lock = None
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def predictions(self) -> Path:
+        return self.file("predictions.jsonl")
+
+    @property
+    def permutations(self) -> Path:
+        return self.file("permutations.jsonl")
+
+    def lock(self) -> None:
+        """Hold an exclusive lock for this process's life: two runs appending to one log would
+        duplicate work. The OS frees it when the process dies, kill -9 included."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on Linux or macOS
+            return
+        handle = open(self.file(".lock"), "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunError(f"another `mcqa eval run` is writing to {self.path}") from None
+        self._lock = handle
+
+    def clear(self) -> None:
+        """--force: remove what a run wrote (nothing else in the folder)."""
+        for name in self.owned:
+            self.file(name).unlink(missing_ok=True)
+
+    def read_meta(self) -> dict:
+        path = self.file("run.json")
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def stored_config(self) -> dict | None:
+        path = self.file("config.yaml")
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+
+    def check(self, config: Config, source: dict) -> None:
+        """Refuse to resume a run with other settings or other items: its predictions would mix."""
+        stored = self.stored_config()
+        if stored is None:
+            if self.predictions.exists() and self.predictions.stat().st_size:
+                raise RunError(f"{self.path} has predictions but no config.yaml: use another --out, "
+                               "or --force to start over")
+            return
+        differences = config_differences(stored, config.model_dump(mode="json"))
+        old_source = self.read_meta().get("source", {})
+        differences += [f"{key}: {old_source.get(key)!r} -> {source.get(key)!r}"
+                        for key in sorted(set(old_source) | set(source)) if old_source.get(key) != source.get(key)]
+        if differences:
+            raise RunError(f"{self.path} was run with other settings ({'; '.join(differences)}). Resume it "
+                           f"with --config {self.file('config.yaml')} and the same dataset and split, use "
+                           "another --out, or pass --force to start over (its predictions are deleted)")
+
+    def start(self, config: Config, source: dict) -> None:
+        """Write config.yaml and run.json (atomically) before the first prediction is appended."""
+        if not self.file("config.yaml").exists():
+            _atomic_write(self.file("config.yaml"), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if not self.file("run.json").exists():
+            self.write_meta({"source": source, "created": _now(), "invocations": []})
+
+    def write_meta(self, meta: dict) -> None:
+        _atomic_write(self.file("run.json"), json.dumps(meta, indent=2) + "\n")
+
+    def record_invocation(self, entry: dict) -> None:
+        meta = self.read_meta()
+        meta.setdefault("invocations", []).append({"at": _now(), **entry})
+        self.write_meta(meta)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

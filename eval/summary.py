@@ -1,0 +1,51 @@
+"""Everything a run is scored by, gathered into the one dict that becomes metrics.json.
+
+Scores are computed over the items the run was asked for (the split, cut by --limit) that have a
+prediction; items still pending (a run stopped early) are counted apart, never as wrong.
+"""
+
+from __future__ import annotations
+
+from mcqa.eval.bias import consistency, debias_summary, position_summary
+from mcqa.eval.metrics import (accuracy_summary, breakdown, flip_ledger, is_correct, map_competition_summary,
+                               misconception_summary, paired)
+from mcqa.types import Item, Prediction
+
+WORST_ITEMS = 20
+
+
+def worst_items(items: list[Item], predictions: dict[str, Prediction], n: int = WORST_ITEMS) -> list[dict]:
+    """The most confident wrong answers: where the model was surest and still wrong, first."""
+    wrong = []
+    for item, prediction in paired(items, predictions):
+        if item.answer is None or prediction.answer is None or is_correct(item, prediction):
+            continue
+        wrong.append({
+            "item_id": item.id, "question": item.question, "answer": prediction.answer, "gold": item.answer,
+            "confidence": prediction.option_probs.get(prediction.answer),
+            "gold_probability": prediction.option_probs.get(item.answer),
+            "answer_text": item.choice(prediction.answer), "gold_text": item.choice(item.answer),
+            "subject": item.subject, "trace_id": prediction.trace_id,
+        })
+    wrong.sort(key=lambda w: -(w["confidence"] or 0.0))
+    return wrong[:n]
+
+
+def summarize(items: list[Item], predictions: dict[str, Prediction], permuted: list[Prediction],
+              run: dict, debias_sample_size: int = 0, seed: int = 0) -> dict:
+    """metrics.json: `run` (what was asked, by whom) plus every metric that applies to these items."""
+    predicted = len(paired(items, predictions))
+    metrics: dict = {
+        "run": {**run, "items": len(items), "predicted": predicted, "pending": len(items) - predicted},
+        "accuracy": accuracy_summary(items, predictions, seed=seed),
+        "by_subject": breakdown(items, predictions, "subject", seed=seed),
+        "by_construct": breakdown(items, predictions, "construct", seed=seed),
+        "misconceptions": misconception_summary(items, predictions, k=25, seed=seed),
+        "map_competition": map_competition_summary(items, predictions, k=3, seed=seed),
+        "position": position_summary(items, predictions),
+        "permutation": consistency(items, predictions, permuted) if permuted else None,
+        "debias": debias_summary(items, predictions, permuted, debias_sample_size) if debias_sample_size else None,
+        "flips": flip_ledger(items, predictions),
+        "worst": worst_items(items, predictions),
+    }
+    return metrics

@@ -1,0 +1,82 @@
+"""Indexes built once and reused: the agent asks for one per run and gets the saved copy after the first.
+
+A cached folder lives under `cache_dir()/indexes/` and is named after a checksum of what went in
+(the catalogue or the items as canonical JSON) and of the embedder (name, weights fingerprint,
+passage format). Change any of them and the name changes, so a stale index is never served; a folder
+that fails its checks is rebuilt. A build is written to a temporary folder and renamed into place, so
+two processes building at once never see each other's half-written files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from mcqa.config import cache_dir
+from mcqa.datasets import load_misconceptions
+from mcqa.rag.embedder import Embedder
+from mcqa.rag.splits import DERIVED_SPLITS, load_items
+from mcqa.rag.store import ExampleStore, MisconceptionIndex
+from mcqa.rag.vectors import StoreError, sha256_of_records
+
+T = TypeVar("T", ExampleStore, MisconceptionIndex)
+
+
+def indexes_dir() -> Path:
+    return cache_dir() / "indexes"
+
+
+def cache_key(content_checksum: str, embedder: Embedder) -> str:
+    identity = json.dumps({"content": content_checksum, **embedder.describe()}, sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _load_or_build(folder: Path, load: Callable[[Path], T], build: Callable[[], T]) -> T:
+    if folder.is_dir():
+        try:
+            return load(folder)
+        except StoreError:
+            shutil.rmtree(folder, ignore_errors=True)  # damaged or interrupted: rebuild below
+    built = build()
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    built.save(partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished first: its copy is equivalent
+        shutil.rmtree(partial, ignore_errors=True)
+    built.folder = folder
+    return built
+
+
+def load_or_build_misconception_index(dataset: str, embedder: Embedder, root: Path | None = None,
+                                      progress: bool = False) -> MisconceptionIndex:
+    """The misconception index of `dataset`'s catalogue (eedi, map), built on first use and cached."""
+    misconceptions = load_misconceptions(dataset, root)
+    checksum = sha256_of_records([m.model_dump(mode="json") for m in misconceptions])
+    folder = indexes_dir() / f"misconceptions-{dataset}-{cache_key(checksum, embedder)}"
+    source = {"dataset": dataset, "catalogue_sha256": checksum}
+    return _load_or_build(folder, lambda f: MisconceptionIndex.load(f, embedder),
+                          lambda: MisconceptionIndex.build(misconceptions, embedder, progress=progress, source=source))
+
+
+def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, root: Path | None = None,
+                                progress: bool = False, *, fraction: float = 0.2, seed: int = 0,
+                                unseen: bool = False, index: str = "flat") -> ExampleStore:
+    """The example store of a split (`fit` is the train side of the validation split), built once and cached.
+
+    Only labelled items are stored: an example without its answer teaches nothing.
+    """
+    items = [i for i in load_items(dataset, split, root, fraction, seed, unseen) if i.answer is not None]
+    checksum = sha256_of_records([i.model_dump(mode="json") for i in items])
+    folder = indexes_dir() / f"examples-{dataset}-{split}-{index}-{cache_key(checksum, embedder)}"
+    source = {"dataset": dataset, "split": split, "items_sha256": checksum}
+    if split in DERIVED_SPLITS:
+        source.update(fraction=fraction, seed=seed, unseen=unseen)
+    return _load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
+                          lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source))

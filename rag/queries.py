@@ -1,0 +1,108 @@
+"""How a (question, wrong answer) pair, or a whole item, is written as text for the embedder.
+
+Which query format retrieves misconceptions best is measured by `mcqa eval retrieval`, not guessed;
+`DEFAULT_QUERY_FORMAT` is set to the winner of that measurement (figures beside it).
+Missing fields (MAP items have no construct or subject) are left out rather than written as "None".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from mcqa.types import Item
+
+
+def _clean(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _wrong(item: Item, wrong: str) -> str:
+    if wrong not in item.letters:
+        raise ValueError(f"item {item.id}: {wrong!r} is not one of its choice letters {''.join(item.letters)}")
+    return _clean(item.choice(wrong))
+
+
+def hashes(item: Item, wrong: str) -> str:
+    """`ConstructName ### QuestionText ### AnswerText`: the plainest concatenation."""
+    parts = [_clean(item.construct), _clean(item.question), _wrong(item, wrong)]
+    return " ### ".join(p for p in parts if p)
+
+
+def category(item: Item, wrong: str) -> str:
+    """`Category: ConstructName. Question: QuestionText Given Answer: AnswerText`: fields named in words."""
+    head = f"Category: {_clean(item.construct)}. " if item.construct else ""
+    return f"{head}Question: {_clean(item.question)} Given Answer: {_wrong(item, wrong)}"
+
+
+def with_subject_and_correct(item: Item, wrong: str) -> str:
+    """Adds SubjectName and the correct answer: the gap between right and wrong is what a misconception explains."""
+    parts = []
+    if item.subject:
+        parts.append(f"Subject: {_clean(item.subject)}.")
+    if item.construct:
+        parts.append(f"Topic: {_clean(item.construct)}.")
+    parts.append(f"Question: {_clean(item.question)}")
+    if item.answer is not None and item.answer != wrong:
+        parts.append(f"Correct answer: {_clean(item.choice(item.answer))}")
+    parts.append(f"Incorrect answer: {_wrong(item, wrong)}")
+    return " ".join(parts)
+
+
+def answer_first(item: Item, wrong: str) -> str:
+    """The wrong and correct answers before the question: MiniLM reads 256 tokens, long questions cut the tail."""
+    parts = [f"Incorrect answer: {_wrong(item, wrong)}."]
+    if item.answer is not None and item.answer != wrong:
+        parts.append(f"Correct answer: {_clean(item.choice(item.answer))}.")
+    if item.construct:
+        parts.append(f"Topic: {_clean(item.construct)}.")
+    parts.append(f"Question: {_clean(item.question)}")
+    return " ".join(parts)
+
+
+QUERY_FORMATS: dict[str, Callable[[Item, str], str]] = {
+    "hashes": hashes,
+    "category": category,
+    "subject_correct": with_subject_and_correct,
+    "answer_first": answer_first,
+}
+# Measured with `mcqa eval retrieval --dataset eedi` (zero-shot MiniLM, seen and unseen validation).
+DEFAULT_QUERY_FORMAT = "category"
+
+
+def query_format(name: str) -> Callable[[Item, str], str]:
+    try:
+        return QUERY_FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown query format {name!r}; known: {', '.join(QUERY_FORMATS)}") from None
+
+
+def labelled_pairs(items: list[Item]) -> Iterator[tuple[Item, str, list[str]]]:
+    """(item, wrong letter, its misconception ids) for every wrong answer that carries a label.
+
+    A label on the correct answer (which no dataset should have) is not a misconception and is skipped.
+    """
+    for item in items:
+        for letter_, ids in sorted(item.misconceptions.items()):
+            if ids and letter_ != item.answer:
+                yield item, letter_, list(ids)
+
+
+def item_text(item: Item) -> str:
+    """An item as one passage for the example store: what makes two questions alike for few-shot use.
+
+    The answer is not written in: a query item has none to offer, and the store should match on
+    the question, not on whether the answer is known. A student's chosen answer and explanation
+    (MAP) are part of what the item is about, so they are.
+    """
+    parts = []
+    if item.subject:
+        parts.append(f"Subject: {_clean(item.subject)}.")
+    if item.construct:
+        parts.append(f"Topic: {_clean(item.construct)}.")
+    parts.append(f"Question: {_clean(item.question)}")
+    parts.append("Choices: " + " ".join(f"{x}) {_clean(c)}" for x, c in zip(item.letters, item.choices)))
+    if item.chosen is not None:
+        parts.append(f"Chosen: {item.chosen}.")
+    if explanation := _clean(item.metadata.get("explanation")):
+        parts.append(f"Explanation: {explanation}")
+    return " ".join(parts)

@@ -1,0 +1,53 @@
+"""How well the embedder alone finds the labelled misconception of a wrong answer, per query format.
+
+Every labelled wrong answer of the items is one query; it is scored by MAP@k and Recall@k (the Eedi
+competition metric, from mcqa.eval.metrics) against the whole catalogue. This is the number that
+picks `DEFAULT_QUERY_FORMAT` and that a fine-tuned embedder has to beat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from mcqa.eval.metrics import map_at_k, recall_at_k
+from mcqa.rag.queries import labelled_pairs, query_format
+from mcqa.rag.store import MisconceptionIndex
+from mcqa.types import Item
+
+
+@dataclass
+class FormatScore:
+    format: str
+    queries: int
+    map_at_k: float
+    recall_at_k: float
+    k: int
+    encode_s: float
+    search_s: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_format(items: list[Item], index: MisconceptionIndex, format_name: str, k: int = 25,
+                 on_progress: Callable[[int], None] | None = None) -> FormatScore:
+    """MAP@k and Recall@k of one query format over every labelled wrong answer of `items`."""
+    build = query_format(format_name)
+    pairs = list(labelled_pairs(items))
+    texts = [build(item, letter_) for item, letter_, _ in pairs]
+    started = time.perf_counter()
+    vectors = index.embedder.encode(texts, kind="query", progress=on_progress or False)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    hits = index.search_vectors(vectors, k)
+    search_s = time.perf_counter() - started
+    rankings = [[mid for mid, _ in row] for row in hits]
+    relevants = [ids for _, _, ids in pairs]
+    return FormatScore(format_name, len(pairs), map_at_k(rankings, relevants, k), recall_at_k(rankings, relevants, k),
+                       k, round(encode_s, 3), round(search_s, 4))
+
+
+def count_queries(items: list[Item]) -> int:
+    return sum(1 for _ in labelled_pairs(items))
