@@ -164,6 +164,13 @@ def is_correct(item: Item, prediction: Prediction) -> bool | None:
     return prediction.answer is not None and prediction.error is None and prediction.answer == item.answer
 
 
+def answers_questions(predictions) -> bool:
+    """Whether a run answered questions at all. A misconception-only agent run (Eedi, MAP: the right
+    answer is given) leaves every answer empty; grading it would report 0% accuracy, not "n/a"."""
+    values = predictions.values() if isinstance(predictions, dict) else predictions
+    return any(p.answer is not None for p in values)
+
+
 def accuracy_summary(items: list[Item], predictions, seed: int = 0) -> dict:
     """Accuracy with its bootstrap interval; unanswered items count as wrong and are also counted apart.
 
@@ -258,9 +265,9 @@ def map_competition_labels(item: Item, prediction: Prediction, k: int = 3) -> li
     ranked = list(prediction.misconceptions.get(item.chosen or "", []))
     if ranked and all(":" in label for label in ranked):
         return _dedupe(ranked)[:k]
-    if prediction.answer is None or item.chosen is None:
+    if item.chosen is None or (prediction.answer or item.answer) is None:
         return []
-    truth = "True" if prediction.answer == item.chosen else "False"
+    truth = "True" if (prediction.answer or item.answer) == item.chosen else "False"
     labels = [f"{truth}_Misconception:{m}" for m in ranked]
     labels = ([f"{truth}_Correct:NA"] + labels + [f"{truth}_Neither:NA"] if truth == "True"
               else labels + [f"{truth}_Neither:NA", f"{truth}_Correct:NA"])

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from mcqa.eval.runner import _atomic_write
+from mcqa.eval.runner import atomic_write
 
 
 def clean(value):
@@ -43,16 +43,22 @@ def trace_command(run_dir: Path, item_id: str) -> str:
 def headline(metrics: dict) -> list[tuple[str, str]]:
     """(name, value) rows of the summary table, shared by both reports and the CLI."""
     run, acc = metrics["run"], metrics["accuracy"]
-    rows = [("items", f"{run['predicted']} predicted of {run['items']}" + (f" ({run['pending']} pending)" if run["pending"] else "")),
-            ("accuracy (95% CI)", interval(acc, "accuracy") + f" on {acc['labelled']} labelled"),
-            ("unanswered (counted wrong)", f"{acc.get('unanswered', 0)} ({acc.get('errors', 0)} backend errors)"),
-            ("accuracy of answered items", pct(acc.get("answered_accuracy")))]
+    rows = [("items", f"{run['predicted']} predicted of {run['items']}" + (f" ({run['pending']} pending)" if run["pending"] else ""))]
+    if acc and acc.get("labelled"):
+        rows += [("accuracy (95% CI)", interval(acc, "accuracy") + f" on {acc['labelled']} labelled"),
+                 ("unanswered (counted wrong)", f"{acc['unanswered']} ({acc['errors']} of them backend errors)"),
+                 ("accuracy of answered items", pct(acc.get("answered_accuracy")))]
+    elif acc:
+        rows.append(("accuracy", "n/a: no labelled items"))
+    else:
+        rows.append(("accuracy", "n/a: this run answered no questions (misconceptions only)"))
+    rows.append(("backend errors (Prediction.error)", str(metrics.get("errors", 0))))
     if m := metrics.get("misconceptions"):
         rows += [("MAP@25 (95% CI)", f"{m['map@25']:.3f} [{m['low']:.3f}, {m['high']:.3f}] over {m['rows']} wrong answers"),
                  ("Recall@25", f"{m['recall@25']:.3f}")]
     if m := metrics.get("map_competition"):
         rows.append(("MAP@3 (95% CI)", f"{m['map@3']:.3f} [{m['low']:.3f}, {m['high']:.3f}] over {m['rows']} responses"))
-    position = metrics["position"]
+    position = metrics["position"] or {}
     if position.get("rstd") is not None:
         rows.append(("position bias RStd (accuracy points)", f"{position['rstd']:.1f}"))
     if p := metrics.get("permutation"):
@@ -66,7 +72,7 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
                                             f"{f['wrong_to_wrong']} wrong to wrong; net {f['net']:+d})"))
     if t := run.get("throughput"):
         rows.append(("this invocation", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s), "
-                                        f"{t['already_done']} already done"))
+                                        f"{t['already_done']} already done" + (" (items and shuffled copies)" if run.get("permute") or run.get("debias") else "")))
     return rows
 
 
@@ -104,7 +110,7 @@ def render_markdown(metrics: dict, run_dir: Path) -> str:
             parts += ["", f"## {title} (largest {min(15, len(metrics[field]))} of {len(metrics[field])})", "",
                       _md_table(["group", "n", "accuracy (95% CI)"], _group_rows(metrics[field]))]
     position = metrics["position"]
-    parts += ["", "## Position bias", "",
+    parts += [] if not position else ["", "## Position bias", "",
               _md_table(["letter", "gold", "predicted"] + (["debiased"] if metrics.get("debias") else []) + ["accuracy when gold"],
                         [[k, position["gold_letters"][k], position["predicted_letters"][k]]
                          + ([metrics["debias"]["position"]["predicted_letters"].get(k, 0)] if metrics.get("debias") else [])
@@ -158,9 +164,10 @@ def render_html(metrics: dict, run_dir: Path) -> str:
             parts += [f"<h2>Accuracy by {label}</h2>", _img(png, f"accuracy by {label}"),
                       _html_table([label, "n", "accuracy (95% CI)"], _group_rows(metrics[field], top=30))]
     debiased = metrics["debias"]["position"] if metrics.get("debias") else None
-    parts += ["<h2>Position bias</h2>", _img(plots.letters(metrics["position"], debiased), "letter distributions"),
-              "<p class='note'>RStd: standard deviation of the accuracy by gold letter, in points (Zheng et al., "
-              "ICLR 2024). A model that reads the content has matching gold and predicted bars.</p>"]
+    if metrics["position"]:
+        parts += ["<h2>Position bias</h2>", _img(plots.letters(metrics["position"], debiased), "letter distributions"),
+                  "<p class='note'>RStd: standard deviation of the accuracy by gold letter, in points (Zheng et al., "
+                  "ICLR 2024). A model that reads the content has matching gold and predicted bars.</p>"]
     if p := metrics.get("permutation"):
         parts.append(f"<p>Shuffling the choices ({p['copies']} copies of {p['items']} items) kept the answer on "
                      f"{pct(p['consistency'])} of the items; accuracy on the copies {pct(p['copy_accuracy'])}.</p>")
@@ -184,6 +191,6 @@ def write_reports(run_dir: Path, metrics: dict) -> None:
     """metrics.json, report.md, report.html in `run_dir`, each written atomically."""
     run_dir = Path(run_dir)
     metrics = clean(metrics)
-    _atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    _atomic_write(run_dir / "report.md", render_markdown(metrics, run_dir))
-    _atomic_write(run_dir / "report.html", render_html(metrics, run_dir))
+    atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    atomic_write(run_dir / "report.md", render_markdown(metrics, run_dir))
+    atomic_write(run_dir / "report.html", render_html(metrics, run_dir))

@@ -32,12 +32,11 @@ from pathlib import Path
 import yaml
 
 from mcqa.config import Config
-from mcqa.eval.metrics import is_correct
-from mcqa.solve import Solver, batched
+from mcqa.solve import Solver, batched, read_predictions, write_jsonl
 from mcqa.types import Item, Prediction
 
 # Config keys that change how fast a run goes, never what it answers: a resumed run may change them.
-SPEED_ONLY = frozenset({"llm.n_threads", "llm.prompt_cache_mb"})
+SPEED_ONLY = frozenset({"llm.n_threads", "llm.prompt_cache_mb", "agent.batch_size"})
 ERROR_CHARS = 500
 
 
@@ -51,37 +50,28 @@ class RunError(ValueError):
 class PredictionLog:
     """An append-only JSON-lines file of predictions, one line per item id.
 
-    Opening it reads what is done and repairs a torn last line; `append` writes each prediction as
-    one unbuffered `write()` of a whole line.
+    Opening it reads what is done and cuts a torn last line off the file (`repair=False` only skips
+    it, for readers such as `compare` that must not touch a run that may still be going). Reading
+    and appending are mcqa.solve's `read_predictions` and `write_jsonl`.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, repair: bool = True):
         self.path = Path(path)
         self.done: dict[str, Prediction] = {}
         self.dropped_bytes = 0
-        self._load()
+        self._load(repair)
 
-    def _load(self) -> None:
+    def _load(self, repair: bool) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        good_end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn tail
-        lines = data[:good_end].split(b"\n")[:-1]
-        offset = 0
-        for number, line in enumerate(lines, start=1):
-            try:
-                prediction = Prediction.model_validate(json.loads(line)) if line.strip() else None
-            except ValueError as exc:
-                if number < len(lines):
-                    raise RunError(f"{self.path} line {number} is not a prediction ({type(exc).__name__}); "
-                                   "delete that line or start over with --force") from None
-                good_end = offset  # a damaged last line is torn too
-                break
-            if prediction is not None:
-                self.done.setdefault(prediction.item_id, prediction)
-            offset += len(line) + 1
-        if good_end < len(data):
-            self.dropped_bytes = len(data) - good_end
+        try:
+            predictions, good_end = read_predictions(self.path)
+        except ValueError as exc:
+            raise RunError(f"{exc}; delete that line or start over with --force") from None
+        for prediction in predictions:
+            self.done.setdefault(prediction.item_id, prediction)
+        self.dropped_bytes = self.path.stat().st_size - good_end
+        if self.dropped_bytes and repair:
             with self.path.open("r+b") as handle:
                 handle.truncate(good_end)
                 os.fsync(handle.fileno())
@@ -90,16 +80,9 @@ class PredictionLog:
         return [item for item in items if item.id not in self.done]
 
     def append(self, predictions: list[Prediction]) -> None:
-        """Append whole lines, one write each, then fsync: a kill tears at most the line being written."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab", buffering=0) as out:
-            for prediction in predictions:
-                line = (prediction.model_dump_json(exclude_defaults=True) + "\n").encode("utf-8")
-                written = 0
-                while written < len(line):
-                    written += out.write(line[written:])
-                self.done[prediction.item_id] = prediction
-            os.fsync(out.fileno())
+        """Append one whole line per prediction, then fsync: a kill tears at most the line being written."""
+        for prediction in write_jsonl(self.path, predictions, fsync=True):
+            self.done[prediction.item_id] = prediction
 
     def drop_errors(self) -> int:
         """Rewrite the log without its error records (atomically), so those items are solved again."""
@@ -107,12 +90,12 @@ class PredictionLog:
         if errors:
             for key in errors:
                 del self.done[key]
-            _atomic_write(self.path, "".join(p.model_dump_json(exclude_defaults=True) + "\n"
+            atomic_write(self.path, "".join(p.model_dump_json(exclude_defaults=True) + "\n"
                                              for p in self.done.values()))
         return len(errors)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write `path` so that a reader (or a kill) sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -132,12 +115,11 @@ def error_prediction(item: Item, exc: BaseException) -> Prediction:
 
 
 def _checked(batch: list[Item], predictions: list[Prediction]) -> list[Prediction]:
-    """The solver's predictions, after checking they are one per item in order; `correct` filled in."""
+    """The solver's predictions, after checking they are one per item, in order."""
     ids = [p.item_id for p in predictions]
     if ids != [it.id for it in batch]:
         raise ValueError(f"solver returned predictions for {ids[:3]}... instead of one per item in order")
-    return [p if p.correct is not None or item.answer is None
-            else p.model_copy(update={"correct": is_correct(item, p)}) for item, p in zip(batch, predictions)]
+    return predictions
 
 
 def solve_with_retries(solver: Solver, batch: list[Item], retries: int = 2, backoff: float = 1.0,
@@ -174,22 +156,50 @@ class RunStats:
         return self.solved / self.seconds if self.seconds else 0.0
 
 
+class BackendDown(RuntimeError):
+    """Several batches in a row failed on every item: the backend is down or misconfigured, so the
+    run stops instead of recording an error against every remaining item."""
+
+
 def run_items(solver: Solver, items: list[Item], log: PredictionLog, batch_size: int = 8, retries: int = 2,
               on_progress: Callable[[int], None] | None = None, backoff: float = 1.0,
-              stats: RunStats | None = None) -> RunStats:
-    """Solve the items not yet in `log`, batch by batch, appending each batch as it completes."""
+              stats: RunStats | None = None, max_failed_batches: int = 3) -> RunStats:
+    """Solve the items not yet in `log`, batch by batch, appending each batch as it completes.
+
+    A batch whose every item failed is held back, not written, until a later batch succeeds (then
+    it is recorded: the failure was that batch's) or until `max_failed_batches` such batches in a
+    row raise BackendDown (then nothing of them is recorded, and a resumed run tries them again).
+    """
     stats = stats or RunStats()
     pending = log.pending(items)
     stats.already_done += len(items) - len(pending)
     started = time.perf_counter()
-    for batch in batched(pending, batch_size):
-        predictions = solve_with_retries(solver, batch, retries, backoff)
+    held: list[list[Prediction]] = []
+
+    def record(predictions: list[Prediction]) -> None:
         log.append(predictions)
         stats.solved += len(predictions)
         stats.errors += sum(p.error is not None for p in predictions)
-        if on_progress:
-            on_progress(len(predictions))
-    stats.seconds += time.perf_counter() - started
+
+    try:
+        for batch in batched(pending, batch_size):
+            predictions = solve_with_retries(solver, batch, retries, backoff)
+            if all(p.error is not None for p in predictions):
+                held.append(predictions)
+                if len(held) >= max_failed_batches:
+                    raise BackendDown(f"{len(held)} batches in a row failed on every item ({predictions[0].error}); "
+                                      "stopped without recording them, so a resumed run tries them again")
+            else:
+                for failed in held:
+                    record(failed)
+                held.clear()
+                record(predictions)
+            if on_progress:
+                on_progress(len(predictions))
+        for failed in held:  # the run ended on failed batches: they are this run's errors
+            record(failed)
+    finally:
+        stats.seconds += time.perf_counter() - started
     return stats
 
 
@@ -285,12 +295,12 @@ class RunDir:
     def start(self, config: Config, source: dict) -> None:
         """Write config.yaml and run.json (atomically) before the first prediction is appended."""
         if not self.file("config.yaml").exists():
-            _atomic_write(self.file("config.yaml"), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+            atomic_write(self.file("config.yaml"), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         if not self.file("run.json").exists():
             self.write_meta({"source": source, "created": _now(), "invocations": []})
 
     def write_meta(self, meta: dict) -> None:
-        _atomic_write(self.file("run.json"), json.dumps(meta, indent=2) + "\n")
+        atomic_write(self.file("run.json"), json.dumps(meta, indent=2) + "\n")
 
     def record_invocation(self, entry: dict) -> None:
         meta = self.read_meta()

@@ -1,13 +1,15 @@
 """Everything a run is scored by, gathered into the one dict that becomes metrics.json.
 
 Scores are computed over the items the run was asked for (the split, cut by --limit) that have a
-prediction; items still pending (a run stopped early) are counted apart, never as wrong.
+prediction; items still pending (a run stopped early) are counted apart, never as wrong. The answer
+metrics (accuracy, breakdowns, position bias) are left out of a run that answered nothing: the
+agent's misconception-only runs on Eedi and MAP, where the right answer is given.
 """
 
 from __future__ import annotations
 
 from mcqa.eval.bias import consistency, debias_summary, position_summary
-from mcqa.eval.metrics import (accuracy_summary, breakdown, flip_ledger, is_correct, map_competition_summary,
+from mcqa.eval.metrics import (accuracy_summary, answers_questions, breakdown, flip_ledger, is_correct, map_competition_summary,
                                misconception_summary, paired)
 from mcqa.types import Item, Prediction
 
@@ -35,17 +37,21 @@ def summarize(items: list[Item], predictions: dict[str, Prediction], permuted: l
               run: dict, debias_sample_size: int = 0, seed: int = 0) -> dict:
     """metrics.json: `run` (what was asked, by whom) plus every metric that applies to these items."""
     predicted = len(paired(items, predictions))
+    answering = answers_questions(predictions)
     metrics: dict = {
-        "run": {**run, "items": len(items), "predicted": predicted, "pending": len(items) - predicted},
-        "accuracy": accuracy_summary(items, predictions, seed=seed),
-        "by_subject": breakdown(items, predictions, "subject", seed=seed),
-        "by_construct": breakdown(items, predictions, "construct", seed=seed),
+        "run": {**run, "items": len(items), "predicted": predicted, "pending": len(items) - predicted,
+                "answers_questions": answering},
+        "accuracy": accuracy_summary(items, predictions, seed=seed) if answering else None,
+        "by_subject": breakdown(items, predictions, "subject", seed=seed) if answering else {},
+        "by_construct": breakdown(items, predictions, "construct", seed=seed) if answering else {},
         "misconceptions": misconception_summary(items, predictions, k=25, seed=seed),
         "map_competition": map_competition_summary(items, predictions, k=3, seed=seed),
-        "position": position_summary(items, predictions),
-        "permutation": consistency(items, predictions, permuted) if permuted else None,
-        "debias": debias_summary(items, predictions, permuted, debias_sample_size) if debias_sample_size else None,
+        "position": position_summary(items, predictions) if answering else None,
+        "permutation": consistency(items, predictions, permuted) if answering and permuted else None,
+        "debias": (debias_summary(items, predictions, permuted, debias_sample_size)
+                   if answering and debias_sample_size else None),
         "flips": flip_ledger(items, predictions),
+        "errors": sum(p.error is not None for _, p in paired(items, predictions)),
         "worst": worst_items(items, predictions),
     }
     return metrics

@@ -187,6 +187,14 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
 from mcqa.agent.cli import trace_app  # noqa: E402
 
 app.add_typer(trace_app, name="trace")
+from mcqa.rag.cli import index_app, mine_cmd, retrieval_cmd  # noqa: E402
+
+app.add_typer(index_app, name="index")
+app.command("mine")(mine_cmd)
+from mcqa.eval.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+eval_app.command("retrieval")(retrieval_cmd)
 
 
 def main() -> None:  # pragma: no cover - the console script calls `app`

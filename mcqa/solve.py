@@ -7,6 +7,7 @@ The seed of the batch runner: items go through the LLM in batches, predictions s
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby, islice
 from pathlib import Path
@@ -72,15 +73,44 @@ def accuracy(predictions: Iterable[Prediction]) -> tuple[float, int]:
     return (sum(graded) / len(graded) if graded else float("nan")), len(graded)
 
 
-def write_jsonl(path: Path, predictions: Iterable[Prediction]) -> Iterator[Prediction]:
-    """Append each prediction to `path` as one flushed JSON line, passing it on."""
+def write_jsonl(path: Path, predictions: Iterable[Prediction], fsync: bool = False) -> Iterator[Prediction]:
+    """Append each prediction to `path` as one flushed JSON line (one write of the whole line, so a
+    killed writer tears at most its last line), passing it on. `fsync`: also force the lines to disk
+    once the predictions run out (the batch runner does, after each batch)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
         for prediction in predictions:
             out.write(prediction.model_dump_json(exclude_defaults=True) + "\n")
             out.flush()
             yield prediction
+        if fsync:
+            os.fsync(out.fileno())
+
+
+def read_predictions(path: Path) -> tuple[list[Prediction], int]:
+    """The predictions of a JSON-lines file, and the byte length of the part they were read from.
+
+    A torn last line (a writer killed mid-line: no newline yet, or a last line that does not parse)
+    is left out, and the length stops before it, so a writer can truncate it away before appending.
+    A bad line anywhere else is a ValueError naming the line: that is damage, not a kill.
+    """
+    data = Path(path).read_bytes()
+    end = data.rfind(b"\n") + 1  # bytes after the last newline are a line still being written
+    lines = data[:end].split(b"\n")[:-1]
+    predictions, offset = [], 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            if line.strip():
+                predictions.append(Prediction.model_validate(json.loads(line)))
+        except ValueError as exc:
+            if number < len(lines):
+                raise ValueError(f"{path} line {number} is not a prediction: {exc}") from None
+            return predictions, offset
+        offset += len(line) + 1
+    return predictions, end
 
 
 def read_jsonl(path: Path) -> list[Prediction]:
-    return [Prediction.model_validate(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The predictions of a JSON-lines file (a torn last line left out; see `read_predictions`)."""
+    return read_predictions(path)[0]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from mcqa.config import LLMConfig
+from typing import TYPE_CHECKING
+
 from mcqa.llm.base import LLM, Chat, choices_grammar, normalise_logprobs
+
+if TYPE_CHECKING:  # mcqa.config imports the agent's prompts, which import this package
+    from mcqa.config import LLMConfig
 
 BACKENDS = ("llamacpp",)
 
 
 def load_llm(config: LLMConfig | None = None) -> LLM:
     """The backend named by `config.backend`, with its model loaded."""
+    from mcqa.config import LLMConfig
+
     config = config or LLMConfig()
     if config.backend == "llamacpp":
         from mcqa.llm.llamacpp import LlamaCppLLM
@@ -18,4 +24,4 @@ def load_llm(config: LLMConfig | None = None) -> LLM:
     raise ValueError(f"unknown LLM backend {config.backend!r}; known: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "LLM", "Chat", "LLMConfig", "choices_grammar", "load_llm", "normalise_logprobs"]
+__all__ = ["BACKENDS", "LLM", "Chat", "choices_grammar", "load_llm", "normalise_logprobs"]

@@ -1,0 +1,117 @@
+"""Run metrics against hand-computed cases: accuracy and its interval, Eedi MAP@25 over every labelled
+wrong answer, MAP's MAP@3 on Category:Misconception labels, breakdowns, the flip ledger."""
+
+import math
+
+import pytest
+
+from mcqa.eval.metrics import (accuracy_summary, answers_questions, bootstrap_estimate, breakdown, flip_ledger,
+                               map_competition_labels, map_competition_summary, misconception_summary,
+                               paired_bootstrap_difference)
+from mcqa.types import Item, Prediction
+
+
+def item(id_, answer="A", n=4, **kw):
+    return Item(id=id_, question=f"q{id_}", choices=[f"c{i}" for i in range(n)], answer=answer, **kw)
+
+
+def test_accuracy_counts_unanswered_as_wrong_and_apart():
+    items = [item("1"), item("2"), item("3"), item("4"), item("5"), item("6", answer=None), item("7")]
+    predictions = [
+        Prediction(item_id="1", answer="A"), Prediction(item_id="2", answer="A", correct=False),  # recomputed
+        Prediction(item_id="3", answer="B"), Prediction(item_id="4", answer=None),  # abstained
+        Prediction(item_id="5", error="RuntimeError: backend down"), Prediction(item_id="6", answer="C"),
+    ]  # item 7 has no prediction yet: pending, not wrong
+    summary = accuracy_summary(items, predictions)
+    assert summary["labelled"] == 5 and summary["correct"] == 2
+    assert summary["accuracy"] == pytest.approx(2 / 5)
+    assert summary["unanswered"] == 2 and summary["errors"] == 1
+    assert summary["answered_accuracy"] == pytest.approx(2 / 3)
+    assert summary["low"] <= 0.4 <= summary["high"]
+
+
+def test_a_run_that_answers_nothing_is_not_graded():
+    assert not answers_questions([Prediction(item_id="1", misconceptions={"B": ["3"]})])
+    assert answers_questions({"1": Prediction(item_id="1", answer="A")})
+
+
+def test_bootstrap_interval_is_seeded_and_about_the_right_width():
+    assert bootstrap_estimate([1, 1, 1]).low == 1.0 == bootstrap_estimate([1, 1, 1]).high
+    values = [1, 0] * 50
+    first, again = bootstrap_estimate(values, seed=3), bootstrap_estimate(values, seed=3)
+    assert first == again
+    assert first.value == 0.5 and first.low < 0.5 < first.high
+    assert 0.15 < first.high - first.low < 0.25  # ~ 2 x 1.96 x sqrt(0.25 / 100) = 0.196
+    assert math.isnan(bootstrap_estimate([]).value)
+
+
+def test_paired_bootstrap_sees_a_small_consistent_gain():
+    a = [1, 0] * 50
+    b = list(a)
+    for i in range(1, 21, 2):  # 10 items go from wrong to right, none the other way
+        b[i] = 1
+    diff = paired_bootstrap_difference(a, b)
+    assert diff.value == pytest.approx(0.1)
+    assert diff.excludes(0.0) and diff.low > 0
+    same = paired_bootstrap_difference(a, a)
+    assert same.value == 0 and not same.excludes(0.0)
+    with pytest.raises(ValueError):
+        paired_bootstrap_difference([1], [1, 0])
+
+
+def test_eedi_map25_scores_every_labelled_wrong_answer():
+    items = [item("e1", answer="A", misconceptions={"B": ["10"], "C": ["20"], "D": ["30"]}),
+             item("e2", answer="B", misconceptions={"A": ["5"], "B": ["99"]})]  # a label on the right answer is not scored
+    predictions = [Prediction(item_id="e1", misconceptions={"B": ["10", "11"], "C": ["21", "20"], "D": []}),
+                   Prediction(item_id="e2", misconceptions={"A": ["1", "2", "5"], "B": ["99"]})]
+    summary = misconception_summary(items, predictions, k=25)
+    assert summary["rows"] == 4 and summary["items"] == 2 and summary["rows_ranked"] == 3
+    assert summary["map@25"] == pytest.approx((1 + 1 / 2 + 0 + 1 / 3) / 4)
+    assert summary["recall@25"] == pytest.approx(3 / 4)
+    assert summary["curve"][1] == pytest.approx(1 / 4)
+    assert summary["curve"][2] == pytest.approx((1 + 1 / 2) / 4)
+    assert summary["low"] <= summary["map@25"] <= summary["high"]
+    assert misconception_summary([item("x")], [Prediction(item_id="x")]) is None
+
+
+def map_item(id_, chosen, label, answer="A"):
+    return item(id_, answer=answer, chosen=chosen, metadata={"label": label})
+
+
+def test_map_competition_labels_and_map3():
+    items = [map_item("m1", "B", "False_Misconception:Incomplete"), map_item("m2", "A", "True_Correct:NA"),
+             map_item("m3", "C", "False_Neither:NA"), map_item("m4", "D", "False_Neither:NA")]
+    predictions = {
+        "m1": Prediction(item_id="m1", answer="A", misconceptions={"B": ["WNB", "Incomplete"]}),
+        "m2": Prediction(item_id="m2", answer="A"),
+        "m3": Prediction(item_id="m3", misconceptions={"C": ["False_Misconception:X", "False_Neither:NA", "False_Correct:NA"]}),
+        "m4": Prediction(item_id="m4", answer="D"),  # the solver thinks the student was right
+    }
+    assert map_competition_labels(items[0], predictions["m1"]) == [
+        "False_Misconception:WNB", "False_Misconception:Incomplete", "False_Neither:NA"]
+    assert map_competition_labels(items[1], predictions["m2"]) == ["True_Correct:NA", "True_Neither:NA"]
+    assert map_competition_labels(items[3], predictions["m4"])[0] == "True_Correct:NA"
+    # no answer from the solver (misconception-only run): the item's known answer sets True/False
+    assert map_competition_labels(items[0], Prediction(item_id="m1"))[0] == "False_Neither:NA"
+    summary = map_competition_summary(items, predictions)
+    assert summary["rows"] == 4
+    assert summary["map@3"] == pytest.approx((1 / 2 + 1 + 1 / 2 + 0) / 4)
+
+
+def test_breakdown_by_subject_largest_first():
+    items = [item("1", subject="algebra"), item("2", subject="algebra"), item("3", subject="geometry"), item("4")]
+    predictions = [Prediction(item_id=i, answer=a) for i, a in (("1", "A"), ("2", "B"), ("3", "A"), ("4", "A"))]
+    groups = breakdown(items, predictions, "subject")
+    assert list(groups) == ["algebra", "geometry"]
+    assert groups["algebra"]["n"] == 2 and groups["algebra"]["accuracy"] == 0.5
+    assert groups["geometry"]["accuracy"] == 1.0
+
+
+def test_flip_ledger_classes_each_flip_by_the_gold_letter():
+    items = [item("1"), item("2"), item("3"), item("4", answer=None), item("5")]
+    predictions = [Prediction(item_id="1", answer="A", flips=["B->A"]), Prediction(item_id="2", answer="C", flips=["A->C"]),
+                   Prediction(item_id="3", answer="D", flips=["B->C", "C->D"]), Prediction(item_id="4", flips=["A->B"]),
+                   Prediction(item_id="5", answer="A")]
+    ledger = flip_ledger(items, predictions)
+    assert ledger == {"wrong_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 2, "unlabelled": 1,
+                      "flips": 5, "items_flipped": 4, "net": 0}
