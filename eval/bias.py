@@ -24,7 +24,7 @@ from itertools import permutations as all_orders
 
 import numpy as np
 
-from mcqa.eval.metrics import is_correct, paired
+from mcqa.eval.metrics import accuracy_summary, is_correct, paired
 from mcqa.types import Item, Prediction, index_of, letter
 
 PERM_TAG = "#perm="
@@ -239,8 +239,6 @@ def debias(prediction: Prediction, prior: list[float]) -> Prediction:
 
 def debias_summary(items: list[Item], predictions, permuted, sample_size: int) -> dict | None:
     """The estimated prior, and what dividing it out does to accuracy, RStd and the letters."""
-    from mcqa.eval.metrics import accuracy_summary
-
     by_id = predictions if isinstance(predictions, dict) else {p.item_id: p for p in predictions}
     priors = estimate_prior(items, by_id, permuted)
     if not priors:

@@ -40,7 +40,7 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
                                         "shuffled, and report how often the answer survives (costs K times the run)."),
             debias: int = typer.Option(0, "--debias", min=0, help="PriDe: ask every cyclic shift of the choices of N sample "
                                        "items, estimate the model's letter prior and report accuracy with it divided out "
-                                       "(costs N x (choices - 1) calls; the paper uses 2-5%% of the items)."),
+                                       "(costs N x (choices - 1) calls; the paper uses 2-5% of the items)."),
             seed: int = typer.Option(0, "--seed", help="Seed of the shuffles, the debias sample and the bootstrap."),
             retries: int = typer.Option(2, "--retries", min=0, help="Retries of a batch whose backend call failed, before "
                                         "its items are tried alone and failures recorded as errors."),

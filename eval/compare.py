@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcqa.eval.metrics import (average_precision_at_k, bootstrap_estimate, eedi_rows, is_correct,
+from mcqa.eval.metrics import (answers_questions, average_precision_at_k, bootstrap_estimate, eedi_rows, is_correct,
                                map_competition_labels, paired_bootstrap_difference)
 from mcqa.eval.runner import PredictionLog, RunDir, RunError
 from mcqa.types import Item, Prediction
@@ -43,21 +43,23 @@ def load_run_items(meta: dict, data_root: Path | None = None) -> list[Item] | No
 
 
 def _per_item_scores(items: list[Item] | None, predictions: dict[str, Prediction]) -> dict[str, dict[str, tuple]]:
-    """metric -> item id -> (score, weight): what the paired bootstrap resamples."""
-    scores: dict[str, dict[str, tuple]] = {"accuracy": {}}
+    """metric -> item id -> (score, weight): what the paired bootstrap resamples.
+
+    Accuracy only for a run that answers questions (a misconception-only run has none to compare);
+    without the items, accuracy comes from the predictions' own `correct` field and nothing else.
+    """
+    answering = answers_questions(predictions)
     if items is None:
-        for p in predictions.values():
-            if p.correct is not None:
-                scores["accuracy"][p.item_id] = (float(p.correct), 1.0)
-        return scores
-    by_id = {it.id: it for it in items}
-    for item_id, prediction in predictions.items():
-        item = by_id.get(item_id)
-        if item is not None and item.answer is not None:
-            scores["accuracy"][item_id] = (float(is_correct(item, prediction)), 1.0)
+        return {"accuracy": {p.item_id: (float(p.correct), 1.0) for p in predictions.values()
+                             if p.correct is not None}} if answering else {}
+    scores: dict[str, dict[str, tuple]] = {}
+    if answering:
+        by_id = {it.id: it for it in items}
+        scores["accuracy"] = {item_id: (float(is_correct(by_id[item_id], p)), 1.0) for item_id, p in predictions.items()
+                              if item_id in by_id and by_id[item_id].answer is not None}
     rows = eedi_rows(items, predictions)
     if any(ranked for _, _, ranked, _ in rows):
-        eedi: dict[str, list] = {}
+        eedi: dict[str, tuple] = {}
         for item_id, _, ranked, relevant in rows:
             total, count = eedi.get(item_id, (0.0, 0.0))
             eedi[item_id] = (total + average_precision_at_k(ranked, relevant, 25), count + 1.0)

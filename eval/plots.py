@@ -64,7 +64,8 @@ def letters(position: dict, debiased: dict | None = None) -> str | None:
     left.set_title("letter distribution")
     left.legend()
     by_gold = position["accuracy_by_gold"]
-    right.bar(list(by_gold), [v["accuracy"] for v in by_gold.values()], color="#C44E52")
+    right.bar([f"{k}\n(n={by_gold[k]['n'] if k in by_gold else 0})" for k in keys],
+              [by_gold[k]["accuracy"] if k in by_gold else 0 for k in keys], color="#C44E52")
     right.set_ylim(0, 1)
     right.set_title(f"accuracy by gold letter (RStd {position['rstd']:.1f})" if position.get("rstd") is not None
                     else "accuracy by gold letter")

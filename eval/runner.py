@@ -284,9 +284,10 @@ class RunDir:
                                "or --force to start over")
             return
         differences = config_differences(stored, config.model_dump(mode="json"))
-        old_source = self.read_meta().get("source", {})
-        differences += [f"{key}: {old_source.get(key)!r} -> {source.get(key)!r}"
-                        for key in sorted(set(old_source) | set(source)) if old_source.get(key) != source.get(key)]
+        old_source = self.read_meta().get("source")
+        if old_source is not None:  # (a kill between writing config.yaml and run.json leaves none)
+            differences += [f"{key}: {old_source.get(key)!r} -> {source.get(key)!r}"
+                            for key in sorted(set(old_source) | set(source)) if old_source.get(key) != source.get(key)]
         if differences:
             raise RunError(f"{self.path} was run with other settings ({'; '.join(differences)}). Resume it "
                            f"with --config {self.file('config.yaml')} and the same dataset and split, use "

@@ -124,8 +124,9 @@ def index_build(kind: str = KindOpt,
                 model: str = ModelOpt, query_template: str = QueryTemplate, passage_template: str = PassageTemplate,
                 batch_size: int = BatchSize, fraction: float = Fraction, seed: int = Seed, unseen: bool = Unseen,
                 data: Optional[Path] = DataDir) -> None:
-    """Embed a misconception catalogue or the solved items of a split into a FAISS index and save it with
-    its manifest (embedder, dimension, count, checksums)."""
+    """Embed a misconception catalogue or a split's solved items into a FAISS index, saved with a manifest.
+
+    The manifest records the embedder, dimension, count and checksums."""
     from mcqa.rag.store import ExampleStore, MisconceptionIndex
 
     embedder = make_embedder(model, query_template, passage_template, batch_size)
@@ -234,8 +235,10 @@ def mine_cmd(dataset: str = DatasetOpt,
              model: str = ModelOpt, query_template: str = QueryTemplate, passage_template: str = PassageTemplate,
              batch_size: int = BatchSize, fraction: float = Fraction, seed: int = Seed, unseen: bool = Unseen,
              data: Optional[Path] = DataDir) -> None:
-    """Mine hard negatives with the current embedder: for each labelled wrong answer, misconceptions ranked
-    in [--rank-min, --rank-max) that are not labelled for it. Output feeds embedder fine-tuning."""
+    """Mine hard negatives for embedder fine-tuning, with the current embedder.
+
+    For each labelled wrong answer: misconceptions ranked in [--rank-min, --rank-max) that are not
+    labelled for it."""
     from mcqa.rag.mining import mine, training_pairs, write_jsonl
     from mcqa.rag.queries import DEFAULT_QUERY_FORMAT
 
@@ -271,8 +274,9 @@ def retrieval_cmd(dataset: str = DatasetOpt,
                   model: str = ModelOpt, query_template: str = QueryTemplate, passage_template: str = PassageTemplate,
                   batch_size: int = BatchSize, fraction: float = Fraction, seed: int = Seed, unseen: bool = Unseen,
                   data: Optional[Path] = DataDir) -> None:
-    """MAP@k and Recall@k of misconception retrieval by the embedder alone, for each query format, over every
-    labelled wrong answer of the split, against the whole catalogue."""
+    """MAP@k and Recall@k of misconception retrieval by the embedder alone, per query format.
+
+    Every labelled wrong answer of the split is a query, searched against the whole catalogue."""
     from mcqa.rag.queries import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
     from mcqa.rag.retrieval import count_queries, score_format
     from mcqa.rag.splits import DERIVED_SPLITS
@@ -296,12 +300,12 @@ def retrieval_cmd(dataset: str = DatasetOpt,
             scores.append(score_format(items, index, name, k, on_progress=advance))
     best = max(scores, key=lambda s: s.map_at_k)
     table = Table(title=f"misconception retrieval, {dataset}/{split}{mode}")
-    for column in ("format", "queries", f"MAP@{k}", f"Recall@{k}", "encode s", "queries/s", "search ms"):
-        table.add_column(column, justify="left" if column == "format" else "right")
+    for column in ("format", "queries", f"MAP@{k}", f"Recall@{k}", "queries/s", "search ms", "note"):
+        table.add_column(column, justify="left" if column in ("format", "note") else "right", no_wrap=True)
     for s in scores:
-        marks = ("  [green]best[/]" if s is best else "") + ("  (default)" if s.format == DEFAULT_QUERY_FORMAT else "")
-        table.add_row(s.format + marks, str(s.queries), f"{s.map_at_k:.4f}", f"{s.recall_at_k:.4f}",
-                      f"{s.encode_s:.1f}", f"{s.queries / max(s.encode_s, 1e-9):.1f}", f"{s.search_s * 1000:.1f}")
+        note = ", ".join(n for n, on in (("best", s is best), ("default", s.format == DEFAULT_QUERY_FORMAT)) if on)
+        table.add_row(s.format, str(s.queries), f"{s.map_at_k:.4f}", f"{s.recall_at_k:.4f}",
+                      f"{s.queries / max(s.encode_s, 1e-9):.1f}", f"{s.search_s * 1000:.1f}", note)
     console.print(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

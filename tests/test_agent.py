@@ -98,3 +98,54 @@ def test_for_item_filters_a_batch_update():
               "predictions": [{"item_id": "1"}, {"item_id": "2"}], "prompts": {"think": {"1/B": "x", "2/A": "y"}}}
     assert for_item(update, "2") == {"answers": {"2": {"letter": "B"}}, "pending": ["2"],
                                      "predictions": [{"item_id": "2"}], "prompts": {"think": {"2/A": "y"}}}
+
+
+# -- misconceptions: the real MiniLM embedder and a real FAISS index over the Eedi catalogue ---------
+
+@pytest.fixture(scope="module")
+def eedi_items(data_root):
+    items = load_split("eedi", "train", data_root).items
+    return [it for it in items if len(it.misconceptions) >= 2][:2]
+
+
+def test_misconception_only_needs_no_llm(eedi_items, data_root):
+    solver = AgentSolver(config(candidates=30, top_k=25), dataset="eedi", data_root=data_root)
+    assert solver.agent.nodes() == ["propose_misconceptions", "finalize"]
+    predictions = solver(eedi_items)
+    assert "llm" not in solver.resources.__dict__, "misconception-only must not load the LLM"
+    for item, p in zip(eedi_items, predictions):
+        assert p.answer is None and p.correct is None
+        assert sorted(p.misconceptions) == sorted(x for x in item.letters if x != item.answer)
+        for letter, ids in p.misconceptions.items():
+            assert len(ids) == 25 and len(set(ids)) == 25
+            scores = p.misconception_scores[letter]
+            assert scores == sorted(scores, reverse=True), "retrieval order is best first"
+
+
+def test_both_tasks_with_think_and_llm_reranker(tiny_llm, eedi_items, data_root, tmp_path):
+    cfg = config(tasks=["answer", "misconceptions"], think=True, think_tokens=16, reranker="llm", rerank_top=3,
+                 candidates=10, top_k=10, reconsider_rounds=0)
+    solver = AgentSolver(cfg, dataset="eedi", data_root=data_root, llm=tiny_llm, traces=tmp_path / "t.sqlite",
+                         record_prompts=True)
+    assert solver.agent.nodes() == ["answer", "verify", "think", "propose_misconceptions", "rerank", "finalize"]
+    (item,) = eedi_items[:1]
+    (p,) = solver([item])
+    assert p.answer in item.letters and p.correct == (p.answer == item.answer)
+    steps = {s["node"]: s["update"] for s in replay(solver.checkpointer, p.trace_id)}
+    explanations = steps["think"]["explanations"][item.id]
+    assert set(explanations) == set(p.misconceptions) and all(isinstance(t, str) for t in explanations.values())
+    # the explanation was appended to the retrieval query
+    queries = steps["propose_misconceptions"]["prompts"]["propose_misconceptions"]
+    assert all(explanations[key.split("/")[1]] in q for key, q in queries.items())
+    for letter, ids in p.misconceptions.items():
+        retrieved = [m for m, _ in steps["propose_misconceptions"]["candidates"][item.id][letter]]
+        assert sorted(ids[:3]) == sorted(retrieved[:3]), "the reranker reorders only its top 3"
+        assert ids[3:] == retrieved[3:10], "the rest keep retrieval order"
+        reranked = p.misconception_scores[letter][:3]
+        assert reranked == sorted(reranked, reverse=True) and all(0 <= s <= 1 for s in reranked)
+
+
+def test_map_style_item_explains_the_students_choice(data_root):
+    items = [it for it in load_split("map", "train", data_root).items[:400] if it.misconceptions][:2]
+    (p, q) = AgentSolver(config(candidates=5, top_k=3), dataset="map", data_root=data_root)(items)
+    assert list(p.misconceptions) == [items[0].chosen] and len(p.misconceptions[items[0].chosen]) == 3

@@ -112,3 +112,18 @@ def test_compare_two_runs(run_a, data_root, tmp_path):
     assert "accuracy" in table.output and "B - A" in table.output and "outside" in table.output
     missing = runner.invoke(app, ["eval", "compare", str(out), str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "not a run folder" in missing.output
+
+
+def test_a_users_own_file_runs_and_compares_with_itself(tmp_path, config_file):
+    quiz = tmp_path / "quiz.csv"
+    quiz.write_text("Q,A,B,Gold\nIs water wet?,yes,no,A\nIs fire cold?,yes,no,B\n")
+    out = tmp_path / "quiz-run"
+    result = runner.invoke(app, ["eval", "run", "--dataset", str(quiz), "-c", "question=Q", "-c", "choices=A,B",
+                                 "-c", "answer=Gold", "--config", str(config_file), "--out", str(out), "--no-traces"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["source"]["file"] == str(quiz.resolve())
+    assert not (out / "traces.sqlite").exists()
+    comparison = json.loads(runner.invoke(app, ["eval", "compare", str(out), str(out), "--json"]).output)
+    assert comparison["items_loaded"]  # the file was found again through run.json
+    accuracy = comparison["metrics"][0]
+    assert accuracy["shared_items"] == 2 and accuracy["difference"]["value"] == 0 and not accuracy["significant"]
