@@ -123,7 +123,7 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
     run.record_invocation({"argv": _argv(), "items": len(items), **_stats(stats)})
     info = {"dataset": dataset if registered else source["file"], "split": split, "model": cfg.llm.model,
             "config": str(run.file("config.yaml")), "permute": permute, "debias": debias, "seed": seed,
-            "throughput": {**_stats(stats), "rate": stats.rate}}
+            "throughput": {**_stats(stats), "rate": stats.rate}, "all_invocations": _totals(run.read_meta())}
     permuted = [shuffled.done[c.id] for c in copies if c.id in shuffled.done]
     metrics = summarize(items, answers.done, permuted, info, debias, seed)
     write_reports(run.path, metrics)
@@ -135,6 +135,14 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
 def _stats(stats) -> dict:
     return {"solved": stats.solved, "errors": stats.errors, "already_done": stats.already_done,
             "seconds": round(stats.seconds, 2)}
+
+
+def _totals(meta: dict) -> dict:
+    """Predictions made and seconds spent solving over every invocation of the run (kills aside)."""
+    calls = meta.get("invocations", [])
+    solved, seconds = sum(c.get("solved", 0) for c in calls), sum(c.get("seconds", 0.0) for c in calls)
+    return {"invocations": len(calls), "solved": solved, "seconds": round(seconds, 2),
+            "rate": solved / seconds if seconds else 0.0}
 
 
 def _argv() -> list[str]:

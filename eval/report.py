@@ -70,6 +70,9 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
     f = metrics["flips"]
     rows.append(("verify/reconsider flips", f"{f['flips']} ({f['wrong_to_right']} fixed, {f['right_to_wrong']} broken, "
                                             f"{f['wrong_to_wrong']} wrong to wrong; net {f['net']:+d})"))
+    if (t := run.get("all_invocations")) and t["invocations"] > 1:
+        rows.append(("all invocations", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s) "
+                                        f"over {t['invocations']} invocations"))
     if t := run.get("throughput"):
         rows.append(("this invocation", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s), "
                                         f"{t['already_done']} already done" + (" (items and shuffled copies)" if run.get("permute") or run.get("debias") else "")))
@@ -121,10 +124,10 @@ def render_markdown(metrics: dict, run_dir: Path) -> str:
                       f"{n} choices: " + ", ".join(f"{k} {v:.2f}" for k, v in p.items()) for n, p in d["prior"].items())]
     if metrics["worst"]:
         parts += ["", "## Most confident wrong answers", "",
-                  _md_table(["item", "question", "answered (p)", "gold (p)", "trace"],
+                  _md_table(["item", "question", "answered (p)", "gold (p)", "flips", "trace"],
                             [[w["item_id"], _short(w["question"], 90), f"{w['answer']} ({_p(w['confidence'])})",
-                              f"{w['gold']} ({_p(w['gold_probability'])})", f"`{trace_command(run_dir, w['item_id'])}`"]
-                             for w in metrics["worst"]])]
+                              f"{w['gold']} ({_p(w['gold_probability'])})", ", ".join(w.get("flips") or []) or "-",
+                              f"`{trace_command(run_dir, w['item_id'])}`"] for w in metrics["worst"]])]
     return "\n".join(parts) + "\n"
 
 
@@ -178,11 +181,12 @@ def render_html(metrics: dict, run_dir: Path) -> str:
         rows = [[html.escape(w["item_id"]), html.escape(_short(w["question"], 200)),
                  html.escape(f"{w['answer']}. {_short(w['answer_text'], 60)} ({_p(w['confidence'])})"),
                  html.escape(f"{w['gold']}. {_short(w['gold_text'], 60)} ({_p(w['gold_probability'])})"),
+                 html.escape(", ".join(w.get("flips") or []) or "-"),
                  f"<code>{html.escape(trace_command(run_dir, w['item_id']))}</code>"
                  + (f"<br>trace {html.escape(w['trace_id'])}" if w.get("trace_id") else "")]
                 for w in metrics["worst"]]
         parts += ["<h2>Most confident wrong answers</h2>",
-                  _html_table(["item", "question", "answered (p)", "gold (p)", "trace"], rows, frozenset(range(5)))]
+                  _html_table(["item", "question", "answered (p)", "gold (p)", "flips", "trace"], rows, frozenset(range(6)))]
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -17,7 +17,11 @@ WORST_ITEMS = 20
 
 
 def worst_items(items: list[Item], predictions: dict[str, Prediction], n: int = WORST_ITEMS) -> list[dict]:
-    """The most confident wrong answers: where the model was surest and still wrong, first."""
+    """The most confident wrong answers: where the model was surest and still wrong, first.
+
+    Confidence is the option probability of the final answer, as the solver's first answer step
+    scored it; an answer that verify/reconsider changed shows its flips beside it.
+    """
     wrong = []
     for item, prediction in paired(items, predictions):
         if item.answer is None or prediction.answer is None or is_correct(item, prediction):
@@ -27,7 +31,7 @@ def worst_items(items: list[Item], predictions: dict[str, Prediction], n: int = 
             "confidence": prediction.option_probs.get(prediction.answer),
             "gold_probability": prediction.option_probs.get(item.answer),
             "answer_text": item.choice(prediction.answer), "gold_text": item.choice(item.answer),
-            "subject": item.subject, "trace_id": prediction.trace_id,
+            "subject": item.subject, "trace_id": prediction.trace_id, "flips": prediction.flips,
         })
     wrong.sort(key=lambda w: -(w["confidence"] or 0.0))
     return wrong[:n]
