@@ -20,7 +20,9 @@ class AgentConfig(BaseModel):
     few_shot: int = Field(0, ge=0, description="Solved examples retrieved from the train split as few-shot turns (0: off).")
     examples_split: str = Field("train", description="The split of the same dataset the few-shot examples come from.")
     verify: bool = Field(True, description="Ask the model whether its answer is right (P(TRUE)).")
-    reconsider_rounds: int = Field(1, ge=0, description="At most this many re-answers after a failed verification.")
+    reconsider_rounds: int = Field(
+        0, ge=0, description="At most this many re-answers after a failed verification. Off by default: with the "
+                             "1.5B default model it broke more right answers than it fixed (see README).")
     reconsider_below: float = Field(0.5, ge=0, le=1, description="A verification fails when P(TRUE) is below this.")
     reconsider_margin: float = Field(
         0.5, ge=0, le=1, description="Gate: only reconsider when the answer's probability margin over the runner-up "

@@ -25,7 +25,8 @@ def code_items(data_root):
 
 def test_answer_only_graph_verifies_and_records_flips(tiny_llm, code_items):
     # margin 1.0 opens the gate for every failed verification, so reconsider really runs
-    solver = AgentSolver(config(reconsider_margin=1.0, reconsider_below=0.99), dataset="codemmlu_fpt", llm=tiny_llm)
+    solver = AgentSolver(config(reconsider_rounds=1, reconsider_margin=1.0, reconsider_below=0.99),
+                         dataset="codemmlu_fpt", llm=tiny_llm)
     assert solver.agent.nodes() == ["answer", "verify", "reconsider", "finalize"]
     predictions = solver(code_items)
     assert [p.item_id for p in predictions] == [it.id for it in code_items]
@@ -48,7 +49,7 @@ def test_verify_reuses_the_answer_prompt_state(tiny_llm, code_items):
 
 
 def test_gate_closed_means_no_reconsider(tiny_llm, code_items):
-    solver = AgentSolver(config(reconsider_margin=0.0), dataset="codemmlu_fpt", llm=tiny_llm)
+    solver = AgentSolver(config(reconsider_rounds=1, reconsider_margin=0.0), dataset="codemmlu_fpt", llm=tiny_llm)
     assert all(p.flips == [] for p in solver(code_items))
 
 
