@@ -118,19 +118,15 @@ def debias_sample(items: list[Item], size: int, seed: int = 0) -> list[Item]:
     return ranked[:size]
 
 
-def permuted_copies(items: list[Item], k: int, debias: int, seed: int = 0) -> list[Item]:
-    """Every permuted copy a run asks: `k` random orders per item, plus every cyclic shift of the
-    `debias` sample items. An order that is both is asked once."""
-    copies: dict[str, Item] = {}
-    for item in items if k else []:
-        for order in random_orders(item, k, seed):
-            copy = permute_item(item, order)
-            copies[copy.id] = copy
-    for item in debias_sample(items, debias, seed) if debias else []:
-        for order in cyclic_orders(len(item.choices)):
-            copy = permute_item(item, order)
-            copies.setdefault(copy.id, copy)
-    return list(copies.values())
+def permuted_copies(items: list[Item], k: int, debias: int, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """The permuted copies a run asks: (`k` random orders of every item, for consistency; every
+    cyclic shift of the `debias` sample items, for PriDe). An order in both lists is asked once,
+    as its ids are equal, but each list keeps it: consistency is measured over the random copies
+    only, so it does not depend on which items the debias sample drew."""
+    shuffled = [permute_item(item, order) for item in (items if k else []) for order in random_orders(item, k, seed)]
+    shifted = [permute_item(item, order) for item in (debias_sample(items, debias, seed) if debias else [])
+               for order in cyclic_orders(len(item.choices))]
+    return shuffled, shifted
 
 
 def permuted_solver(solver):

@@ -90,7 +90,8 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
             err.print(f"[yellow]{log.path}: dropped a torn last line ({log.dropped_bytes} bytes) left by a killed run[/]")
         if retry_errors and (n := log.drop_errors()):
             err.print(f"retrying {n} item(s) recorded with an error in {log.path.name}")
-    copies = permuted_copies(items, permute, debias, seed)
+    shuffled_items, shifted_items = permuted_copies(items, permute, debias, seed)
+    copies = list({c.id: c for c in shuffled_items + shifted_items}.values())
     pending = len(answers.pending(items)) + len(shuffled.pending(copies))
     batch = getattr(getattr(cfg, "agent", None), "batch_size", None) or 8
     stats = RunStats()
@@ -124,8 +125,8 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
     info = {"dataset": dataset if registered else source["file"], "split": split, "model": cfg.llm.model,
             "config": str(run.file("config.yaml")), "permute": permute, "debias": debias, "seed": seed,
             "throughput": {**_stats(stats), "rate": stats.rate}, "all_invocations": _totals(run.read_meta())}
-    permuted = [shuffled.done[c.id] for c in copies if c.id in shuffled.done]
-    metrics = summarize(items, answers.done, permuted, info, debias, seed)
+    metrics = summarize(items, answers.done, info, [shuffled.done[c.id] for c in shuffled_items if c.id in shuffled.done],
+                        [shuffled.done[c.id] for c in shifted_items if c.id in shuffled.done], debias, seed)
     write_reports(run.path, metrics)
     for name, value in headline(metrics):
         console.print(f"{name}: {value}", highlight=False)

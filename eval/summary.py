@@ -37,9 +37,13 @@ def worst_items(items: list[Item], predictions: dict[str, Prediction], n: int = 
     return wrong[:n]
 
 
-def summarize(items: list[Item], predictions: dict[str, Prediction], permuted: list[Prediction],
-              run: dict, debias_sample_size: int = 0, seed: int = 0) -> dict:
-    """metrics.json: `run` (what was asked, by whom) plus every metric that applies to these items."""
+def summarize(items: list[Item], predictions: dict[str, Prediction], run: dict, shuffled: list[Prediction] = (),
+              shifted: list[Prediction] = (), debias_sample_size: int = 0, seed: int = 0) -> dict:
+    """metrics.json: `run` (what was asked, by whom) plus every metric that applies to these items.
+
+    `shuffled`: predictions on randomly permuted copies (--permute); `shifted`: on the cyclic shifts
+    of the debias sample (--debias); both mapped back to the original letters.
+    """
     predicted = len(paired(items, predictions))
     answering = answers_questions(predictions)
     metrics: dict = {
@@ -51,9 +55,9 @@ def summarize(items: list[Item], predictions: dict[str, Prediction], permuted: l
         "misconceptions": misconception_summary(items, predictions, k=25, seed=seed),
         "map_competition": map_competition_summary(items, predictions, k=3, seed=seed),
         "position": position_summary(items, predictions) if answering else None,
-        "permutation": consistency(items, predictions, permuted) if answering and permuted else None,
-        "debias": (debias_summary(items, predictions, permuted, debias_sample_size)
-                   if answering and debias_sample_size else None),
+        "permutation": consistency(items, predictions, shuffled) if answering and shuffled else None,
+        "debias": (debias_summary(items, predictions, shifted, debias_sample_size)
+                   if answering and shifted else None),
         "flips": flip_ledger(items, predictions),
         "errors": sum(p.error is not None for _, p in paired(items, predictions)),
         "worst": worst_items(items, predictions),

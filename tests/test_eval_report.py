@@ -36,7 +36,7 @@ def hand_made(items):
 
 def test_reports_from_real_items(tmp_path, eedi_items):
     predictions = hand_made(eedi_items)
-    metrics = summarize(eedi_items, predictions, [], {"dataset": "eedi", "split": "train", "model": "hand"})
+    metrics = summarize(eedi_items, predictions, {"dataset": "eedi", "split": "train", "model": "hand"})
     rows = metrics["misconceptions"]["rows"]
     assert rows == sum(len([x for x in it.misconceptions if x != it.answer]) for it in eedi_items)
     # item k puts its gold id at rank k % 4 + 1, so AP = 1 / (k % 4 + 1) on each of its rows
@@ -61,7 +61,7 @@ def test_reports_from_real_items(tmp_path, eedi_items):
 
 def test_a_misconception_only_run_has_no_accuracy(tmp_path, eedi_items):
     predictions = {k: p.model_copy(update={"answer": None, "option_probs": {}}) for k, p in hand_made(eedi_items).items()}
-    metrics = summarize(eedi_items, predictions, [], {"dataset": "eedi", "split": "train", "model": "hand"})
+    metrics = summarize(eedi_items, predictions, {"dataset": "eedi", "split": "train", "model": "hand"})
     assert metrics["accuracy"] is None and metrics["position"] is None
     assert metrics["misconceptions"]["map@25"] > 0
     write_reports(tmp_path, metrics)
