@@ -229,7 +229,8 @@ class RunDir:
 
     path: Path
     owned: tuple[str, ...] = field(default=("config.yaml", "run.json", "predictions.jsonl", "permutations.jsonl",
-                                            "metrics.json", "report.md", "report.html"), repr=False)
+                                            "metrics.json", "report.md", "report.html", "traces.sqlite",
+                                            "traces.sqlite-wal", "traces.sqlite-shm"), repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)

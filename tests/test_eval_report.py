@@ -66,3 +66,16 @@ def test_a_misconception_only_run_has_no_accuracy(tmp_path, eedi_items):
     assert metrics["misconceptions"]["map@25"] > 0
     write_reports(tmp_path, metrics)
     assert "answered no questions" in (tmp_path / "report.md").read_text()
+
+
+def test_an_unlabelled_split_reports_predictions_without_grades(tmp_path, data_root):
+    items = load_split("codemmlu_fpt", "test", data_root).items[:5]
+    assert all(it.answer is None for it in items)
+    predictions = {it.id: Prediction(item_id=it.id, answer="A", option_probs={x: 1 / len(it.choices) for x in it.letters})
+                   for it in items}
+    metrics = summarize(items, predictions, {"dataset": "codemmlu_fpt", "split": "test", "model": "hand"})
+    assert metrics["accuracy"]["labelled"] == 0 and metrics["worst"] == []
+    assert metrics["position"]["predicted_letters"]["A"] == 5 and metrics["position"]["rstd"] is None
+    write_reports(tmp_path, metrics)
+    assert "n/a: no labelled items" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.html").stat().st_size > 0
