@@ -24,7 +24,8 @@ from mcqa.cli import ColumnsOpt, DataDir, console, err, fail, open_split, progre
 
 @eval_app.command("run")
 def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset name (see `mcqa data list`) or a path to your own file."),
-            split: str = typer.Option("test", "--split", "-s", help="Which split."),
+            split: str = typer.Option("test", "--split", "-s", help="Which split; for a dataset with a train split also "
+                                      "fit / validation, its two sides by question (as `mcqa eval retrieval` uses them)."),
             out: Path = typer.Option(..., "--out", "-o", help="The run folder (e.g. runs/NAME): config, predictions.jsonl, "
                                      "metrics.json, report.md, report.html. Run again with the same --out to resume."),
             limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items of the split "
@@ -53,26 +54,34 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
             data: Optional[Path] = DataDir) -> None:
     """Solve a split into a run folder (resumable, crash-safe), then write metrics.json, report.md, report.html."""
     from mcqa.config import load_config
-    from mcqa.datasets import DATASETS
+    from mcqa.datasets import DATASETS, DatasetError
     from mcqa.eval.bias import permuted_copies, permuted_solver
     from mcqa.eval.report import headline, write_reports
     from mcqa.eval.runner import BackendDown, PredictionLog, RunDir, RunError, RunStats, run_items
     from mcqa.eval.summary import summarize
     from mcqa.models import ModelNotFound, resolve
+    from mcqa.rag.splits import DERIVED_SPLITS, load_items
     from mcqa.solve import build_solver
 
     try:
         cfg = load_config(config, **{"llm.model": model, "llm.n_threads": threads, "agent.batch_size": batch_size})
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         fail(str(exc))
-    loaded = open_split(dataset, split, data, columns)
-    report_skips(loaded)
-    items = loaded.items[:limit] if limit else loaded.items
+    registered = dataset in DATASETS
+    if registered and split in DERIVED_SPLITS and split not in DATASETS[dataset].splits:
+        try:  # fit / validation: the two sides of train (mcqa.rag.splits)
+            all_items = load_items(dataset, split, data)
+        except DatasetError as exc:
+            fail(f"{exc} ({split} is a side of the train split, which {dataset} lacks)")
+    else:
+        loaded = open_split(dataset, split, data, columns)
+        report_skips(loaded)
+        all_items = loaded.items
+    items = all_items[:limit] if limit else all_items
     if not items:
         fail(f"{dataset}/{split} has no items to solve")
     if len({it.id for it in items}) != len(items):
         fail(f"{dataset}/{split} has repeated item ids: a run is resumed by id, so ids must be unique")
-    registered = dataset in DATASETS
     source = ({"dataset": dataset, "split": split} if registered
               else {"file": str(Path(dataset).resolve()), "split": loaded.split, "columns": columns or None})
     run = RunDir(out)

@@ -29,14 +29,15 @@ def load_run(path: Path) -> tuple[dict, dict[str, Prediction]]:
 def load_run_items(meta: dict, data_root: Path | None = None) -> list[Item] | None:
     """The items a run was made on, from its run.json; None when they cannot be read here (the
     comparison then falls back to the predictions' own `correct` field, accuracy only)."""
-    from mcqa.datasets import Columns, DatasetError, load_file, load_split
+    from mcqa.datasets import Columns, DatasetError, load_file
+    from mcqa.rag.splits import load_items
 
     source = meta.get("source") or {}
     try:
         if source.get("file"):
             return load_file(source["file"], Columns.parse(source.get("columns"))).items
         if source.get("dataset") and source.get("split"):
-            return load_split(source["dataset"], source["split"], data_root).items
+            return load_items(source["dataset"], source["split"], data_root)
     except (DatasetError, ValueError, OSError):
         return None
     return None

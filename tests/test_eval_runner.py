@@ -5,10 +5,21 @@ import json
 
 import pytest
 
-from mcqa.config import load_config
+from mcqa.config import LLMConfig, load_config
 from mcqa.datasets import load_split
 from mcqa.eval.runner import BackendDown, PredictionLog, RunDir, RunError, run_items, solve_with_retries
 from mcqa.solve import answer_batch
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    """The real SmolLM2-135M on one thread: with other processes on the two cores, two threads ran
+    4-5x slower than one here (FACTS.md: two threads can collapse under contention)."""
+    from mcqa.llm import load_llm
+
+    llm = load_llm(LLMConfig(model="smollm2-135m", n_ctx=2048, n_threads=1))
+    yield llm
+    llm.close()
 
 
 @pytest.fixture(scope="module")
