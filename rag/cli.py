@@ -300,13 +300,16 @@ def retrieval_cmd(dataset: str = DatasetOpt,
             scores.append(score_format(items, index, name, k, on_progress=advance))
     best = max(scores, key=lambda s: s.map_at_k)
     table = Table(title=f"misconception retrieval, {dataset}/{split}{mode}")
-    for column in ("format", "queries", f"MAP@{k}", f"Recall@{k}", "queries/s", "search ms", "note"):
-        table.add_column(column, justify="left" if column in ("format", "note") else "right", no_wrap=True)
+    for column in ("format", "queries", f"MAP@{k}", f"Recall@{k}", "queries/s", "search ms"):
+        table.add_column(column, justify="left" if column == "format" else "right", no_wrap=True)
     for s in scores:
-        note = ", ".join(n for n, on in (("best", s is best), ("default", s.format == DEFAULT_QUERY_FORMAT)) if on)
-        table.add_row(s.format, str(s.queries), f"{s.map_at_k:.4f}", f"{s.recall_at_k:.4f}",
-                      f"{s.queries / max(s.encode_s, 1e-9):.1f}", f"{s.search_s * 1000:.1f}", note)
+        table.add_row(s.format + ("*" if s.format == DEFAULT_QUERY_FORMAT else ""), str(s.queries),
+                      f"{s.map_at_k:.4f}", f"{s.recall_at_k:.4f}", f"{s.queries / max(s.encode_s, 1e-9):.1f}",
+                      f"{s.search_s * 1000:.1f}")
     console.print(table)
+    best_recall = max(scores, key=lambda s: s.recall_at_k)
+    console.print(f"* the default query format. Best MAP@{k}: {best.format} ({best.map_at_k:.4f}); "
+                  f"best Recall@{k}: {best_recall.format} ({best_recall.recall_at_k:.4f}).", highlight=False)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({
