@@ -55,7 +55,8 @@ def trace(ctx: typer.Context,
                                      "agent.tasks": tasks.split(",") if tasks else None})
     except ValueError as exc:
         fail(str(exc))
-    solver = AgentSolver(cfg, dataset=dataset, data_root=data, traces=db, record_prompts=True, interrupt=True)
+    solver = AgentSolver(cfg, dataset=dataset, split=split, data_root=data, traces=db, record_prompts=True,
+                         interrupt=True)
     console.print(f"nodes: {' -> '.join(solver.agent.nodes())}  (checkpoints in {db})")
     step_through(solver, chosen, console, pause=not no_pause, names=_names(dataset, data))
 
@@ -92,8 +93,8 @@ def show(run: str = typer.Argument(..., help="A run folder (runs/NAME), its name
         if not found:
             fail(f"item {item!r} is in no trace of {db}")
         trace_id = found[-1]
-    if dataset is None and (folder / "config.json").is_file():
-        dataset = json.loads((folder / "config.json").read_text()).get("dataset")
+    if dataset is None and (folder / "run.json").is_file():  # written by `mcqa eval run`
+        dataset = json.loads((folder / "run.json").read_text()).get("source", {}).get("dataset")
     try:
         steps = [{**s, "update": for_item(s["update"], item)} for s in replay(saver, trace_id)]
     except LookupError as exc:

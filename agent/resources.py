@@ -12,8 +12,9 @@ from mcqa.config import Config
 
 
 class Resources:
-    def __init__(self, config: Config, dataset: str | None = None, data_root: Path | None = None, llm=None):
-        self.config, self.dataset, self.data_root = config, dataset, data_root
+    def __init__(self, config: Config, dataset: str | None = None, data_root: Path | None = None, llm=None,
+                 split: str | None = None):
+        self.config, self.dataset, self.data_root, self.split = config, dataset, data_root, split
         if llm is not None:
             self.__dict__["llm"] = llm  # share an already loaded model (tests, benchmarks)
 
@@ -34,7 +35,14 @@ class Resources:
         from mcqa.rag import load_or_build_example_store
 
         self._need_dataset("few-shot examples")
-        return load_or_build_example_store(self.dataset, self.config.agent.examples_split, self.embedder, self.data_root)
+        return load_or_build_example_store(self.dataset, self.examples_split, self.embedder, self.data_root)
+
+    @property
+    def examples_split(self) -> str:
+        """Where few-shot examples come from. Solving `validation` (held out of train), they come from
+        `fit`, the rest of train: otherwise the other validation items' answers would be examples."""
+        wanted = self.config.agent.examples_split
+        return "fit" if wanted == "train" and self.split == "validation" else wanted
 
     @cached_property
     def misconceptions(self):

@@ -109,7 +109,7 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
     else:
         try:
             resolve(cfg.llm.model, "llm")  # a wrong model name fails here, not as an error on every item
-            solver = build_solver(cfg, dataset=dataset if registered else None, data_root=data,
+            solver = build_solver(cfg, dataset=dataset if registered else None, split=split, data_root=data,
                                   traces=run.file("traces.sqlite") if traces else None)
         except (ModelNotFound, ValueError) as exc:
             fail(str(exc))

@@ -2,8 +2,8 @@
 
 Eedi (MAP@25) and MAP (MAP@3) score each row by the precision at the rank of its one correct label:
 AP@k = sum over ranks i <= k of P(i) * rel(i) / min(|relevant|, k), which for one relevant label is
-1/rank if it is in the top k, else 0. Duplicates in a ranking count once (at their first rank), as
-the competitions' metric code does.
+1/rank if it is in the top k, else 0. A repeated label scores only at its first rank but keeps its
+place in the ranking (a wasted slot), as the competitions' `apk` code does.
 
 Below the ranking metrics: what a run is scored by (accuracy with a bootstrap interval, per-subject
 breakdowns, Eedi's MAP@25 over every labelled wrong answer, MAP's MAP@3 over `Category:Misconception`
@@ -36,11 +36,12 @@ def average_precision_at_k(ranked: Sequence, relevant: Iterable, k: int) -> floa
     relevant = set(relevant)
     if not relevant:
         return 0.0
-    hits, total = 0, 0.0
-    for rank, label in enumerate(_dedupe(ranked)[:k], start=1):
-        if label in relevant:
+    hits, total, seen = 0, 0.0, set()
+    for rank, label in enumerate(list(ranked)[:k], start=1):
+        if label in relevant and label not in seen:
             hits += 1
             total += hits / rank
+        seen.add(label)
     return total / min(len(relevant), k)
 
 

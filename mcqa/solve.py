@@ -48,13 +48,14 @@ def answer_batch(llm: LLM, items: list[Item]) -> list[Prediction]:
 Solver = Callable[[list[Item]], list[Prediction]]  # a batch of items -> one prediction each, in order
 
 
-def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = None,
+def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = None, split: str | None = None,
                  data_root: Path | None = None, traces: Path | None = None) -> Solver:
     """The solver a run uses: the agent graph built from `config` (its `agent` section says which
-    steps run). `traces` names a SQLite file to checkpoint every step in, for `mcqa trace show`."""
+    steps run). `split` is the one being solved (few-shot examples never come from it); `traces`
+    names a SQLite file to checkpoint every step in, for `mcqa trace show`."""
     from mcqa.agent.solver import AgentSolver
 
-    return AgentSolver(config, dataset=dataset, data_root=data_root, traces=traces, llm=llm)
+    return AgentSolver(config, dataset=dataset, split=split, data_root=data_root, traces=traces, llm=llm)
 
 
 def solve(llm: LLM, items: list[Item], batch_size: int = 8,

@@ -12,7 +12,8 @@ from mcqa.eval.metrics import average_precision_at_k, map_at_k, recall_at_k
     (["1", "2", "7"], {"7"}, 25, 1 / 3),        # third place
     (["1", "2", "3"], {"7"}, 25, 0.0),          # missing
     (["1", "2", "3", "7"], {"7"}, 3, 0.0),      # beyond k
-    (["7", "7", "3"], {"3"}, 3, 0.5),           # a duplicate counts once
+    (["7", "7", "3"], {"3"}, 3, 1 / 3),         # a duplicate wastes its slot (Kaggle's apk)
+    (["3", "3", "1"], {"3"}, 3, 1.0),           # and never scores twice
     (["a", "x", "b"], {"a", "b"}, 3, (1 / 1 + 2 / 3) / 2),  # two relevant labels
     ([], {"7"}, 25, 0.0),
 ])
