@@ -66,14 +66,15 @@ QUERY_FORMATS: dict[str, Callable[[Item, str], str]] = {
     "answer_first": answer_first,
 }
 # Measured with `mcqa eval retrieval --dataset eedi` (zero-shot MiniLM, 2,587 misconceptions), MAP@25 / Recall@25:
-#                    validation (699)   unseen validation (678)   all of train (3,476)
-#   hashes           0.1635 / 0.4979    0.2600 / 0.6755           0.1798 / 0.5452
-#   category         0.1650 / 0.5007    0.2592 / 0.6740           0.1800 / 0.5501
-#   subject_correct  0.1780 / 0.5365    0.2470 / 0.6962           0.1793 / 0.5665
-#   answer_first     0.1677 / 0.5050    0.2541 / 0.6696           0.1811 / 0.5463
+#                    --split validation   --split validation --unseen   --split train (all)
+#                    (699 queries)        (674 queries)                 (3,476 queries)
+#   hashes           0.1635 / 0.4979      0.2618 / 0.6780               0.1798 / 0.5452
+#   category         0.1650 / 0.5007      0.2539 / 0.6825               0.1800 / 0.5501
+#   subject_correct  0.1780 / 0.5365      0.2515 / 0.7136               0.1793 / 0.5665
+#   answer_first     0.1677 / 0.5050      0.2677 / 0.6751               0.1811 / 0.5463
 # MAP@25 is a tie on the largest set (0.0018 apart on 3,476 queries) and changes winner between the
-# validation sets; Recall@25 is won by subject_correct on all three by 1.6-2.2 points. The agent reranks
-# the retrieved candidates, so recall of the candidate list is what retrieval must maximise.
+# validation sets; Recall@25 is won by subject_correct on all three, by 1.6 to 3.1 points. The agent
+# reranks the retrieved candidates, so the recall of the candidate list is what retrieval must maximise.
 DEFAULT_QUERY_FORMAT = "subject_correct"
 
 

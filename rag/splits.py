@@ -45,12 +45,14 @@ def _linked_groups(questions: dict[str, list[Item]]) -> list[list[str]]:
 
     for question, items in questions.items():
         root("q:" + question)
-        for label in set().union(*(_labels(i) for i in items)):
+        for label in sorted(set().union(*(_labels(i) for i in items))):
             parent[root("q:" + question)] = root("m:" + label)
     groups: dict[str, list[str]] = defaultdict(list)
     for question in questions:
         groups[root("q:" + question)].append(question)
-    return [sorted(g) for _, g in sorted(groups.items())]
+    # Ordered by content, not by which node became the root: the order must not depend on set
+    # iteration, which changes with each process's hash seed.
+    return sorted(sorted(g) for g in groups.values())
 
 
 def train_validation(items: list[Item], fraction: float = 0.2, seed: int = 0,

@@ -1,6 +1,9 @@
 """The Embedder, the query formats and the fit/validation split, on the real MiniLM and the real Eedi data."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -146,6 +149,18 @@ def test_unseen_split_keeps_validation_misconceptions_out_of_fit(eedi_items):
     assert labels(validation) and labels(fit).isdisjoint(labels(validation))
     assert len(fit) + len(validation) == len(eedi_items)
     assert abs(len(validation) - 0.2 * len(eedi_items)) <= 5
+
+
+def test_split_is_the_same_in_every_process(data_root):
+    """Python salts string hashes per process: a split that leaned on set order would change between runs."""
+    code = ("from pathlib import Path; from mcqa.datasets import load_split; "
+            "from mcqa.rag.splits import train_validation; "
+            f"items = load_split('eedi', 'train', Path({str(data_root)!r})).items; "
+            "print(','.join(i.id for unseen in (False, True) for i in train_validation(items, unseen=unseen)[1]))")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+               for seed in ("1", "2", "3")}
+    assert len(outputs) == 1 and len(outputs.pop().split(",")) > 500
 
 
 def test_split_groups_responses_of_one_question():
