@@ -34,14 +34,18 @@ def category(item: Item, wrong: str) -> str:
     return f"{head}Question: {_clean(item.question)} Given Answer: {_wrong(item, wrong)}"
 
 
-def with_subject_and_correct(item: Item, wrong: str) -> str:
-    """Adds SubjectName and the correct answer: the gap between right and wrong is what a misconception explains."""
-    parts = []
-    if item.subject:
-        parts.append(f"Subject: {_clean(item.subject)}.")
+def _header(item: Item) -> list[str]:
+    """Subject, topic and question: how both queries and example passages begin."""
+    parts = [f"Subject: {_clean(item.subject)}."] if item.subject else []
     if item.construct:
         parts.append(f"Topic: {_clean(item.construct)}.")
     parts.append(f"Question: {_clean(item.question)}")
+    return parts
+
+
+def with_subject_and_correct(item: Item, wrong: str) -> str:
+    """Adds SubjectName and the correct answer: the gap between right and wrong is what a misconception explains."""
+    parts = _header(item)
     if item.answer is not None and item.answer != wrong:
         parts.append(f"Correct answer: {_clean(item.choice(item.answer))}")
     parts.append(f"Incorrect answer: {_wrong(item, wrong)}")
@@ -103,12 +107,7 @@ def item_text(item: Item) -> str:
     the question, not on whether the answer is known. A student's chosen answer and explanation
     (MAP) are part of what the item is about, so they are.
     """
-    parts = []
-    if item.subject:
-        parts.append(f"Subject: {_clean(item.subject)}.")
-    if item.construct:
-        parts.append(f"Topic: {_clean(item.construct)}.")
-    parts.append(f"Question: {_clean(item.question)}")
+    parts = _header(item)
     parts.append("Choices: " + " ".join(f"{x}) {_clean(c)}" for x, c in zip(item.letters, item.choices)))
     if item.chosen is not None:
         parts.append(f"Chosen: {item.chosen}.")
