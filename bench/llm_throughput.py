@@ -18,7 +18,7 @@ from pathlib import Path
 from mcqa.config import LLMConfig, default_threads
 from mcqa.datasets import load_split
 from mcqa.llm import load_llm
-from mcqa.solve import accuracy, answer_batch, batched
+from mcqa.solve import accuracy, batched, zero_shot_solver
 
 
 def main() -> None:
@@ -37,11 +37,12 @@ def main() -> None:
     llm = load_llm(LLMConfig(model=args.model, n_threads=args.threads))
     load_s = time.perf_counter() - started
 
+    solver = zero_shot_solver(llm)
     batch_seconds, predictions = [], []
     started = time.perf_counter()
     for batch in batched(items, args.batch_size):
         t0 = time.perf_counter()
-        predictions += answer_batch(llm, batch)
+        predictions += solver(batch)
         batch_seconds.append((time.perf_counter() - t0) / len(batch))
     total_s = time.perf_counter() - started
 

@@ -1,4 +1,4 @@
-"""Zero-shot solving: the letter of each item chosen by option log-probabilities.
+"""Solving: the solver a run uses, zero-shot streaming for `mcqa solve`, and prediction files.
 
 The seed of the batch runner: items go through the LLM in batches, predictions stream out one by one
 (so a caller can write them as they come), and accuracy is computed from the predictions alone.
@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from itertools import groupby, islice
+from itertools import islice
 from pathlib import Path
-
-import numpy as np
 
 from mcqa.config import Config
 from mcqa.llm.base import LLM
-from mcqa.prompts import answer_chat
 from mcqa.types import Item, Prediction
 
 
@@ -24,25 +21,6 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
-
-
-def answer_batch(llm: LLM, items: list[Item]) -> list[Prediction]:
-    """One prediction per item, in order. Items with the same letters share one `score_options` call."""
-    predictions: dict[str, Prediction] = {}
-    by_letters = sorted(items, key=lambda it: len(it.choices))
-    for _, group in groupby(by_letters, key=lambda it: len(it.choices)):
-        group = list(group)
-        letters = group[0].letters
-        logprobs = llm.score_options([answer_chat(it) for it in group], letters)
-        for item, row in zip(group, logprobs):
-            probs = np.exp(row)
-            answer = letters[int(np.argmax(row))]
-            predictions[item.id] = Prediction(
-                item_id=item.id, answer=answer,
-                option_probs={k: round(float(p), 6) for k, p in zip(letters, probs)},
-                correct=None if item.answer is None else answer == item.answer,
-            )
-    return [predictions[it.id] for it in items]
 
 
 Solver = Callable[[list[Item]], list[Prediction]]  # a batch of items -> one prediction each, in order
@@ -58,11 +36,21 @@ def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = N
     return AgentSolver(config, dataset=dataset, split=split, data_root=data_root, traces=traces, llm=llm)
 
 
+def zero_shot_solver(llm: LLM) -> Solver:
+    """The agent reduced to its answer node (no verify, no retrieval): the letter with the highest
+    option probability, for `mcqa solve` and the benchmarks."""
+    from mcqa.agent.solver import AgentSolver
+    from mcqa.config import load_config
+
+    return AgentSolver(load_config(**{"agent.tasks": ["answer"], "agent.verify": False}), llm=llm)
+
+
 def solve(llm: LLM, items: list[Item], batch_size: int = 8,
           on_batch: Callable[[int], None] | None = None) -> Iterator[Prediction]:
-    """Predictions for `items`, streamed batch by batch; `on_batch(n)` is told after each batch."""
+    """Zero-shot predictions for `items`, streamed batch by batch; `on_batch(n)` is told after each."""
+    solver = zero_shot_solver(llm)
     for batch in batched(items, batch_size):
-        yield from answer_batch(llm, batch)
+        yield from solver(batch)
         if on_batch:
             on_batch(len(batch))
 

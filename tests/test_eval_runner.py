@@ -8,7 +8,7 @@ import pytest
 from mcqa.config import LLMConfig, load_config
 from mcqa.datasets import load_split
 from mcqa.eval.runner import BackendDown, PredictionLog, RunDir, RunError, run_items, solve_with_retries
-from mcqa.solve import answer_batch
+from mcqa.solve import zero_shot_solver
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,13 @@ class Recording:
     """The real solver, noting which items each call was given (and failing where a test injects it)."""
 
     def __init__(self, llm, fail_when=lambda batch, call: False):
-        self.llm, self.fail_when, self.calls = llm, fail_when, []
+        self.solve, self.fail_when, self.calls = zero_shot_solver(llm), fail_when, []
 
     def __call__(self, batch):
         self.calls.append([it.id for it in batch])
         if self.fail_when(batch, len(self.calls)):
             raise RuntimeError("injected backend failure")
-        return answer_batch(self.llm, batch)
+        return self.solve(batch)
 
 
 def lines(path):

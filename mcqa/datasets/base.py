@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcqa.types import Item, Misconception
+from mcqa.types import Item
 
 EXAMPLES_KEPT = 5
 
@@ -162,7 +162,3 @@ def strip_prefix(text: str, prefix: str) -> str:
     """`text` without a leading `prefix` (the 'Question: ' that some files put before every question)."""
     return text[len(prefix):].lstrip() if text.startswith(prefix) else text
 
-
-def misconception_catalogue(rows: list[Misconception]) -> dict[str, Misconception]:
-    """Misconceptions by id, in the catalogue's order."""
-    return {m.id: m for m in rows}
