@@ -51,6 +51,9 @@ class LLMConfig(BaseModel):
 
     backend: str = Field("llamacpp", description="llamacpp (embedded CPU default).")
     model: str = Field("qwen2.5-coder-1.5b", description="A registry name (`mcqa models`) or a path to a GGUF file.")
+    lora: str | None = Field(
+        None, description="A LoRA adapter applied at inference: a GGUF adapter for llamacpp (`mcqa train llm` "
+                          "exports one), a peft folder for vllm.")
     n_ctx: int = Field(4096, description="Context window in tokens; prompts longer than this are cut from the left.")
     n_threads: int = Field(default_factory=default_threads, description="CPU threads for llama.cpp.")
     n_batch: int = Field(512, description="Prompt tokens evaluated per llama.cpp batch.")

@@ -19,6 +19,7 @@ a score never depends on what happened to be in the cache.
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 from collections import OrderedDict
 
 import numpy as np
@@ -50,6 +51,7 @@ class LlamaCppLLM(LLM):
             model_path=str(self.path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
             n_threads=self.config.n_threads, n_threads_batch=self.config.n_threads,
             seed=self.config.seed, logits_all=False, verbose=False,
+            lora_path=str(Path(self.config.lora).expanduser()) if self.config.lora else None,
         )
         self._grammar_type = llama_cpp.LlamaGrammar
         metadata = self.llm.metadata
