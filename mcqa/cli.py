@@ -195,6 +195,9 @@ from mcqa.eval.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 eval_app.command("retrieval")(retrieval_cmd)
+from mcqa.finetune.cli import train_app  # noqa: E402
+
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:  # pragma: no cover - the console script calls `app`
