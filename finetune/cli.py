@@ -82,3 +82,44 @@ def train_refiner(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force:
                   max_steps: Optional[int] = MaxStepsOpt) -> None:
     """A small refiner over frozen embeddings (triplet hinge) with a ridge head: cheap metric learning on CPU."""
     run_recipe("refiner", config, out, force, threads, seed=seed, max_steps=max_steps)
+
+
+@train_app.command("llm")
+def train_llm(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
+              threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
+              max_steps: Optional[int] = MaxStepsOpt,
+              model: Optional[str] = typer.Option(None, "--model", help="Base model (overrides the config)."),
+              task: Optional[str] = typer.Option(None, "--task", help="answer | rerank | think (overrides the config).")
+              ) -> None:
+    """LoRA SFT of the LLM on the agent's prompts, loss on the answer only (unsloth on CUDA, peft+TRL on CPU);
+    exports a GGUF LoRA adapter for llama.cpp (OUT/adapter.gguf) and/or merged weights for vLLM (OUT/merged)."""
+    run_recipe("llm", config, out, force, threads, seed=seed, max_steps=max_steps, model=model, task=task)
+
+
+@train_app.command("think-data")
+def think_data(dataset: str = typer.Option(..., "--dataset", help="Dataset to explain wrong answers of (eedi, map, ...)."),
+               split: str = typer.Option("fit", "--split", help="Split (fit: the train side of the train split)."),
+               out: Path = typer.Option(..., "--out", "-o", help="JSONL written (appended; a rerun completes it)."),
+               limit: Optional[int] = typer.Option(200, "--limit", min=1, help="Wrong answers explained (a seeded sample)."),
+               seed: int = typer.Option(0, "--seed", help="Seed of the sample (decoding is greedy)."),
+               config: Optional[Path] = typer.Option(None, "--config", help="mcqa config whose `llm` section is the teacher."),
+               model: Optional[str] = typer.Option(None, "--model", help="Teacher model (overrides the config)."),
+               threads: Optional[int] = ThreadsOpt,
+               max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Token budget of one explanation.")) -> None:
+    """Teacher explanations of wrong answers (the misconception, with the gold label as a hint where the dataset
+    has one), saved as JSONL for `mcqa train llm` with task: think."""
+    from mcqa.config import load_config
+    from mcqa.finetune.think import generate_think_data
+    from mcqa.llm import load_llm
+
+    try:
+        cfg = load_config(config, **{"llm.model": model, "llm.n_threads": threads})
+    except ValueError as exc:
+        fail(str(exc))
+    llm = load_llm(cfg.llm)
+    try:
+        counts = generate_think_data(dataset, split, out, llm, limit=limit, seed=seed, max_tokens=max_tokens,
+                                     progress=lambda done, total: console.print(f"{done}/{total}", end="\r"))
+    finally:
+        llm.close()
+    console.print_json(json.dumps(counts))

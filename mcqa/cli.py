@@ -195,6 +195,13 @@ from mcqa.eval.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 eval_app.command("retrieval")(retrieval_cmd)
+from mcqa.llm.cli import convert_cmd, serve_cmd  # noqa: E402
+
+app.command("serve")(serve_cmd)
+app.command("convert")(convert_cmd)
+from mcqa.kaggle.cli import kaggle_app  # noqa: E402
+
+app.add_typer(kaggle_app, name="kaggle")
 from mcqa.finetune.cli import train_app  # noqa: E402
 
 app.add_typer(train_app, name="train")

@@ -1,9 +1,8 @@
 """Hard negatives for embedder training: for each (query, misconception) pair, misconceptions the current
 embedder ranks close to the query but that are not labelled for it.
 
-The ranking, the rank window and the exclusion of positives are sentence-transformers'
-`mine_hard_negatives` (with FAISS); this module only turns labelled items into its input, applies
-the Embedder's formats, and maps its output back to catalogue names and ids. Texts in the output are
+The ranking is an exact inner-product search over the whole catalogue (a few thousand names: one
+matrix product), so the window is exact and a positive can never slip in. Texts in the output are
 raw (no instruction format): the trainer applies the formats it trains with.
 """
 
@@ -14,6 +13,8 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 from mcqa.rag.embedder import Embedder
 from mcqa.rag.queries import labelled_pairs, query_format
@@ -44,55 +45,61 @@ def mine(pairs: list[dict], misconceptions: list[Misconception], embedder: Embed
     negative. `sampling="random"` draws n from the window (seeded), `"top"` takes its first n. A pair
     for which fewer than n candidates remain is dropped.
     """
-    from datasets import Dataset
-    from sentence_transformers.util import mine_hard_negatives
+    check_window(rank_min, rank_max, n, sampling)
+    if not pairs:
+        return []
+    names = catalogue_names(misconceptions)
+    queries = embedder.encode([p["query"] for p in pairs], "query", progress=verbose)
+    return mine_vectors(pairs, queries, names, embedder.encode(list(names), "passage", progress=verbose),
+                        rank_min, rank_max, n, sampling, seed)
 
+
+def check_window(rank_min: int, rank_max: int, n: int, sampling: str) -> None:
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
     if not 0 <= rank_min < rank_max:
         raise ValueError(f"need 0 <= rank_min < rank_max, got [{rank_min}, {rank_max})")
     if n > rank_max - rank_min:
         raise ValueError(f"cannot draw {n} negatives from ranks [{rank_min}, {rank_max})")
-    if not pairs:
-        return []
+
+
+def catalogue_names(misconceptions: list[Misconception]) -> dict[str, str]:
+    """Distinct names in catalogue order, each with its first id (Eedi lists one name twice)."""
+    names: dict[str, str] = {}
+    for m in misconceptions:
+        names.setdefault(m.name, m.id)
+    return names
+
+
+def mine_vectors(pairs: list[dict], query_vectors: np.ndarray, names: dict[str, str], name_vectors: np.ndarray,
+                 rank_min: int, rank_max: int, n: int, sampling: str = "random", seed: int = 0) -> list[dict]:
+    """`mine` on vectors already encoded (rows of unit length; `names` as `catalogue_names` gives them).
+
+    The training recipes encode the catalogue once per model and use it both to score the model and
+    to mine its next round; this is the part of `mine` that needs no model.
+    """
+    check_window(rank_min, rank_max, n, sampling)
     positives_per_query: dict[str, set[str]] = defaultdict(set)
     for pair in pairs:
         positives_per_query[pair["query"]].add(pair["positive"])
-    needed = rank_max + max(len(p) for p in positives_per_query.values())
-    corpus_names = list(dict.fromkeys(m.name for m in misconceptions))
-    if needed > len(corpus_names):
+    text = list(names)
+    needed = rank_max + max((len(p) for p in positives_per_query.values()), default=0)
+    if needed > len(text):
         raise ValueError(f"ranks up to {rank_max} need a catalogue of at least {needed} distinct names, "
-                         f"got {len(corpus_names)}: lower rank_max")
-
-    queries = embedder.format([p["query"] for p in pairs], "query")
-    positives = embedder.format([p["positive"] for p in pairs], "passage")
-    corpus = embedder.format(corpus_names, "passage")
-    raw_name = dict(zip(corpus, corpus_names)) | dict(zip(positives, (p["positive"] for p in pairs)))
-    id_of = {}
-    for m in misconceptions:
-        id_of.setdefault(m.name, m.id)  # a name listed twice (Eedi has one) keeps its first id
-
-    state = random.getstate()  # its "random" sampling uses the global generator: seed it, then put it back
-    random.seed(seed)
-    try:
-        mined = mine_hard_negatives(
-            Dataset.from_dict({"query": queries, "positive": positives}), embedder.model,
-            anchor_column_name="query", positive_column_name="positive", corpus=corpus,
-            range_min=rank_min, range_max=rank_max, num_negatives=n, sampling_strategy=sampling,
-            query_prompt="", corpus_prompt="", output_format="n-tuple", batch_size=embedder.batch_size,
-            use_faiss=True, verbose=verbose)
-    finally:
-        random.setstate(state)
-
-    pending: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for formatted_query, formatted_positive, pair in zip(queries, positives, pairs):
-        pending[formatted_query, formatted_positive].append(pair)
+                         f"got {len(text)}: lower rank_max")
+    scores = np.asarray(query_vectors, dtype=np.float32) @ np.asarray(name_vectors, dtype=np.float32).T
+    top = np.argpartition(-scores, kth=needed - 1, axis=1)[:, :needed]
+    order = np.take_along_axis(scores, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
+    top = np.take_along_axis(top, order, axis=1)
+    rng = random.Random(seed)
     rows = []
-    negative_columns = [f"negative_{i}" for i in range(1, n + 1)]
-    for record in mined:
-        pair = pending[record["query"], record["positive"]].pop(0)
-        negatives = [raw_name[record[c]] for c in negative_columns]
-        rows.append({**pair, "negatives": negatives, "negative_ids": [id_of[name] for name in negatives]})
+    for pair, row in zip(pairs, top):
+        positives = positives_per_query[pair["query"]]
+        window = [text[j] for j in row if text[j] not in positives][rank_min:rank_max]
+        if len(window) < n:
+            continue
+        negatives = rng.sample(window, n) if sampling == "random" else window[:n]
+        rows.append({**pair, "negatives": negatives, "negative_ids": [names[name] for name in negatives]})
     return rows
 
 
@@ -106,3 +113,9 @@ def write_jsonl(rows: Iterable[dict], path: Path) -> int:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows `write_jsonl` wrote."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -9,7 +9,7 @@ from mcqa.llm.base import LLM, Chat, choices_grammar, normalise_logprobs
 if TYPE_CHECKING:  # mcqa.config imports the agent's prompts, which import this package
     from mcqa.config import LLMConfig
 
-BACKENDS = ("llamacpp",)
+BACKENDS = ("llamacpp", "vllm", "openai")
 
 
 def load_llm(config: LLMConfig | None = None) -> LLM:
@@ -21,6 +21,14 @@ def load_llm(config: LLMConfig | None = None) -> LLM:
         from mcqa.llm.llamacpp import LlamaCppLLM
 
         return LlamaCppLLM(config)
+    if config.backend == "vllm":
+        from mcqa.llm.vllm_engine import VLLMEngineLLM
+
+        return VLLMEngineLLM(config)
+    if config.backend == "openai":
+        from mcqa.llm.openai_api import OpenAIServerLLM
+
+        return OpenAIServerLLM(config)
     raise ValueError(f"unknown LLM backend {config.backend!r}; known: {', '.join(BACKENDS)}")
 
 

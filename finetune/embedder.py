@@ -1,0 +1,210 @@
+"""Recipe: contrastive fine-tuning of the embedder with iteratively mined hard negatives.
+
+Round 0 mines hard negatives with the base model; round k mines again with the model of round k-1
+and continues training it (the loop strong Eedi solutions used: negatives get harder as the model
+gets better). The loss is MultipleNegativesRankingLoss (InfoNCE over in-batch and mined negatives,
+`scale` = 1/temperature), or its cached variant for batches larger than memory allows. An optional
+last stage distils a reranker: MarginMSE towards the CrossEncoder's score margins between the
+positive and each mined negative, so the embedder learns the reranker's graded judgement instead
+of 0/1 labels.
+
+Training uses the `fit` side of the dataset's train split and every round is scored by MAP@25 and
+Recall@25 on the `validation` side against the whole catalogue (`unseen: true`, the default, keeps
+every validation misconception out of training, which is what held-out competition data looks like).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcqa.finetune.common import TrainRun, latest_checkpoint, step_timer, timing
+from mcqa.rag.queries import DEFAULT_QUERY_FORMAT
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("eedi", description="A dataset with a misconception catalogue (eedi).")
+    base: str = Field("minilm-l6", description="Embedder to start from: registry name or sentence-transformers folder.")
+    query_format: str = Field(DEFAULT_QUERY_FORMAT, description="How a wrong answer becomes a query (mcqa.rag.queries).")
+    fraction: float = Field(0.2, gt=0, lt=1, description="Share of train questions held out as validation.")
+    unseen: bool = Field(True, description="Validation misconceptions never appear in training.")
+    seed: int = Field(0, description="Seeds the split, the negative sampling and training.")
+    rounds: int = Field(2, ge=1, description="Mine-then-train rounds; round k mines with the model of round k-1.")
+    negatives: int = Field(3, ge=1, description="Hard negatives per (query, positive) pair.")
+    rank_min: int = Field(2, ge=0, description="Negatives are drawn from ranks [rank_min, rank_max) of the current model "
+                                               "(the very top is skipped: near-duplicates of the label live there).")
+    rank_max: int = Field(60, ge=2)
+    epochs: float = Field(1.0, gt=0, description="Epochs over the mined pairs per round.")
+    batch_size: int = Field(32, ge=2, description="Pairs per step; every other pair's texts are in-batch negatives.")
+    cached: bool = Field(False, description="CachedMultipleNegativesRankingLoss: large batches in small memory.")
+    mini_batch_size: int = Field(16, ge=1, description="Chunk size of the cached loss.")
+    scale: float = Field(20.0, gt=0, description="MNRL scale (1/temperature) on cosine similarities.")
+    learning_rate: float = Field(5e-5, gt=0)
+    max_seq_length: int = Field(128, ge=16, description="Tokens per text (queries are about 100 at the median).")
+    max_steps: int | None = Field(None, ge=1, description="Cap on steps per round (a quick check); None: whole epochs.")
+    save_steps: int = Field(25, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
+    distill_from: str | None = Field(None, description="A CrossEncoder folder (mcqa train reranker): add a MarginMSE "
+                                                       "distillation stage towards its scores.")
+    k: int = Field(25, ge=1, description="MAP@k / Recall@k cut-off of the validation score.")
+    limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
+
+
+def load_data(config) -> tuple[list, list, list]:
+    """(fit items, validation items, catalogue) of the dataset, for any recipe config with the split fields."""
+    import random
+
+    from mcqa.datasets import load_misconceptions
+    from mcqa.rag.splits import load_items
+
+    fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed, unseen=config.unseen)
+    validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed,
+                            unseen=config.unseen)
+    if config.limit:
+        rng = random.Random(config.seed)
+        fit, validation = (sorted(rng.sample(items, min(config.limit, len(items))), key=items.index)
+                           for items in (fit, validation))
+    return fit, validation, load_misconceptions(config.dataset)
+
+
+class Encoded:
+    """One model's vectors of the catalogue (one row per id), the fit queries and the validation queries.
+
+    Encoding dominates a round's cost, so each model encodes once: the same vectors score the model
+    and mine the next round's negatives.
+    """
+
+    def __init__(self, model: str, pairs: list[dict], validation, misconceptions, config: Config):
+        from mcqa.rag.embedder import Embedder
+        from mcqa.rag.mining import catalogue_names
+        from mcqa.rag.queries import labelled_pairs, query_format
+
+        embedder = Embedder(model)
+        self.names = catalogue_names(misconceptions)
+        distinct = embedder.encode(list(self.names), "passage", progress=True)
+        row_of = {name: i for i, name in enumerate(self.names)}
+        self.ids = [m.id for m in misconceptions]
+        self.catalogue = distinct[[row_of[m.name] for m in misconceptions]]
+        self.distinct = distinct
+        self.fit_queries = embedder.encode([p["query"] for p in pairs], "query", progress=True)
+        build = query_format(config.query_format)
+        val_pairs = list(labelled_pairs(validation))
+        self.validation_queries = embedder.encode([build(i, x) for i, x, _ in val_pairs], "query", progress=True)
+        self.relevant = [ids for _, _, ids in val_pairs]
+
+    def score(self, k: int) -> dict:
+        """MAP@k and Recall@k of the validation queries against the whole catalogue."""
+        from mcqa.eval.metrics import map_at_k, recall_at_k
+
+        scores = self.validation_queries @ self.catalogue.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        rankings = [[self.ids[j] for j in row] for row in top]
+        return {f"map@{k}": round(map_at_k(rankings, self.relevant, k), 4),
+                f"recall@{k}": round(recall_at_k(rankings, self.relevant, k), 4), "queries": len(rankings)}
+
+    def mine(self, pairs: list[dict], config: Config, seed: int) -> list[dict]:
+        from mcqa.rag.mining import mine_vectors
+
+        return mine_vectors(pairs, self.fit_queries, self.names, self.distinct, config.rank_min, config.rank_max,
+                            config.negatives, "random", seed)
+
+
+def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, config: Config,
+              distill_labels: list[list[float]] | None = None) -> dict:
+    """Train one round (or the distillation stage) from `start_from`, save to `out`; returns timing."""
+    from datasets import Dataset
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers, SentenceTransformerTrainingArguments)
+
+    from mcqa.models import resolve
+    from mcqa.rag.embedder import load_sentence_transformer
+
+    model = load_sentence_transformer(str(resolve(start_from, "embedder")))
+    model.max_seq_length = config.max_seq_length
+    columns = {"anchor": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]}
+    for i in range(config.negatives):
+        columns[f"negative_{i + 1}"] = [r["negatives"][i] for r in rows]
+    if distill_labels is not None:
+        columns["label"] = distill_labels
+        loss = losses.MarginMSELoss(model)
+    elif config.cached:
+        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale,
+                                                         mini_batch_size=config.mini_batch_size)
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate, warmup_steps=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=1, logging_steps=10, seed=config.seed, data_seed=config.seed, report_to="none",
+        use_cpu=True, dataloader_num_workers=0)
+    timer = step_timer()
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
+                                         loss=loss, callbacks=[timer])
+    trainer.train(resume_from_checkpoint=latest_checkpoint(checkpoints))
+    model.save_pretrained(str(out))
+    return timing(timer)
+
+
+def distillation_labels(reranker: str, rows: list[dict]) -> list[list[float]]:
+    """The CrossEncoder's margin score(q, positive) - score(q, negative_i) for every row and negative."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    model = CrossEncoder(reranker, device="cpu")
+    texts = [(r["query"], p) for r in rows for p in [r["positive"], *r["negatives"]]]
+    scores = model.predict(texts, batch_size=64, show_progress_bar=True).reshape(len(rows), -1)
+    return [[float(row[0] - s) for s in row[1:]] for row in scores]
+
+
+def train(config: Config, run: TrainRun) -> dict:
+    """Mine, train and score `rounds` times (then distil, if asked); the last model goes to OUT/model."""
+    from mcqa.rag.mining import read_jsonl, training_pairs, write_jsonl
+
+    started = time.perf_counter()
+    fit, validation, misconceptions = load_data(config)
+    pairs = training_pairs(fit, misconceptions, config.query_format)
+    results = run.read_results() or {"recipe": "embedder", "fit_pairs": len(pairs),
+                                     "validation_items": len(validation), "rounds": []}
+    current, encoded = config.base, None
+    stages = [f"round-{r}" for r in range(config.rounds)] + (["distill"] if config.distill_from else [])
+    for number, stage in enumerate(stages):
+        out = run.path / stage / "model"
+        if run.done(stage):
+            current, encoded = str(out), None
+            continue
+        mined_path = run.path / stage / "mined.jsonl"
+        if mined_path.exists():
+            rows, mine_s = read_jsonl(mined_path), 0.0
+        else:
+            clock = time.perf_counter()
+            encoded = encoded or Encoded(current, pairs, validation, misconceptions, config)
+            results.setdefault("base", encoded.score(config.k))
+            rows = encoded.mine(pairs, config, config.seed + number)
+            mine_s = round(time.perf_counter() - clock, 1)
+            write_jsonl(rows, mined_path)
+        labels = distillation_labels(config.distill_from, rows) if stage == "distill" else None
+        stats = fit_round(current, rows, out, run.checkpoints / stage, config, labels)
+        shutil.rmtree(run.checkpoints / stage, ignore_errors=True)
+        current = str(out)
+        clock = time.perf_counter()
+        encoded = Encoded(current, pairs, validation, misconceptions, config)
+        record = {"stage": stage, "pairs": len(rows), "mine_s": mine_s, **stats,
+                  "encode_s": round(time.perf_counter() - clock, 1), "model": current,
+                  "validation": encoded.score(config.k)}
+        results["rounds"].append(record)
+        run.write_results(results)
+        run.mark_done(stage)
+    final = run.path / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(current, final)
+    results.update({"model": str(final), "total_s": round(time.perf_counter() - started, 1),
+                    "train_s": round(sum(r.get("train_s", 0) for r in results["rounds"]), 1)})
+    return results

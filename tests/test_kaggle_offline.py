@@ -1,0 +1,137 @@
+"""The Kaggle bundle, end to end and offline: the second stage of CI (`make test-kaggle`).
+
+Builds the three bundles (Eedi, MAP, CodeMMLU with the tiny SmolLM2), then in a network namespace
+with no network at all (`unshare -rn`: only a downed loopback) creates a fresh virtual environment,
+installs mcqa from a bundle's wheels alone (no index, no pip config, an empty HOME and cache, so
+nothing from this machine's caches or wheel folders can stand in), runs each bundle's script on
+the shared test files and validates each submission. Anything that tried the network would fail.
+Figures (bundle sizes, install and run times) go to `$MCQA_KAGGLE_FIGURES` (default
+build/kaggle-offline.json). Skipped unless MCQA_KAGGLE_OFFLINE=1: it takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcqa.config import REPO_ROOT, data_dir
+from mcqa.kaggle.formats import get_task
+from mcqa.kaggle.notebook import notebook_code
+
+pytestmark = pytest.mark.skipif(not os.environ.get("MCQA_KAGGLE_OFFLINE"),
+                                reason="the offline bundle test takes minutes: `make test-kaggle` (MCQA_KAGGLE_OFFLINE=1)")
+
+FOLDERS = {"eedi": "eedi", "map": "map", "codemmlu": "codemmlu_fpt"}
+# The tiny model for CodeMMLU (the default 1.5B would make this a 1.1 GB bundle and an hour's run).
+CODEMMLU_CONFIG = "llm:\n  model: smollm2-135m\n  n_ctx: 2048\nagent:\n  verify: false\n  batch_size: 16\n"
+FIGURES: dict = {}
+
+
+def offline(args: list[str], env: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
+    """Run a command in a new user + network namespace: no interface but a downed loopback."""
+    result = subprocess.run(["unshare", "-rn", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = Path(os.environ.get("MCQA_KAGGLE_WORK") or tmp_path_factory.mktemp("kaggle"))
+    yield root
+    out = Path(os.environ.get("MCQA_KAGGLE_FIGURES") or REPO_ROOT / "build" / "kaggle-offline.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(FIGURES, indent=2) + "\n")
+    print(f"\nkaggle offline figures in {out}:\n{json.dumps(FIGURES, indent=2)}")
+
+
+@pytest.fixture(scope="module")
+def bundles(work):
+    """The three bundles, built with the project's own CLI (the wheels are resolved once and cached)."""
+    config = work / "codemmlu-smollm2.yaml"
+    config.write_text(CODEMMLU_CONFIG)
+    built = {}
+    for task in FOLDERS:
+        out = work / f"bundle-{task}"
+        shutil.rmtree(out, ignore_errors=True)
+        started = time.perf_counter()
+        args = [sys.executable, "-m", "mcqa.cli", "kaggle", "bundle", "--task", task, "--out", str(out)]
+        subprocess.run(args + (["--config", str(config)] if task == "codemmlu" else []), check=True)
+        manifest = json.loads((out / "bundle.json").read_text())
+        FIGURES.setdefault(task, {}).update(bundle_s=round(time.perf_counter() - started, 1),
+                                            bundle_mb={k: round(v / 1e6, 1) for k, v in manifest["sizes"].items()})
+        built[task] = out
+    return built
+
+
+@pytest.fixture(scope="module")
+def clean_env(work):
+    """No PIP_* (this machine's find-links and indexes), an empty HOME and cache, offline flags unset
+    (the bundle's script sets them itself), one thread per library."""
+    home = work / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    keep = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env.update(HOME=str(home), MCQA_CACHE_DIR=str(home / "mcqa-cache"), PIP_CONFIG_FILE=os.devnull,
+               OMP_NUM_THREADS="1", MCQA_THREADS=os.environ.get("MCQA_THREADS", "1"), PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def venv(work, clean_env):
+    path = work / "venv"
+    shutil.rmtree(path, ignore_errors=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    offline([base, "-m", "venv", str(path)], clean_env)
+    return path
+
+
+def test_the_namespace_has_no_network(clean_env):
+    """Only a loopback interface, and even that is down: no address answers (none outside is tried)."""
+    probe = ("import socket\nprint('interfaces:', [n for _, n in socket.if_nameindex()])\ntry:\n"
+             "    socket.create_connection(('127.0.0.1', 9), timeout=5)\nexcept OSError as exc:\n"
+             "    print('unreachable:', exc)")
+    stdout = offline([sys.executable, "-c", probe], clean_env).stdout
+    assert "interfaces: ['lo']" in stdout and "unreachable: [Errno 101] Network is unreachable" in stdout
+
+
+@pytest.mark.parametrize("task", list(FOLDERS))
+def test_bundle_installs_and_runs_offline_and_the_submission_validates(task, bundles, venv, clean_env, work):
+    bundle, folder = bundles[task], data_dir() / FOLDERS[task]
+    out = work / f"submission-{task}.csv"
+    out.unlink(missing_ok=True)
+    started = time.perf_counter()
+    result = offline([str(venv / "bin" / "python"), str(bundle / "mcqa_submit.py"), "--input", str(folder),
+                      "--out", str(out)], clean_env)
+    seconds = time.perf_counter() - started
+    figures = next(json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"task"'))
+    installed = [line for line in result.stdout.splitlines() if line.startswith("installed ")]
+    FIGURES[task].update(script_s=round(seconds, 1), run=figures, install=installed[0] if installed else None)
+    assert f"{out}: valid {task} submission" in result.stdout
+    assert figures["fallback_rows"] == 0 and figures["rows"] > 0
+    # the installed command line, still offline, agrees
+    test_file = folder / get_task(task).test_file
+    check = offline([str(venv / "bin" / "mcqa"), "kaggle", "validate", "--task", task, str(out), "--test", str(test_file)],
+                    clean_env)
+    assert "valid" in check.stdout
+
+
+def test_the_notebook_runs_too(bundles, venv, clean_env, work):
+    """The notebook's code cells, top to bottom (Eedi: the quickest), with the paths moved by environment."""
+    bundle = bundles["eedi"]
+    code = work / "notebook.py"
+    code.write_text(notebook_code(bundle / "mcqa_submit.ipynb"))
+    out = work / "submission-notebook.csv"
+    env = {**clean_env, "MCQA_BUNDLE": str(bundle), "MCQA_INPUT": str(data_dir() / "eedi"),
+           "MCQA_OUT": str(out)}
+    started = time.perf_counter()
+    result = offline([str(venv / "bin" / "python"), str(code)], env)
+    FIGURES["notebook_eedi_s"] = round(time.perf_counter() - started, 1)
+    assert f"{out}: valid eedi submission" in result.stdout
