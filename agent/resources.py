@@ -42,7 +42,9 @@ class Resources:
         """Where few-shot examples come from. Solving `validation` (held out of train), they come from
         `fit`, the rest of train: otherwise the other validation items' answers would be examples."""
         wanted = self.config.agent.examples_split
-        return "fit" if wanted == "train" and self.split == "validation" else wanted
+        if wanted == "train" and self.split in ("validation", "validation-unseen"):
+            return self.split.replace("validation", "fit")
+        return wanted
 
     @cached_property
     def misconceptions(self):

@@ -25,7 +25,8 @@ from mcqa.cli import ColumnsOpt, DataDir, console, err, fail, open_split, progre
 @eval_app.command("run")
 def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset name (see `mcqa data list`) or a path to your own file."),
             split: str = typer.Option("test", "--split", "-s", help="Which split; for a dataset with a train split also "
-                                      "fit / validation, its two sides by question (as `mcqa eval retrieval` uses them)."),
+                                      "fit / validation, its two sides by question (as `mcqa eval retrieval` uses them), or "
+                                      "fit-unseen / validation-unseen, where no validation misconception is in fit."),
             out: Path = typer.Option(..., "--out", "-o", help="The run folder (e.g. runs/NAME): config, predictions.jsonl, "
                                      "metrics.json, report.md, report.html. Run again with the same --out to resume."),
             limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items of the split "

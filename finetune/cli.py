@@ -34,6 +34,8 @@ OutOpt = typer.Option(..., "--out", "-o", help="Run folder (created; an existing
 ForceOpt = typer.Option(False, "--force", help="Delete what OUT holds and start over.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: every core).")
 SeedOpt = typer.Option(None, "--seed", help="Seed for data building and training (overrides the config).")
+LimitOpt = typer.Option(None, "--limit", min=1, help="Use only this many fit and validation items, a seeded sample "
+                        "(a quick check; overrides the config).")
 MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Stop each training stage after this many steps "
                            "(a quick check of a config; overrides the config).")
 
@@ -63,25 +65,25 @@ def run_recipe(name: str, config_path: Optional[Path], out: Path, force: bool, t
 @train_app.command("embedder")
 def train_embedder(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
                    threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                   max_steps: Optional[int] = MaxStepsOpt) -> None:
+                  max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
     """Contrastive fine-tuning of the sentence-transformers embedder (MNRL) with iteratively mined hard negatives."""
-    run_recipe("embedder", config, out, force, threads, seed=seed, max_steps=max_steps)
+    run_recipe("embedder", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("reranker")
 def train_reranker(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
                    threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                   max_steps: Optional[int] = MaxStepsOpt) -> None:
+                  max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
     """A CrossEncoder reranker from the packaged MiniLM, on the embedder's top candidates (binary loss)."""
-    run_recipe("reranker", config, out, force, threads, seed=seed, max_steps=max_steps)
+    run_recipe("reranker", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("refiner")
 def train_refiner(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
                   threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                  max_steps: Optional[int] = MaxStepsOpt) -> None:
+                  max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
     """A small refiner over frozen embeddings (triplet hinge) with a ridge head: cheap metric learning on CPU."""
-    run_recipe("refiner", config, out, force, threads, seed=seed, max_steps=max_steps)
+    run_recipe("refiner", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("llm")

@@ -15,6 +15,7 @@ every validation misconception out of training, which is what held-out competiti
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -72,6 +73,15 @@ def load_data(config) -> tuple[list, list, list]:
     return fit, validation, load_misconceptions(config.dataset)
 
 
+def catalogue_vectors(dataset: str, embedder) -> tuple[list[str], np.ndarray]:
+    """(ids, one unit row per id) of the dataset's catalogue, through the agent's index cache: the base
+    model's vectors are encoded once per machine, not once per run."""
+    from mcqa.rag.cache import load_or_build_misconception_index
+
+    index = load_or_build_misconception_index(dataset, embedder, progress=True)
+    return [m.id for m in index.misconceptions], index.index.reconstruct_n(0, index.index.ntotal)
+
+
 class Encoded:
     """One model's vectors of the catalogue (one row per id), the fit queries and the validation queries.
 
@@ -85,33 +95,45 @@ class Encoded:
         from mcqa.rag.queries import labelled_pairs, query_format
 
         embedder = Embedder(model)
+        self.ids, self.catalogue = catalogue_vectors(config.dataset, embedder)
+        if self.ids != [m.id for m in misconceptions]:
+            raise ValueError("the cached catalogue index is out of date: delete it from ~/.cache/mcqa/indexes")
         self.names = catalogue_names(misconceptions)
-        distinct = embedder.encode(list(self.names), "passage", progress=True)
-        row_of = {name: i for i, name in enumerate(self.names)}
-        self.ids = [m.id for m in misconceptions]
-        self.catalogue = distinct[[row_of[m.name] for m in misconceptions]]
-        self.distinct = distinct
-        self.fit_queries = embedder.encode([p["query"] for p in pairs], "query", progress=True)
+        first = {}
+        for row, m in enumerate(misconceptions):
+            first.setdefault(m.name, row)
+        self.distinct = self.catalogue[list(first.values())]
         build = query_format(config.query_format)
         val_pairs = list(labelled_pairs(validation))
-        self.validation_queries = embedder.encode([build(i, x) for i, x, _ in val_pairs], "query", progress=True)
+        self.validation_queries = embedder.encode_cached([build(i, x) for i, x, _ in val_pairs], "query")
         self.relevant = [ids for _, _, ids in val_pairs]
+        self.embedder, self.pairs, self.validation = embedder, pairs, validation
 
     def score(self, k: int) -> dict:
         """MAP@k and Recall@k of the validation queries against the whole catalogue."""
         from mcqa.eval.metrics import map_at_k, recall_at_k
 
-        scores = self.validation_queries @ self.catalogue.T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        rankings = [[self.ids[j] for j in row] for row in top]
+        rankings = self.rankings(k)
         return {f"map@{k}": round(map_at_k(rankings, self.relevant, k), 4),
                 f"recall@{k}": round(recall_at_k(rankings, self.relevant, k), 4), "queries": len(rankings)}
 
-    def mine(self, pairs: list[dict], config: Config, seed: int) -> list[dict]:
+    @functools.cached_property
+    def fit_queries(self) -> np.ndarray:
+        """Only a model that mines a next round needs these."""
+        return self.embedder.encode_cached([p["query"] for p in self.pairs], "query")
+
+    def mine(self, rank_min: int, rank_max: int, n: int, seed: int) -> list[dict]:
+        """The fit pairs with `n` negatives drawn (seeded) from ranks [rank_min, rank_max) of this model."""
         from mcqa.rag.mining import mine_vectors
 
-        return mine_vectors(pairs, self.fit_queries, self.names, self.distinct, config.rank_min, config.rank_max,
-                            config.negatives, "random", seed)
+        return mine_vectors(self.pairs, self.fit_queries, self.names, self.distinct, rank_min, rank_max, n,
+                            "random", seed)
+
+    def rankings(self, k: int) -> list[list[str]]:
+        """The top-k catalogue ids of every validation query, best first."""
+        scores = self.validation_queries @ self.catalogue.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[self.ids[j] for j in row] for row in top]
 
 
 def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, config: Config,
@@ -186,7 +208,7 @@ def train(config: Config, run: TrainRun) -> dict:
             clock = time.perf_counter()
             encoded = encoded or Encoded(current, pairs, validation, misconceptions, config)
             results.setdefault("base", encoded.score(config.k))
-            rows = encoded.mine(pairs, config, config.seed + number)
+            rows = encoded.mine(config.rank_min, config.rank_max, config.negatives, config.seed + number)
             mine_s = round(time.perf_counter() - clock, 1)
             write_jsonl(rows, mined_path)
         labels = distillation_labels(config.distill_from, rows) if stage == "distill" else None

@@ -146,12 +146,12 @@ def train(config: Config, run: TrainRun) -> dict:
     ids = [m.id for m in misconceptions]
     position = {m: i for i, m in enumerate(ids)}
     clock = time.perf_counter()
-    catalogue = embedder.encode([m.name for m in misconceptions], "passage")
+    catalogue = embedder.encode_cached([m.name for m in misconceptions], "passage")
     pairs = training_pairs(fit, misconceptions, config.query_format)
-    q = embedder.encode([p["query"] for p in pairs], "query")
+    q = embedder.encode_cached([p["query"] for p in pairs], "query")
     build = query_format(config.query_format)
     val_pairs = list(labelled_pairs(validation))
-    vq = embedder.encode([build(item, letter) for item, letter, _ in val_pairs], "query")
+    vq = embedder.encode_cached([build(item, letter) for item, letter, _ in val_pairs], "query")
     encode_s = round(time.perf_counter() - clock, 1)
     relevant = [ids_ for _, _, ids_ in val_pairs]
     labels_of: dict[str, set[int]] = {}

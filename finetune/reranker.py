@@ -45,15 +45,14 @@ class Config(BaseModel):
     limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
 
 
-def training_rows(config: Config) -> tuple[list[dict], list, list]:
-    """(rows {query, positive, negatives}, validation items, catalogue)."""
-    from mcqa.finetune.embedder import load_data, mined_rows
+def encoded_retriever(config: Config):
+    """The retriever's vectors (fit queries, validation queries, catalogue) and the split they come from."""
+    from mcqa.finetune.embedder import Encoded, load_data
     from mcqa.rag.mining import training_pairs
 
-    fit, validation, misconceptions = load_data(config)  # same fields as the embedder recipe's
+    fit, validation, misconceptions = load_data(config)  # the same split fields as the embedder recipe's
     pairs = training_pairs(fit, misconceptions, config.query_format)
-    rows = mined_rows(config.retriever, pairs, misconceptions, 0, config.candidates, config.negatives, config.seed)
-    return rows, validation, misconceptions
+    return Encoded(config.retriever, pairs, validation, misconceptions, config), misconceptions
 
 
 def rerank_scores(reranker, queries: list[str], candidates: list[list[str]], names: dict[str, str]) -> list[list[float]]:
@@ -67,22 +66,17 @@ def rerank_scores(reranker, queries: list[str], candidates: list[list[str]], nam
     return scores
 
 
-def compare(reranker_path: str, validation, misconceptions, config: Config) -> dict:
+def compare(reranker_path: str, encoded, misconceptions, config: Config) -> dict:
     """MAP@k / Recall@k of the retriever alone and with the reranker over its top `rerank_top`."""
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from mcqa.eval.metrics import map_at_k, recall_at_k
-    from mcqa.rag.embedder import Embedder
     from mcqa.rag.queries import labelled_pairs, query_format
-    from mcqa.rag.store import MisconceptionIndex
 
-    index = MisconceptionIndex.build(misconceptions, Embedder(config.retriever))
     build = query_format(config.query_format)
-    pairs = list(labelled_pairs(validation))
-    queries = [build(item, letter) for item, letter, _ in pairs]
-    relevant = [ids for _, _, ids in pairs]
-    hits = index.search(queries, max(config.k, config.rerank_top))
-    retrieved = [[m for m, _ in row] for row in hits]
+    queries = [build(item, letter) for item, letter, _ in labelled_pairs(encoded.validation)]
+    relevant = encoded.relevant
+    retrieved = encoded.rankings(max(config.k, config.rerank_top))
     clock = time.perf_counter()
     top = [row[: config.rerank_top] for row in retrieved]
     scores = rerank_scores(CrossEncoder(reranker_path, device="cpu"), queries, top,
@@ -91,12 +85,12 @@ def compare(reranker_path: str, validation, misconceptions, config: Config) -> d
                 for s, row, full in zip(scores, top, retrieved)]
     rerank_s = time.perf_counter() - clock
     k = config.k
-    return {"queries": len(pairs),
+    return {"queries": len(queries), "rerank_top": config.rerank_top,
             "retrieval": {f"map@{k}": round(map_at_k(retrieved, relevant, k), 4),
                           f"recall@{k}": round(recall_at_k(retrieved, relevant, k), 4)},
             "reranked": {f"map@{k}": round(map_at_k(reranked, relevant, k), 4),
                          f"recall@{k}": round(recall_at_k(reranked, relevant, k), 4)},
-            "rerank_ms_per_query": round(1000 * rerank_s / max(1, len(pairs)), 1)}
+            "rerank_ms_per_query": round(1000 * rerank_s / max(1, len(queries)), 1)}
 
 
 def fit_reranker(rows: list[dict], out: Path, checkpoints: Path, config: Config) -> dict:
@@ -132,17 +126,15 @@ def train(config: Config, run: TrainRun) -> dict:
     """Mine candidates, train, and score retrieval alone against retrieval + reranker."""
     import shutil
 
-    started = time.perf_counter()
     from mcqa.rag.mining import read_jsonl, write_jsonl
 
+    started = time.perf_counter()
+    encoded, misconceptions = encoded_retriever(config)
     rows_path = run.path / "pairs.jsonl"
-    rows, validation, misconceptions = training_rows(config) if not rows_path.exists() else (None, None, None)
-    if rows is None:
-        from mcqa.finetune.embedder import load_data
-
+    if rows_path.exists():
         rows = read_jsonl(rows_path)
-        _, validation, misconceptions = load_data(config)
     else:
+        rows = encoded.mine(0, config.candidates, config.negatives, config.seed)
         write_jsonl(rows, rows_path)
     out = run.path / "model"
     results = run.read_results() or {"recipe": "reranker"}
@@ -151,6 +143,6 @@ def train(config: Config, run: TrainRun) -> dict:
         shutil.rmtree(run.checkpoints, ignore_errors=True)
         run.write_results(results)
         run.mark_done("train")
-    results["validation"] = compare(str(out), validation, misconceptions, config)
+    results["validation"] = compare(str(out), encoded, misconceptions, config)
     results.update({"model": str(out), "total_s": round(time.perf_counter() - started, 1)})
     return results

@@ -30,7 +30,26 @@ INPUT = Path(os.environ.get("MCQA_INPUT", "/kaggle/input/{competition}"))
 OUT = Path(os.environ.get("MCQA_OUT", "/kaggle/working/submission.csv"))
 INSTALL = {install!r}'''
 
-FUNCTIONS = '''def install(bundle):
+FUNCTIONS = '''def unpack(bundle, work):
+    """The bundle as folders. An upload with `--dir-mode zip|tar` may leave wheels/, models/ and
+    indexes/ as archives: those are extracted under `work` beside links to the other files."""
+    import shutil
+    parts = ("wheels", "models", "indexes")
+    archives = [p for p in Path(bundle).iterdir() if p.name.split(".")[0] in parts and p.is_file()]
+    if not archives:
+        return Path(bundle)
+    target = Path(work) / "mcqa-bundle"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in Path(bundle).iterdir():
+        if path in archives:
+            shutil.unpack_archive(str(path), str(target / path.name.split(".")[0]))
+        elif not (target / path.name).exists():
+            (target / path.name).symlink_to(path)
+    print(f"unpacked {', '.join(p.name for p in archives)} into {target}", flush=True)
+    return target
+
+
+def install(bundle):
     """pip install from the bundle's wheels only: no index, no pip config (its find-links included)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
@@ -46,9 +65,9 @@ def offline(out):
     os.environ.setdefault("MCQA_CACHE_DIR", str(Path(out).parent / "mcqa-cache"))
 
 
-def solve(bundle, input_dir, out, threads=None):
+def solve(bundle, input_dir, out, threads=None, limit=None):
     from mcqa.kaggle.run import run
-    return run(TASK, bundle, input_dir, out, threads=threads, log=lambda m: print(m, flush=True))
+    return run(TASK, bundle, input_dir, out, threads=threads, limit=limit, log=lambda m: print(m, flush=True))
 
 
 def check(input_dir, out):
@@ -68,11 +87,14 @@ MAIN = '''def main(argv=None):
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("MCQA_THREADS", 0)) or None)
     parser.add_argument("--skip-install", action="store_true", help="mcqa is installed already")
+    parser.add_argument("--limit", type=int, default=None, help="smoke test: solve the first N items only; "
+                        "the other rows get a valid fallback (never for a real submission)")
     args = parser.parse_args(argv)
+    args.bundle = unpack(args.bundle, args.out.parent)
     if not args.skip_install:
         install(args.bundle)
     offline(args.out)
-    solve(args.bundle, args.input, args.out, args.threads)
+    solve(args.bundle, args.input, args.out, args.threads, args.limit)
     return 0 if check(args.input, args.out) else 1'''
 
 
@@ -104,7 +126,7 @@ def write_notebook(path: Path, task: Task, slug: str, install: list[str]) -> Pat
                      f"bundle's wheels, solves the test file and writes `/kaggle/working/submission.csv`."),
         ("code", settings),
         ("code", functions),
-        ("code", "install(BUNDLE)\noffline(OUT)"),
+        ("code", "BUNDLE = unpack(BUNDLE, OUT.parent)\ninstall(BUNDLE)\noffline(OUT)"),
         ("code", "figures = solve(BUNDLE, INPUT, OUT, threads=int(os.environ.get('MCQA_THREADS', 0)) or None)"),
         ("code", "assert check(INPUT, OUT), 'the submission is not valid'"),
     ]

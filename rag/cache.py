@@ -77,6 +77,6 @@ def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, ro
     folder = indexes_dir() / f"examples-{dataset}-{split}-{index}-{cache_key(checksum, embedder)}"
     source = {"dataset": dataset, "split": split, "items_sha256": checksum}
     if split in DERIVED_SPLITS:
-        source.update(fraction=fraction, seed=seed, unseen=unseen)
+        source.update(fraction=fraction, seed=seed, unseen=unseen or split.endswith("-unseen"))
     return _load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
                           lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source))

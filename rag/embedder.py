@@ -145,6 +145,27 @@ class Embedder:
             progress(len(chunks[-1]))
         return np.concatenate(chunks)
 
+    def encode_cached(self, texts: list[str], kind: str = "passage", progress: bool = True) -> np.ndarray:
+        """`encode`, kept on disk under the cache folder, keyed by the model's fingerprint and the exact
+        formatted texts. Training recipes score and mine with the same base-model vectors run after
+        run; encoding thousands of queries is most of their cost on a CPU.
+        """
+        from mcqa.config import cache_dir
+
+        formatted = self.format(texts, kind)
+        digest = hashlib.sha256(f"{self.name}\n{self.fingerprint}\n".encode())
+        for text in formatted:
+            digest.update(text.encode() + b"\0")
+        path = cache_dir() / "vectors" / f"{digest.hexdigest()[:32]}.npy"
+        if path.exists():
+            return np.load(path)
+        vectors = self.encode(texts, kind, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{id(vectors)}.tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)
+        return vectors
+
     def _encode(self, formatted: list[str], bar: bool) -> np.ndarray:
         vectors = self.model.encode(formatted, prompt="", batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=bar)

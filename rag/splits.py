@@ -20,8 +20,10 @@ from pathlib import Path
 from mcqa.datasets import load_split
 from mcqa.types import Item
 
-# Names that `load_items` accepts on top of a dataset's own splits: the two sides of its train split.
-DERIVED_SPLITS = {"fit": 0, "validation": 1}
+# Names that `load_items` accepts on top of a dataset's own splits: the two sides of its train split,
+# and the same in unseen mode (every validation misconception absent from fit-unseen).
+DERIVED_SPLITS = {"fit": 0, "validation": 1, "fit-unseen": 0, "validation-unseen": 1}
+UNSEEN_SUFFIX = "-unseen"
 
 
 def question_of(item: Item) -> str:
@@ -87,8 +89,12 @@ def train_validation(items: list[Item], fraction: float = 0.2, seed: int = 0,
 
 def load_items(dataset: str, split: str, root: Path | None = None, fraction: float = 0.2, seed: int = 0,
                unseen: bool = False) -> list[Item]:
-    """The items of a dataset split, or of `fit` / `validation`: the two sides of its train split."""
+    """The items of a dataset split, or of `fit` / `validation`: the two sides of its train split.
+
+    `fit-unseen` / `validation-unseen` are the sides in unseen mode, whatever `unseen` says.
+    """
     if split in DERIVED_SPLITS:
+        unseen = unseen or split.endswith(UNSEEN_SUFFIX)
         sides = train_validation(load_split(dataset, "train", root).items, fraction, seed, unseen)
         return sides[DERIVED_SPLITS[split]]
     return load_split(dataset, split, root).items

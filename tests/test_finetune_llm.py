@@ -84,11 +84,7 @@ def test_gguf_lora_adapter_scores_like_the_peft_model(tmp_path, data_root):
     torch.manual_seed(0)
     base, _ = load_hf_causal_lm(TINY)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=LoraSettings().target_modules, init_lora_weights=False)
-    model = get_peft_model(base, lora)
-    with torch.no_grad():  # peft's non-default init is large; scale B so the shift is clear but not chaos
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(0.05)
+    model = get_peft_model(base, lora)  # init_lora_weights=False: B is random, not zero
     model.eval()
     model.save_pretrained(tmp_path / "adapter")
     export_gguf_lora(tmp_path / "adapter", TINY, tmp_path / "adapter.gguf")
@@ -109,12 +105,14 @@ def test_gguf_lora_adapter_scores_like_the_peft_model(tmp_path, data_root):
     with model.disable_adapter():
         hf_base = np.stack([_letter_logprobs_hf(model, t, option_ids) for t in tokens])
 
+    # Measured: shift 1.15 nats, base-vs-base 0.07 (Q4 kernels vs dequantized fp32), adapter error 0.06;
+    # without the q/k row permutation the llama.cpp scores move 0.45 away.
     shift = np.abs(hf_lora - hf_base).mean()
-    assert shift > 0.3, f"the adapter barely moves the scores ({shift:.3f}); the test would prove nothing"
-    assert np.abs(cpp_base - hf_base).mean() < 0.15  # Q4 kernels vs dequantized fp32: same model
+    assert shift > 0.5, f"the adapter barely moves the scores ({shift:.3f}); the test would prove nothing"
+    assert np.abs(cpp_base - hf_base).mean() < 0.15
     error = np.abs(cpp_lora - hf_lora).mean()
-    assert error < 0.2 * shift, f"llama.cpp + GGUF adapter differs from peft by {error:.3f} (shift {shift:.3f})"
-    assert np.abs(cpp_lora - cpp_base).mean() > 0.5 * shift
+    assert error < 0.15 * shift, f"llama.cpp + GGUF adapter differs from peft by {error:.3f} (shift {shift:.3f})"
+    assert np.abs(cpp_lora - cpp_base).mean() > 0.7 * shift
 
     merged = merge_adapter(TINY, tmp_path / "adapter", tmp_path / "merged", dtype="float32")
     from transformers import AutoModelForCausalLM

@@ -210,3 +210,21 @@ def test_codemmlu_bundle_ships_the_configured_gguf_relative(tmp_path, data_root)
     cfg = bundle_config(bundle, threads=3)
     assert Path(cfg.llm.model) == (bundle / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").resolve()
     assert cfg.llm.n_threads == 3 and cfg.agent.verify is False and cfg.agent.tasks == ["answer"]
+
+
+def test_script_unpacks_folders_uploaded_as_archives(tmp_path):
+    """`kaggle datasets create --dir-mode zip` may leave wheels/ as wheels.zip: the script extracts it."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    (bundle / "src" / "wheels").mkdir(parents=True)
+    (bundle / "src" / "wheels" / "x.whl").write_text("w")
+    shutil.make_archive(str(bundle / "wheels"), "zip", bundle / "src" / "wheels")
+    shutil.rmtree(bundle / "src")
+    (bundle / "bundle.json").write_text("{}")
+    nb = write_notebook(tmp_path / "n.ipynb", get_task("eedi"), "mcqa-eedi", ["mcqa-agent"])
+    namespace: dict = {}
+    exec(notebook_code(nb).split("BUNDLE = unpack(")[0], namespace)
+    unpacked = namespace["unpack"](bundle, tmp_path / "work")
+    assert (unpacked / "wheels" / "x.whl").read_text() == "w" and (unpacked / "bundle.json").is_file()
+    assert namespace["unpack"](unpacked, tmp_path / "work") == unpacked  # folders: nothing to do

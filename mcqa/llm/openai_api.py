@@ -48,8 +48,7 @@ class OpenAIServerLLM(LLM):
             limits=httpx.Limits(max_connections=self.config.concurrency),
         )
         self.pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="mcqa-openai")
-        self.model = self._served_model()
-        self.kind = self._server_kind()
+        self.model, self.kind = self._probe()
 
     # -- transport -----------------------------------------------------------------------------
     def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
@@ -79,18 +78,16 @@ class OpenAIServerLLM(LLM):
         self.stats["failed_requests"] += 1
         raise ServerError(f"{self.base_url}{path}: {problem} (after {self.config.max_retries + 1} attempts)")
 
-    def _served_model(self) -> str:
-        """The model to ask for: the config's when the server serves it, else the server's first."""
-        listed = [m.get("id") for m in self._request("GET", "/models").get("data", []) if isinstance(m, dict)]
-        if self.config.model in listed or not listed:
-            return self.config.model
-        return listed[0]
-
-    def _server_kind(self) -> str:
-        """vllm or llamacpp (or other): they spell constrained decoding differently."""
-        info = self._request("GET", "/models").get("data", [{}])[0]
-        owner = str(info.get("owned_by", "")).lower()
-        return "vllm" if "vllm" in owner else "llamacpp" if owner in ("me", "llamacpp") else "other"
+    def _probe(self) -> tuple[str, str]:
+        """(model to ask for, server kind) from /models: the config's model when the server serves it,
+        else the server's first; vllm or llamacpp (or other), which spell constrained decoding differently."""
+        listed = [m for m in self._request("GET", "/models").get("data", []) if isinstance(m, dict)]
+        if not listed:
+            raise ServerError(f"{self.base_url}/models: the server lists no model")
+        chosen = next((m for m in listed if m.get("id") == self.config.model), listed[0])
+        owner = str(chosen.get("owned_by", "")).lower()
+        kind = "vllm" if "vllm" in owner else "llamacpp" if owner in ("me", "llamacpp") else "other"
+        return str(chosen.get("id")), kind
 
     def _chat(self, chats: list[Chat], **params) -> list[dict]:
         """One chat completion per chat, concurrently, in order: the first choice of each."""
