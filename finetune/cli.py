@@ -95,19 +95,20 @@ def train_llm(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: boo
               ) -> None:
     """LoRA SFT of the LLM on the agent's prompts, loss on the answer only (unsloth on CUDA, peft+TRL on CPU);
     exports a GGUF LoRA adapter for llama.cpp (OUT/adapter.gguf) and/or merged weights for vLLM (OUT/merged)."""
-    run_recipe("llm", config, out, force, threads, seed=seed, max_steps=max_steps, model=model, task=task)
+    run_recipe("llm", config, out, force, threads, seed=seed, max_steps=max_steps, base=model, task=task)
 
 
 @train_app.command("think-data")
-def think_data(dataset: str = typer.Option(..., "--dataset", help="Dataset to explain wrong answers of (eedi, map, ...)."),
+def think_data(dataset: str = typer.Option(..., "--dataset", help="Dataset whose wrong answers are explained."),
                split: str = typer.Option("fit", "--split", help="Split (fit: the train side of the train split)."),
                out: Path = typer.Option(..., "--out", "-o", help="JSONL written (appended; a rerun completes it)."),
-               limit: Optional[int] = typer.Option(200, "--limit", min=1, help="Wrong answers explained (a seeded sample)."),
+               limit: Optional[int] = typer.Option(200, "--limit", min=1, help="Wrong answers explained (seeded sample)."),
                seed: int = typer.Option(0, "--seed", help="Seed of the sample (decoding is greedy)."),
-               config: Optional[Path] = typer.Option(None, "--config", help="mcqa config whose `llm` section is the teacher."),
+               config: Optional[Path] = typer.Option(None, "--config", help="mcqa config; its `llm` is the teacher."),
                model: Optional[str] = typer.Option(None, "--model", help="Teacher model (overrides the config)."),
-               threads: Optional[int] = ThreadsOpt,
-               max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Token budget of one explanation.")) -> None:
+               threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of the teacher."),
+               max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Tokens per explanation at most.")
+               ) -> None:
     """Teacher explanations of wrong answers (the misconception, with the gold label as a hint where the dataset
     has one), saved as JSONL for `mcqa train llm` with task: think."""
     from mcqa.config import load_config

@@ -16,7 +16,8 @@ dropped and counted, never truncated (truncation would cut the answer off the en
 
 Outputs in the run folder: `adapter/` (peft), and per `export`: `adapter.gguf` (a GGUF LoRA for
 llama.cpp: `llm.lora: OUT/adapter.gguf` on the same base GGUF) and `merged/` (safetensors for vLLM).
-results.json: examples, eval loss on held-out examples before and after, seconds per step, total.
+results.json: examples, eval loss on held-out examples before and after, seconds per step (`timing`: the
+steps of the last invocation; `progress`: written at each checkpoint, so a killed run keeps its figures), total.
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ class LoraSettings(BaseModel):
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("qwen2.5-coder-1.5b", description="Base: registry name, GGUF path or transformers folder.")
-    task: Literal["answer", "rerank", "think"] = Field("answer", description="What the model learns (module docstring).")
+    base: str = Field("qwen2.5-coder-1.5b", description="Base: registry name, GGUF path or transformers folder.")
+    task: Literal["answer", "rerank", "think"] = Field("answer", description="What the model learns (see above).")
     datasets: list[str] = Field(["codemmlu_fpt"], description="answer: labelled datasets; rerank: eedi and/or map.")
     split: str = Field("fit", description="Split trained on; `fit` is the train split minus the `validation` side.")
     fraction: float = Field(0.2, gt=0, lt=1, description="Share of train questions held out as `validation`.")
     think_data: str | None = Field(None, description="think: the JSONL of `mcqa train think-data`.")
-    hard_negatives: str | None = Field(None, description="rerank: a `mcqa mine` JSONL; its negatives replace random ones.")
+    hard_negatives: str | None = Field(None, description="rerank: a `mcqa mine` JSONL; its negatives come first.")
     negatives: int = Field(1, ge=1, description="rerank: 'No' examples per labelled misconception.")
     max_items: int | None = Field(2000, ge=1, description="Cap on training examples (a seeded sample).")
     eval_items: int = Field(32, ge=0, description="Held-out examples (from `validation`) scored before and after.")
@@ -113,7 +114,8 @@ def rerank_examples(items, catalogue, negatives: int, rng: random.Random,
 
 def think_examples(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [_example(r["prompt"], r["explanation"].strip(), item_id=r["item_id"]) for r in rows if r["explanation"].strip()]
+    return [_example(r["prompt"], r["explanation"].strip(), item_id=r["item_id"])
+            for r in rows if r["explanation"].strip()]
 
 
 def build_examples(config: Config, split: str) -> list[dict]:
@@ -187,7 +189,7 @@ def _peft_model(config: Config):
 
     from mcqa.llm.hf import load_hf_causal_lm
 
-    model, tokenizer = load_hf_causal_lm(config.model, "float32")
+    model, tokenizer = load_hf_causal_lm(config.base, "float32")
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=config.lora.target_modules, bias="none", task_type="CAUSAL_LM")
     return model, tokenizer, lora
@@ -200,11 +202,11 @@ def _unsloth_model(config: Config, run: TrainRun):
 
     from mcqa.llm.hf import hf_source, load_hf_causal_lm
 
-    folder, gguf = hf_source(config.model)
+    folder, gguf = hf_source(config.base)
     if gguf:
         folder = run.path / "base-hf"
         if not (folder / "config.json").exists():
-            model, tokenizer = load_hf_causal_lm(config.model, "bfloat16")
+            model, tokenizer = load_hf_causal_lm(config.base, "bfloat16")
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             del model
@@ -222,7 +224,7 @@ def _unsloth_model(config: Config, run: TrainRun):
 # -- training ------------------------------------------------------------------------------------
 def train(config: Config, run: TrainRun, callbacks: list | None = None) -> dict:
     """Build the examples, train (resuming from the newest checkpoint), save the adapter, export."""
-    results: dict = {"task": config.task, "model": config.model}
+    results: dict = {"task": config.task, "base": config.base}
     adapter = run.path / "adapter"
     if not run.done("train"):
         results |= _train(config, run, adapter, callbacks or [])
@@ -236,13 +238,13 @@ def train(config: Config, run: TrainRun, callbacks: list | None = None) -> dict:
 
             target = run.path / "adapter.gguf"
             if not run.done("gguf_lora"):
-                export_gguf_lora(adapter, config.model, target)
+                export_gguf_lora(adapter, config.base, target)
         else:
             from mcqa.finetune.export import merge_adapter
 
             target = run.path / "merged"
             if not run.done("merged"):
-                merge_adapter(config.model, adapter, target)
+                merge_adapter(config.base, adapter, target)
         if not run.done(kind):
             results[f"export_{kind}_s"] = round(time.perf_counter() - started, 1)
             run.mark_done(kind)
@@ -296,9 +298,17 @@ def _train(config: Config, run: TrainRun, adapter: Path, callbacks: list) -> dic
         return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
     timer = step_timer()
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """At each checkpoint, the step times so far go to results.json: a killed run keeps its figures."""
+
+        def on_save(self, args, state, control, **kwargs):
+            run.write_results({"progress": {"global_step": state.global_step, "timing": timing(timer)}})
+
     trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(examples),
                          eval_dataset=as_dataset(held_out) if held_out else None, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[timer, *callbacks])
+                         peft_config=lora, callbacks=[timer, Progress(), *callbacks])
     if backend == "unsloth":
         from unsloth.chat_templates import train_on_responses_only
 

@@ -58,7 +58,7 @@ def generate_think_data(dataset: str, split: str, out: Path, llm, limit: int | N
     if out.exists():
         done = {(r["item_id"], r["letter"]) for r in map(json.loads, out.read_text().splitlines()) if r}
     todo = [p for p in pairs if (p[0].id, p[1]) not in done]
-    written = 0
+    written, teacher_name = 0, str(getattr(getattr(llm, "config", None), "model", llm.name))
     with out.open("a") as handle:
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
@@ -68,14 +68,15 @@ def generate_think_data(dataset: str, split: str, out: Path, llm, limit: int | N
                 chats.append(chat)
                 hint = next((names[i] for i in ids if i in names), None)
                 if hint:
-                    chat = [chat[0], {"role": "user", "content": chat[1]["content"] + HINT.format(letter=letter, name=hint)}]
+                    hinted = chat[1]["content"] + HINT.format(letter=letter, name=hint)
+                    chat = [chat[0], {"role": "user", "content": hinted}]
                 teacher.append(chat)
             texts = llm.generate(teacher, max_tokens=max_tokens, stop=["\n\n"])
             for (item, letter, ids), chat, text in zip(chunk, chats, texts):
                 handle.write(json.dumps({
                     "dataset": dataset, "split": split, "item_id": item.id, "letter": letter,
                     "misconception_ids": ids, "misconception": next((names[i] for i in ids if i in names), None),
-                    "prompt": chat, "explanation": text.strip(), "teacher": str(getattr(getattr(llm, "config", None), "model", llm.name)),
+                    "prompt": chat, "explanation": text.strip(), "teacher": teacher_name,
                     "seed": seed}) + "\n")
                 written += 1
             handle.flush()

@@ -136,7 +136,7 @@ def test_answer_sft_resumes_after_a_crash_and_exports_a_working_adapter(tmp_path
             if state.global_step == 3:
                 raise RuntimeError("simulated crash")
 
-    config = Config(model=TINY, datasets=["codemmlu_fpt"], max_items=12, eval_items=6, max_steps=4, save_steps=2,
+    config = Config(base=TINY, datasets=["codemmlu_fpt"], max_items=12, eval_items=6, max_steps=4, save_steps=2,
                     batch_size=2, max_seq_len=256, learning_rate=2e-3, lora=LoraSettings(r=4, alpha=8), seed=0)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, TrainRun(tmp_path / "run", config), callbacks=[Crash()])

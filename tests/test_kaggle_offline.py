@@ -31,8 +31,9 @@ pytestmark = pytest.mark.skipif(not os.environ.get("MCQA_KAGGLE_OFFLINE"),
 FOLDERS = {"eedi": "eedi", "map": "map", "codemmlu": "codemmlu_fpt"}
 # The tiny model for CodeMMLU (the default 1.5B would make this a 1.1 GB bundle and an hour's run).
 CODEMMLU_CONFIG = "llm:\n  model: smollm2-135m\n  n_ctx: 2048\nagent:\n  verify: false\n  batch_size: 16\n"
-# CodeMMLU's test has 1,253 items; SmolLM2 scores about N items/s here (README), so CI solves the first
-# LIMIT and the script fills the rest with valid fallback rows. MCQA_KAGGLE_CODEMMLU_LIMIT=0: all of them.
+# CodeMMLU's test has 1,253 items: about 23 min with SmolLM2 on 2 idle cores, two hours on a busy
+# machine (README), so CI solves the first LIMIT and the script fills the rest with valid fallback rows.
+# MCQA_KAGGLE_CODEMMLU_LIMIT=0 solves all of them.
 CODEMMLU_LIMIT = int(os.environ.get("MCQA_KAGGLE_CODEMMLU_LIMIT", "64"))
 FIGURES: dict = {}
 
@@ -64,7 +65,7 @@ def bundles(work):
         out = work / f"bundle-{task}"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        args = [sys.executable, "-m", "mcqa.cli", "kaggle", "bundle", "--task", task, "--out", str(out)]
+        args = [str(Path(sys.executable).parent / "mcqa"), "kaggle", "bundle", "--task", task, "--out", str(out)]
         subprocess.run(args + (["--config", str(config)] if task == "codemmlu" else []), check=True)
         manifest = json.loads((out / "bundle.json").read_text())
         FIGURES.setdefault(task, {}).update(bundle_s=round(time.perf_counter() - started, 1),

@@ -61,7 +61,7 @@ def test_constrained_generation_and_grammar(remote):
 
 def test_agent_gives_the_same_letters_through_the_server(remote, tiny_llm, data_root):
     """answer + verify on real items, greedy: the same letters and verdicts as the embedded backend."""
-    items = load_split("arc_challenge", "test", data_root).items[:6]
+    items = load_split("arc_challenge", "test", data_root).items[:4]
     cfg = load_config(**{"llm.model": "smollm2-135m", "agent.tasks": ["answer"], "agent.verify": True,
                          "agent.reconsider_rounds": 0, "agent.few_shot": 0})
     local = AgentSolver(cfg, dataset="arc_challenge", llm=tiny_llm)(items)

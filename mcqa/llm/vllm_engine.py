@@ -185,10 +185,20 @@ class VLLMEngineLLM(LLM):
         return [out.outputs[0].text for out in outputs]
 
     def close(self) -> None:
+        """Stop the engine and tear down its (one-process) distributed state, so another engine can
+        start in the same process (tests, benchmarks, a notebook that switches models)."""
         engine = getattr(self, "engine", None)
-        if engine is not None:
-            try:
-                engine.llm_engine.engine_core.shutdown()
-            except Exception:  # noqa: BLE001 - best effort: the process may be exiting anyway
-                pass
-            self.engine = None
+        if engine is None:
+            return
+        self.engine = None
+        try:
+            engine.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the process may be exiting anyway
+            pass
+        del engine
+        import gc
+
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        gc.collect()
+        cleanup_dist_env_and_memory()
