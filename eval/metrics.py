@@ -22,7 +22,8 @@ import numpy as np
 from mcqa.types import Item, Prediction
 
 
-def _dedupe(ranked: Sequence) -> list:
+def dedupe(ranked: Sequence) -> list:
+    """The list with repeats dropped, first occurrence kept (a repeated label wastes its slot in Kaggle's apk)."""
     seen, out = set(), []
     for label in ranked:
         if label not in seen:
@@ -62,7 +63,7 @@ def recall_at_k(rankings: Sequence[Sequence], relevants: Sequence[Iterable], k: 
     for ranked, relevant in zip(rankings, relevants):
         relevant = set(relevant)
         if relevant:
-            scores.append(len(relevant & set(_dedupe(ranked)[:k])) / len(relevant))
+            scores.append(len(relevant & set(dedupe(ranked)[:k])) / len(relevant))
     return sum(scores) / len(scores) if scores else float("nan")
 
 
@@ -265,14 +266,14 @@ def map_competition_labels(item: Item, prediction: Prediction, k: int = 3) -> li
     """
     ranked = list(prediction.misconceptions.get(item.chosen or "", []))
     if ranked and all(":" in label for label in ranked):
-        return _dedupe(ranked)[:k]
+        return dedupe(ranked)[:k]
     if item.chosen is None or (prediction.answer or item.answer) is None:
         return []
     truth = "True" if (prediction.answer or item.answer) == item.chosen else "False"
     labels = [f"{truth}_Misconception:{m}" for m in ranked]
     labels = ([f"{truth}_Correct:NA"] + labels + [f"{truth}_Neither:NA"] if truth == "True"
               else labels + [f"{truth}_Neither:NA", f"{truth}_Correct:NA"])
-    return _dedupe(labels)[:k]
+    return dedupe(labels)[:k]
 
 
 def map_competition_summary(items: list[Item], predictions, k: int = 3, seed: int = 0) -> dict | None:

@@ -19,11 +19,49 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcqa.config import read_yaml_mapping
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class RetrievalSplit(BaseModel):
+    """The fields every retrieval recipe shares: which data, split how, scored how.
+
+    Training uses the `fit` side of the dataset's train split and scores on the `validation` side against
+    the whole catalogue; `unseen` keeps every validation misconception out of training, which is what
+    held-out competition data looks like.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("eedi", description="A dataset with a misconception catalogue (eedi).")
+    query_format: str = Field("subject_correct", description="How a wrong answer becomes a query (mcqa.rag.queries).")
+    fraction: float = Field(0.2, gt=0, lt=1, description="Share of train questions held out as validation.")
+    unseen: bool = Field(True, description="Validation misconceptions never appear in training.")
+    seed: int = Field(0, description="Seeds the split, the negative sampling and training.")
+    k: int = Field(25, ge=1, description="MAP@k / Recall@k cut-off of the validation score.")
+    limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
+
+
+def retrieval_data(config: RetrievalSplit) -> tuple[list, list, list]:
+    """(fit items, validation items, catalogue) of the recipe's dataset."""
+    import random
+
+    from mcqa.datasets import load_misconceptions
+    from mcqa.rag.splits import load_items
+
+    fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed, unseen=config.unseen)
+    validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed,
+                            unseen=config.unseen)
+    if config.limit:
+        rng = random.Random(config.seed)
+        fit, validation = (sorted(rng.sample(items, min(config.limit, len(items))), key=items.index)
+                           for items in (fit, validation))
+    return fit, validation, load_misconceptions(config.dataset)
 
 
 class TrainError(ValueError):
@@ -32,14 +70,10 @@ class TrainError(ValueError):
 
 def load_train_config(model: type[BaseModel], path: Path | None, **overrides: Any) -> BaseModel:
     """A recipe config from YAML (or the defaults), with CLI overrides (None means not given)."""
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise TrainError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise TrainError(f"config {path} must be a mapping, got {type(raw).__name__}")
+    try:
+        raw = read_yaml_mapping(path) if path is not None else {}
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return model.model_validate(raw)

@@ -21,21 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mcqa.finetune.common import TrainRun, latest_checkpoint, step_timer, timing
-from mcqa.rag.queries import DEFAULT_QUERY_FORMAT
+from mcqa.finetune.common import RetrievalSplit, TrainRun, latest_checkpoint, retrieval_data, step_timer, timing
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field("eedi", description="A dataset with a misconception catalogue (eedi).")
+class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="Embedder to start from: registry name or sentence-transformers folder.")
-    query_format: str = Field(DEFAULT_QUERY_FORMAT, description="How a wrong answer becomes a query (mcqa.rag.queries).")
-    fraction: float = Field(0.2, gt=0, lt=1, description="Share of train questions held out as validation.")
-    unseen: bool = Field(True, description="Validation misconceptions never appear in training.")
-    seed: int = Field(0, description="Seeds the split, the negative sampling and training.")
     rounds: int = Field(2, ge=1, description="Mine-then-train rounds; round k mines with the model of round k-1.")
     negatives: int = Field(3, ge=1, description="Hard negatives per (query, positive) pair.")
     rank_min: int = Field(2, ge=0, description="Negatives are drawn from ranks [rank_min, rank_max) of the current model "
@@ -52,25 +44,6 @@ class Config(BaseModel):
     save_steps: int = Field(25, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
     distill_from: str | None = Field(None, description="A CrossEncoder folder (mcqa train reranker): add a MarginMSE "
                                                        "distillation stage towards its scores.")
-    k: int = Field(25, ge=1, description="MAP@k / Recall@k cut-off of the validation score.")
-    limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
-
-
-def load_data(config) -> tuple[list, list, list]:
-    """(fit items, validation items, catalogue) of the dataset, for any recipe config with the split fields."""
-    import random
-
-    from mcqa.datasets import load_misconceptions
-    from mcqa.rag.splits import load_items
-
-    fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed, unseen=config.unseen)
-    validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed,
-                            unseen=config.unseen)
-    if config.limit:
-        rng = random.Random(config.seed)
-        fit, validation = (sorted(rng.sample(items, min(config.limit, len(items))), key=items.index)
-                           for items in (fit, validation))
-    return fit, validation, load_misconceptions(config.dataset)
 
 
 def catalogue_vectors(dataset: str, embedder) -> tuple[list[str], np.ndarray]:
@@ -190,7 +163,7 @@ def train(config: Config, run: TrainRun) -> dict:
     from mcqa.rag.mining import read_jsonl, training_pairs, write_jsonl
 
     started = time.perf_counter()
-    fit, validation, misconceptions = load_data(config)
+    fit, validation, misconceptions = retrieval_data(config)
     pairs = training_pairs(fit, misconceptions, config.query_format)
     results = run.read_results() or {"recipe": "embedder", "fit_pairs": len(pairs),
                                      "validation_items": len(validation), "rounds": []}

@@ -19,21 +19,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mcqa.finetune.common import TrainRun
-from mcqa.rag.queries import DEFAULT_QUERY_FORMAT
+from mcqa.finetune.common import RetrievalSplit, TrainRun, retrieval_data
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field("eedi", description="A dataset with a misconception catalogue (eedi).")
+class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="The frozen embedder: registry name or sentence-transformers folder.")
-    query_format: str = Field(DEFAULT_QUERY_FORMAT, description="How a wrong answer becomes a query (mcqa.rag.queries).")
-    fraction: float = Field(0.2, gt=0, lt=1, description="Share of train questions held out as validation.")
-    unseen: bool = Field(True, description="Validation misconceptions never appear in training.")
-    seed: int = Field(0, description="Seeds the split, negative draws and initialisation.")
     margin: float = Field(0.1, gt=0, description="Triplet hinge margin on cosine distance.")
     hard_window: int = Field(30, ge=2, description="Negatives are drawn from the base model's top this many non-labels.")
     negatives: int = Field(8, ge=1, description="Negatives per pair per epoch.")
@@ -43,8 +35,6 @@ class Config(BaseModel):
     weight_decay: float = Field(1e-3, ge=0, description="L2 on A: keeps the refiner close to the base space.")
     ridge_lambda: float = Field(10.0, gt=0, description="Ridge strength; larger keeps the head closer to identity.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimizer steps in all (a quick check).")
-    k: int = Field(25, ge=1, description="MAP@k / Recall@k cut-off.")
-    limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
 
 
 def ranked(queries: np.ndarray, catalogue: np.ndarray, k: int) -> np.ndarray:
@@ -135,13 +125,12 @@ def save_refiner(base: str, A: np.ndarray, out) -> None:
 
 
 def train(config: Config, run: TrainRun) -> dict:
-    from mcqa.finetune.embedder import load_data
     from mcqa.rag.embedder import Embedder
     from mcqa.rag.mining import training_pairs
     from mcqa.rag.queries import labelled_pairs, query_format
 
     started = time.perf_counter()
-    fit, validation, misconceptions = load_data(config)
+    fit, validation, misconceptions = retrieval_data(config)
     embedder = Embedder(config.base)
     ids = [m.id for m in misconceptions]
     position = {m: i for i, m in enumerate(ids)}

@@ -15,23 +15,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mcqa.finetune.common import TrainRun, latest_checkpoint, step_timer, timing
-from mcqa.rag.queries import DEFAULT_QUERY_FORMAT
+from mcqa.finetune.common import RetrievalSplit, TrainRun, latest_checkpoint, retrieval_data, step_timer, timing
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field("eedi", description="A dataset with a misconception catalogue (eedi).")
+class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="Model to start from: registry name or a transformers folder.")
     retriever: str = Field("minilm-l6", description="Embedder whose top candidates become the negatives and are "
                                                     "reranked in validation (e.g. OUT/model of `mcqa train embedder`).")
-    query_format: str = Field(DEFAULT_QUERY_FORMAT, description="How a wrong answer becomes a query (mcqa.rag.queries).")
-    fraction: float = Field(0.2, gt=0, lt=1, description="Share of train questions held out as validation.")
-    unseen: bool = Field(True, description="Validation misconceptions never appear in training.")
-    seed: int = Field(0, description="Seeds the split, the negative sampling and training.")
     candidates: int = Field(50, ge=2, description="Negatives are drawn from the retriever's top this many.")
     negatives: int = Field(3, ge=1, description="Negatives per (query, positive) pair.")
     epochs: float = Field(1.0, gt=0)
@@ -41,16 +33,14 @@ class Config(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps (a quick check); None: whole epochs.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
     rerank_top: int = Field(30, ge=1, description="Candidates the reranker rescores in validation.")
-    k: int = Field(25, ge=1, description="MAP@k / Recall@k cut-off.")
-    limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
 
 
 def encoded_retriever(config: Config):
     """The retriever's vectors (fit queries, validation queries, catalogue) and the split they come from."""
-    from mcqa.finetune.embedder import Encoded, load_data
+    from mcqa.finetune.embedder import Encoded
     from mcqa.rag.mining import training_pairs
 
-    fit, validation, misconceptions = load_data(config)  # the same split fields as the embedder recipe's
+    fit, validation, misconceptions = retrieval_data(config)
     pairs = training_pairs(fit, misconceptions, config.query_format)
     return Encoded(config.retriever, pairs, validation, misconceptions, config), misconceptions
 

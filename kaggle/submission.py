@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from mcqa.eval.metrics import dedupe
 from mcqa.kaggle.formats import Task, expected_rows
 from mcqa.types import Item, Prediction
 
@@ -19,17 +20,8 @@ MAP_FILL_TRUE = ("True_Correct:NA", "True_Neither:NA")
 MAP_FILL_FALSE = ("False_Neither:NA", "False_Correct:NA")
 
 
-def _dedupe(values) -> list[str]:
-    seen, out = set(), []
-    for value in values:
-        if value not in seen:
-            seen.add(value)
-            out.append(value)
-    return out
-
-
 def _pad(ranked: list[str], fill: list[str], k: int) -> list[str]:
-    return _dedupe([*ranked, *fill])[:k]
+    return dedupe([*ranked, *fill])[:k]
 
 
 def map_labels(item: Item | None, prediction: Prediction | None, fill_misconceptions: list[str], k: int = 3) -> list[str]:

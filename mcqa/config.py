@@ -102,16 +102,20 @@ from mcqa.agent.config import AgentConfig  # noqa: E402  (the agent's section; i
 Config.model_rebuild()
 
 
+def read_yaml_mapping(path: Path, what: str = "a mapping") -> dict:
+    """A YAML file that must hold a mapping (a config); ValueError naming the file otherwise."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {path} must be {what}, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: Path | None = None, **overrides) -> Config:
     """Read a YAML config (or the defaults) and apply `section.key=value` overrides from the CLI."""
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "a mapping of sections") if path is not None else {}
     for dotted, value in overrides.items():
         if value is None:
             continue
