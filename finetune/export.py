@@ -27,20 +27,11 @@ PERMUTED_QK = {"llama", "mistral"}
 
 
 def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16") -> Path:
-    """Base model (registry name, GGUF or folder) + peft adapter folder -> merged safetensors folder."""
-    import torch
-    from peft import PeftModel
+    """Base model (registry name, GGUF or folder) + peft adapter folder -> merged safetensors folder
+    (`mcqa convert --adapter`, the one conversion path)."""
+    from mcqa.llm.convert import convert
 
-    from mcqa.llm.hf import load_hf_causal_lm
-
-    model, tokenizer = load_hf_causal_lm(base, "float32")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged = merged.to(getattr(torch, dtype))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return convert(base, out, adapter=adapter, dtype=dtype, overwrite=True)
 
 
 def _permute_rows(weights: np.ndarray, n_head: int) -> np.ndarray:

@@ -38,11 +38,14 @@ def convert(model: str, out: Path | str, adapter: Path | str | None = None, dtyp
 
     started = time.perf_counter()
     folder, gguf = hf_source(model)
-    hf_model, tokenizer = load_hf_causal_lm(model, dtype=dtype)
+    import torch
+
+    hf_model, tokenizer = load_hf_causal_lm(model, dtype="float32")  # merged in full precision, then cast
     if adapter is not None:
         from peft import PeftModel
 
         hf_model = PeftModel.from_pretrained(hf_model, str(Path(adapter).expanduser())).merge_and_unload()
+    hf_model = hf_model.to(getattr(torch, dtype))
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     hf_model.save_pretrained(partial, safe_serialization=True)
