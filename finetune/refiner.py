@@ -29,7 +29,7 @@ class Config(RetrievalSplit):
     margin: float = Field(0.1, gt=0, description="Triplet hinge margin on cosine distance.")
     hard_window: int = Field(30, ge=2, description="Negatives are drawn from the base model's top this many non-labels.")
     negatives: int = Field(8, ge=1, description="Negatives per pair per epoch.")
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-3, ge=0, description="L2 on A: keeps the refiner close to the base space.")
