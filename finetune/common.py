@@ -143,6 +143,7 @@ def set_threads(n: int | None) -> None:
     if n:
         import torch
 
+        os.environ["MCQA_THREADS"] = str(n)  # the embedder loader sets torch's threads from it
         torch.set_num_threads(n)
 
 

@@ -119,9 +119,9 @@ def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, c
         BatchSamplers, SentenceTransformerTrainingArguments)
 
     from mcqa.models import resolve
-    from mcqa.rag.embedder import load_sentence_transformer
+    from mcqa.rag.embedder import open_sentence_transformer
 
-    model = load_sentence_transformer(str(resolve(start_from, "embedder")))
+    model = open_sentence_transformer(str(resolve(start_from, "embedder")))
     model.max_seq_length = config.max_seq_length
     columns = {"anchor": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]}
     for i in range(config.negatives):

@@ -112,10 +112,10 @@ def save_refiner(base: str, A: np.ndarray, out) -> None:
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
     from mcqa.models import resolve
-    from mcqa.rag.embedder import load_sentence_transformer
+    from mcqa.rag.embedder import open_sentence_transformer
     from sentence_transformers import SentenceTransformer
 
-    model = load_sentence_transformer(str(resolve(base, "embedder")))
+    model = open_sentence_transformer(str(resolve(base, "embedder")))
     d = A.shape[0]
     dense = Dense(d, d, bias=False, activation_function=torch.nn.Identity())
     with torch.no_grad():

@@ -41,11 +41,18 @@ def check_format(template: str, what: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def load_sentence_transformer(path: str) -> "SentenceTransformer":
-    """The model at `path`, loaded once per process (the agent, eval and stores share it)."""
+    """The model at `path`, loaded once per process (the agent, eval and stores share it: never train it)."""
     import torch
-    from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(default_threads())
+    return open_sentence_transformer(path)
+
+
+def open_sentence_transformer(path: str) -> "SentenceTransformer":
+    """A fresh instance of the model at `path`, for training: it changes the weights in place, and the
+    shared instance of `load_sentence_transformer` must keep serving the original ones."""
+    from sentence_transformers import SentenceTransformer
+
     with _quiet_transformers():
         return SentenceTransformer(path, device="cpu", local_files_only=True)
 
