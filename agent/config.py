@@ -34,6 +34,10 @@ class AgentConfig(BaseModel):
     candidates: int = Field(50, ge=1, description="Misconception candidates retrieved per wrong answer.")
     reranker: str = Field("none", description="none | llm (Yes/No prompt) | path to a sentence-transformers CrossEncoder folder.")
     rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores.")
+    rerank_weight: float | None = Field(
+        None, ge=0, description="None: order the rescored head by the reranker alone. A number w: by z(retrieval) + "
+                                "w * z(reranker) over the head (mcqa.rag.retrieval.fuse_rerank), for a reranker "
+                                "that should refine retrieval rather than replace it.")
     top_k: int = Field(25, ge=1, description="Misconceptions kept per wrong answer (MAP@25).")
     batch_size: int = Field(8, ge=1, description="Items per graph run: every node makes one backend call for the batch.")
     prompts: Prompts = Field(default_factory=Prompts)

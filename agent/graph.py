@@ -182,11 +182,15 @@ class Agent:
             texts = [(build_query(items[i], x), index.name_of(m)) for i, x, m in pairs]
             values = self.resources.cross_encoder.predict(texts, batch_size=32) if texts else []
             scores = {key: float(v) for key, v in zip(pairs, values)}
+        from mcqa.rag.retrieval import fuse_rerank
+
         ranked: dict[str, dict[str, list[list]]] = defaultdict(dict)
         for i, by_letter in state["candidates"].items():
             for letter, hits in by_letter.items():
-                head = sorted(hits[:top], key=lambda h: -scores[(i, letter, h[0])])
-                ranked[i][letter] = [[m, round(scores[(i, letter, m)], 6)] for m, _ in head] + hits[top:]
+                fused = fuse_rerank([s for _, s in hits[:top]], [scores[(i, letter, m)] for m, _ in hits[:top]],
+                                    self.config.rerank_weight)
+                head = sorted(zip(fused, (m for m, _ in hits[:top])), key=lambda h: -h[0])
+                ranked[i][letter] = [[m, round(s, 6)] for s, m in head] + hits[top:]
         return {"ranked": dict(ranked)}
 
     def finalize(self, state: AgentState) -> AgentState:

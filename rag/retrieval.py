@@ -51,3 +51,29 @@ def score_format(items: list[Item], index: MisconceptionIndex, format_name: str,
 
 def count_queries(items: list[Item]) -> int:
     return sum(1 for _ in labelled_pairs(items))
+
+
+def fuse_rerank(retrieval: list[float], rerank: list[float], weight: float | None) -> list[float]:
+    """The score a reranked head is sorted by: the reranker's own, or z(retrieval) + weight * z(rerank).
+
+    Why fuse: a CrossEncoder trained on a few thousand labelled answers is right about some
+    candidates and noisy about the rest, and sorting by its score alone throws away what retrieval
+    knew (an 80-step reranker alone took MAP@25 from 0.252 to 0.140). Standardising both score lists
+    over the same head (z-scores) makes `weight` independent of either model's score scale.
+    `weight=None` keeps the reranker's scores unchanged.
+    """
+    import numpy as np
+
+    if weight is None:
+        return [float(s) for s in rerank]
+    if len(retrieval) != len(rerank):
+        raise ValueError(f"{len(retrieval)} retrieval scores but {len(rerank)} rerank scores")
+    if not rerank:
+        return []
+
+    def z(values: list[float]) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float64)
+        spread = array.std()
+        return (array - array.mean()) / spread if spread > 0 else np.zeros_like(array)
+
+    return [float(s) for s in z(retrieval) + weight * z(rerank)]

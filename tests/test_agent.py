@@ -150,3 +150,24 @@ def test_map_style_item_explains_the_students_choice(data_root):
     items = [it for it in load_split("map", "train", data_root).items[:400] if it.misconceptions][:2]
     (p, q) = AgentSolver(config(candidates=5, top_k=3), dataset="map", data_root=data_root)(items)
     assert list(p.misconceptions) == [items[0].chosen] and len(p.misconceptions[items[0].chosen]) == 3
+
+
+def test_rerank_weight_zero_keeps_retrieval_order_and_fusion_mixes_both(tiny_llm, eedi_items, data_root, tmp_path):
+    """With `rerank_weight: 0` the fused score is z(retrieval) alone, so the real LLM reranker's
+    scores cannot move anything; a large weight follows the reranker's own order."""
+    def ranked(weight):
+        cfg = config(tasks=["misconceptions"], reranker="llm", rerank_top=4, rerank_weight=weight, candidates=8, top_k=8)
+        solver = AgentSolver(cfg, dataset="eedi", data_root=data_root, llm=tiny_llm,
+                             traces=tmp_path / f"{weight}.sqlite")
+        (p,) = solver(eedi_items[:1])
+        return p, {s["node"]: s["update"] for s in replay(solver.checkpointer, p.trace_id)}
+
+    kept, steps = ranked(0.0)
+    alone, alone_steps = ranked(None)
+    following, _ = ranked(1000.0)
+    for letter, ids in kept.misconceptions.items():
+        retrieved = [m for m, _ in steps["propose_misconceptions"]["candidates"][eedi_items[0].id][letter]]
+        assert ids == retrieved, "weight 0: the reranker cannot change the order"
+        assert following.misconceptions[letter][:4] == alone.misconceptions[letter][:4], \
+            "a dominant weight orders the head as the reranker alone does"
+        assert sorted(alone.misconceptions[letter][:4]) == sorted(retrieved[:4])
