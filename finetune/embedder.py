@@ -104,9 +104,16 @@ class Encoded:
 
     def rankings(self, k: int) -> list[list[str]]:
         """The top-k catalogue ids of every validation query, best first."""
+        return [[self.ids[j] for j in row] for row in self._top(k)]
+
+    def top_scores(self, k: int) -> list[list[float]]:
+        """The similarities behind `rankings(k)`, row by row (what a reranker fuses with)."""
         scores = self.validation_queries @ self.catalogue.T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[self.ids[j] for j in row] for row in top]
+        return np.take_along_axis(scores, self._top(k), axis=1).tolist()
+
+    def _top(self, k: int) -> np.ndarray:
+        scores = self.validation_queries @ self.catalogue.T
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
 def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, config: Config,

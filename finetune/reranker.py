@@ -33,6 +33,8 @@ class Config(RetrievalSplit):
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps (a quick check); None: whole epochs.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
     rerank_top: int = Field(30, ge=1, description="Candidates the reranker rescores in validation.")
+    rerank_weight: float | None = Field(1.0, ge=0, description="Validation also scores z(retrieval) + w * z(reranker) "
+                                                               "(the agent's `rerank_weight`); None: the reranker alone.")
 
 
 def encoded_retriever(config: Config):
@@ -62,6 +64,7 @@ def compare(reranker_path: str, encoded, misconceptions, config: Config) -> dict
 
     from mcqa.eval.metrics import map_at_k, recall_at_k
     from mcqa.rag.queries import labelled_pairs, query_format
+    from mcqa.rag.retrieval import fuse_rerank
 
     build = query_format(config.query_format)
     queries = [build(item, letter) for item, letter, _ in labelled_pairs(encoded.validation)]
@@ -71,16 +74,26 @@ def compare(reranker_path: str, encoded, misconceptions, config: Config) -> dict
     top = [row[: config.rerank_top] for row in retrieved]
     scores = rerank_scores(CrossEncoder(reranker_path, device="cpu"), queries, top,
                            {m.id: m.name for m in misconceptions})
-    reranked = [[m for _, m in sorted(zip(s, row), key=lambda t: -t[0])] + full[config.rerank_top:]
-                for s, row, full in zip(scores, top, retrieved)]
     rerank_s = time.perf_counter() - clock
     k = config.k
-    return {"queries": len(queries), "rerank_top": config.rerank_top,
-            "retrieval": {f"map@{k}": round(map_at_k(retrieved, relevant, k), 4),
-                          f"recall@{k}": round(recall_at_k(retrieved, relevant, k), 4)},
-            "reranked": {f"map@{k}": round(map_at_k(reranked, relevant, k), 4),
-                         f"recall@{k}": round(recall_at_k(reranked, relevant, k), 4)},
-            "rerank_ms_per_query": round(1000 * rerank_s / max(1, len(queries)), 1)}
+
+    def ranked_by(weight: float | None) -> list[list[str]]:
+        out = []
+        for s, row, full, retrieval in zip(scores, top, retrieved, encoded.top_scores(len(top[0]) if top else 0)):
+            fused = fuse_rerank(retrieval, s, weight)
+            out.append([m for _, m in sorted(zip(fused, row), key=lambda t: -t[0])] + full[config.rerank_top:])
+        return out
+
+    def metrics(rankings: list[list[str]]) -> dict:
+        return {f"map@{k}": round(map_at_k(rankings, relevant, k), 4),
+                f"recall@{k}": round(recall_at_k(rankings, relevant, k), 4)}
+
+    result = {"queries": len(queries), "rerank_top": config.rerank_top, "retrieval": metrics(retrieved),
+              "reranked": metrics(ranked_by(None))}
+    if config.rerank_weight is not None:
+        result["fused"] = {"rerank_weight": config.rerank_weight, **metrics(ranked_by(config.rerank_weight))}
+    result["rerank_ms_per_query"] = round(1000 * rerank_s / max(1, len(queries)), 1)
+    return result
 
 
 def fit_reranker(rows: list[dict], out: Path, checkpoints: Path, config: Config) -> dict:

@@ -124,8 +124,9 @@ def test_reranker_trains_and_reports_retrieval_against_reranked(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["training"]["steps"] == 2 and results["training"]["pairs"] > 12
     validation = results["validation"]
-    for side in ("retrieval", "reranked"):
+    for side in ("retrieval", "reranked", "fused"):
         assert 0 <= validation[side]["map@25"] <= 1
+    assert validation["fused"]["rerank_weight"] == 1.0
     model = CrossEncoder(str(out / "model"), device="cpu")
     scores = model.predict([("Incorrect answer: 1/5", "Adds the denominators"), ("x", "y")])
     assert scores.shape == (2,) and scores[0] != scores[1]
