@@ -104,16 +104,15 @@ class Encoded:
 
     def rankings(self, k: int) -> list[list[str]]:
         """The top-k catalogue ids of every validation query, best first."""
-        return [[self.ids[j] for j in row] for row in self._top(k)]
+        return self.top(k)[0]
 
-    def top_scores(self, k: int) -> list[list[float]]:
-        """The similarities behind `rankings(k)`, row by row (what a reranker fuses with)."""
+    def top(self, k: int) -> tuple[list[list[str]], list[list[float]]]:
+        """(ids, similarities) of every validation query's top k, best first: the similarities are
+        what a reranker's scores are fused with."""
         scores = self.validation_queries @ self.catalogue.T
-        return np.take_along_axis(scores, self._top(k), axis=1).tolist()
-
-    def _top(self, k: int) -> np.ndarray:
-        scores = self.validation_queries @ self.catalogue.T
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return ([[self.ids[j] for j in row] for row in order],
+                np.take_along_axis(scores, order, axis=1).tolist())
 
 
 def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, config: Config,

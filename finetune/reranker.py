@@ -69,7 +69,7 @@ def compare(reranker_path: str, encoded, misconceptions, config: Config) -> dict
     build = query_format(config.query_format)
     queries = [build(item, letter) for item, letter, _ in labelled_pairs(encoded.validation)]
     relevant = encoded.relevant
-    retrieved = encoded.rankings(max(config.k, config.rerank_top))
+    retrieved, similarities = encoded.top(max(config.k, config.rerank_top))
     clock = time.perf_counter()
     top = [row[: config.rerank_top] for row in retrieved]
     scores = rerank_scores(CrossEncoder(reranker_path, device="cpu"), queries, top,
@@ -79,8 +79,8 @@ def compare(reranker_path: str, encoded, misconceptions, config: Config) -> dict
 
     def ranked_by(weight: float | None) -> list[list[str]]:
         out = []
-        for s, row, full, retrieval in zip(scores, top, retrieved, encoded.top_scores(len(top[0]) if top else 0)):
-            fused = fuse_rerank(retrieval, s, weight)
+        for s, row, full, retrieval in zip(scores, top, retrieved, similarities):
+            fused = fuse_rerank(retrieval[: config.rerank_top], s, weight)
             out.append([m for _, m in sorted(zip(fused, row), key=lambda t: -t[0])] + full[config.rerank_top:])
         return out
 

@@ -163,8 +163,12 @@ def test_rerank_weight_zero_keeps_retrieval_order_and_fusion_mixes_both(tiny_llm
         return p, {s["node"]: s["update"] for s in replay(solver.checkpointer, p.trace_id)}
 
     kept, steps = ranked(0.0)
-    alone, alone_steps = ranked(None)
+    alone, _ = ranked(None)
     following, _ = ranked(1000.0)
+    heads = {x: [m for m, _ in steps["propose_misconceptions"]["candidates"][eedi_items[0].id][x]][:4]
+             for x in kept.misconceptions}
+    assert any(alone.misconceptions[x][:4] != head for x, head in heads.items()), \
+        "the reranker alone must reorder some head, or weight 0 proves nothing"
     for letter, ids in kept.misconceptions.items():
         retrieved = [m for m, _ in steps["propose_misconceptions"]["candidates"][eedi_items[0].id][letter]]
         assert ids == retrieved, "weight 0: the reranker cannot change the order"
