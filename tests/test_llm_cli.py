@@ -44,7 +44,10 @@ def test_serve_prints_the_url_answers_and_stops_on_ctrl_c():
     proc = subprocess.Popen([sys.executable, "-c", "from mcqa.cli import main; main()", "serve", "--engine", "llamacpp", "--model",
                              "smollm2-135m", "--port", str(port), "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"},
+                            # As from a terminal: a suite started in the background (`cmd &`) inherits SIGINT
+                            # ignored, and the child would inherit that too and never see the Ctrl-C.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         deadline = time.monotonic() + 180
@@ -57,9 +60,7 @@ def test_serve_prints_the_url_answers_and_stops_on_ctrl_c():
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
         assert models["data"][0]["id"] == "smollm2-135m"
         proc.send_signal(signal.SIGINT)
-        # Server.stop gives the server 20 s to shut down, then 5 s after SIGKILL: on a busy CI machine
-        # the whole exit took more than the 30 s this test used to allow.
-        assert proc.wait(60) == 0
+        assert proc.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
     finally:
