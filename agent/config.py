@@ -10,6 +10,14 @@ from mcqa.agent.prompts import Prompts
 
 Task = Literal["answer", "misconceptions"]
 
+# Label votes by dataset, (votes, vote_threshold), measured (MiniLM, fit -> validation unless said):
+# - map: neighbours among the same question's responses with the same answer; MAP@3 0.892 at k 10,
+#   0.893 at k 25 with threshold 0.5, 0.896 at 0.7 (the catalogue alone: 0.336).
+# - eedi: threshold against seen/unseen trade-off, k 10, weight 0.8, MAP@25 (inner split of fit, seed 1
+#   | the same of fit-unseen in unseen mode): none 0.163 | 0.199; 0.7: 0.332 | 0.173; 0.8: 0.318 | 0.189;
+#   0.9: 0.264 | 0.198; 0.95: 0.216 | 0.199. 0.9 is the lowest threshold that costs unseen nothing.
+VOTE_DEFAULTS = {"map": (25, 0.7), "eedi": (10, 0.9)}
+
 
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -32,6 +40,20 @@ class AgentConfig(BaseModel):
     embedder: str = Field("minilm-l6", description="Embedder for examples and misconceptions: registry name or a local folder.")
     query_format: str | None = Field(None, description="How a wrong answer becomes a retrieval query (mcqa.rag.queries); default: the measured best.")
     candidates: int = Field(50, ge=1, description="Misconception candidates retrieved per wrong answer.")
+    votes: int | None = Field(
+        None, ge=0, description="How many of the nearest labelled answers of the examples split vote for their label "
+                                "(MAP: responses to the same question with the same answer; mcqa.rag.store.LabelStore), "
+                                "added to the retrieval scores. None: by dataset (VOTE_DEFAULTS: map 25, eedi 10, "
+                                "others 0); 0: off.")
+    vote_threshold: float | None = Field(
+        None, ge=0, lt=1, description="A neighbour votes max(0, cosine - threshold) / (1 - threshold) "
+                                      "(mcqa.rag.retrieval.vote). None: by dataset (map 0.7, eedi 0.9: lower "
+                                      "thresholds push seen labels above unseen right ones).")
+    vote_weight: float = Field(1.0, ge=0, description="Fused score: retrieval cosine + vote_weight * votes.")
+    classifier: str | None = Field(
+        None, description="A label classifier folder from `mcqa train classifier` (MAP); its probabilities join "
+                          "the votes (needs votes > 0 and the embedder it was trained on).")
+    classifier_weight: float = Field(3.0, ge=0, description="Votes + classifier_weight * P(label).")
     reranker: str = Field("none", description="none | llm (Yes/No prompt) | path to a sentence-transformers CrossEncoder folder.")
     rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores.")
     rerank_weight: float | None = Field(
@@ -41,3 +63,9 @@ class AgentConfig(BaseModel):
     top_k: int = Field(25, ge=1, description="Misconceptions kept per wrong answer (MAP@25).")
     batch_size: int = Field(8, ge=1, description="Items per graph run: every node makes one backend call for the batch.")
     prompts: Prompts = Field(default_factory=Prompts)
+
+    def for_dataset(self, dataset: str | None) -> "AgentConfig":
+        """A copy with the by-dataset defaults filled in (votes, vote_threshold), as a run uses it."""
+        votes, threshold = VOTE_DEFAULTS.get(dataset or "", (0, 0.9))
+        return self.model_copy(update={"votes": votes if self.votes is None else self.votes,
+                                       "vote_threshold": threshold if self.vote_threshold is None else self.vote_threshold})

@@ -156,6 +156,8 @@ class Agent:
                 keys.append((item.id, letter))
                 queries.append(build_query(item, letter) + (f" ### {extra}" if extra else ""))
         found = self.resources.misconceptions.search(queries, self.config.candidates) if queries else []
+        if self.config.votes and queries:
+            found = self._with_votes(items_of(state), answers, keys, found, build_query)
         candidates: dict[str, dict[str, list[list]]] = defaultdict(dict)
         for (item_id, letter), hits in zip(keys, found):
             candidates[item_id][letter] = [[mid, round(float(score), 6)] for mid, score in hits]
@@ -164,6 +166,46 @@ class Agent:
             update["prompts"] = {**state.get("prompts", {}), "propose_misconceptions": dict(zip(
                 [f"{i}/{x}" for i, x in keys], queries))}
         return update
+
+    def _with_votes(self, items: list[Item], answers: dict, keys: list[tuple[str, str]],
+                    found: list[list[tuple[str, float]]], build_query) -> list[list[tuple[str, float]]]:
+        """Retrieval hits fused with the votes of the nearest labelled answers (mcqa.rag.store.LabelStore),
+        and with a trained classifier's probabilities where one is configured (mcqa.finetune.classifier).
+
+        A MAP response is ranked in MAP's own labels: catalogue ids become `Misconception:<id>`, votes
+        add `Correct:NA` and `Neither:NA`, and the True_/False_ half comes from whether the student's
+        answer is the right one (the item's gold, else the agent's answer), never from a guess. Without
+        either, the response keeps its plain retrieval hits.
+        """
+        from mcqa.datasets.map import full_label
+        from mcqa.rag.queries import evidence_text
+        from mcqa.rag.retrieval import fuse_votes, vote
+        from mcqa.rag.store import answer_group
+
+        by_id = {it.id: it for it in items}
+        pairs = [(by_id[i], letter) for i, letter in keys]
+        store, groups = self.resources.labels, [answer_group(it, x) for it, x in pairs]
+        vectors = store.embedder.encode([evidence_text(it, x, build_query) for it, x in pairs], kind="query")
+        neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], self.config.votes)
+        head = self.resources.classifier if self.config.classifier else None
+        probs = head.predict(vectors, groups) if head else None
+        fused = []
+        for n, ((item, letter), hits, near) in enumerate(zip(pairs, found, neighbours)):
+            right = item.answer or answers.get(item.id, {}).get("letter")
+            if item.chosen is not None and right is None:
+                fused.append(hits)
+                continue
+            if item.chosen is not None:
+                hits = [(f"Misconception:{m}", s) for m, s in hits]
+            votes = vote(near, self.config.vote_threshold)
+            if head:
+                for label, p in zip(head.labels, probs[n]):
+                    votes[label] = votes.get(label, 0.0) + self.config.classifier_weight * float(p)
+            ranked = fuse_votes(hits, votes, self.config.vote_weight)
+            if item.chosen is not None:
+                ranked = [(full_label(right == item.chosen, label), s) for label, s in ranked]
+            fused.append(ranked)
+        return fused
 
     def rerank(self, state: AgentState) -> AgentState:
         """Rescore the top `rerank_top` candidates; the rest keep their retrieval order behind them."""

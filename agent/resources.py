@@ -54,6 +54,26 @@ class Resources:
         return load_or_build_misconception_index(self.dataset, self.embedder, self.data_root)
 
     @cached_property
+    def labels(self):
+        """Labelled answers of the examples split, whose labels vote (written in the agent's query format)."""
+        from mcqa.rag import DEFAULT_QUERY_FORMAT, load_or_build_label_store
+
+        self._need_dataset("label votes")
+        return load_or_build_label_store(self.dataset, self.examples_split, self.embedder,
+                                         self.config.agent.query_format or DEFAULT_QUERY_FORMAT, self.data_root)
+
+    @cached_property
+    def classifier(self):
+        """The trained label head (`agent.classifier`), refused unless it was trained on this embedder."""
+        from mcqa.finetune.classifier import LabelClassifier
+
+        head = LabelClassifier.load(self.config.agent.classifier)
+        if head.meta.get("embedder") != self.embedder.name:
+            raise ValueError(f"{self.config.agent.classifier} was trained on the embedder {head.meta.get('embedder')!r}, "
+                             f"not {self.embedder.name!r}: its weights mean nothing to these vectors")
+        return head
+
+    @cached_property
     def cross_encoder(self):
         from sentence_transformers import CrossEncoder
 

@@ -1,4 +1,4 @@
-"""`mcqa train embedder|reranker|llm|refiner`: one command per training recipe.
+"""`mcqa train embedder|reranker|llm|refiner|classifier`: one command per training recipe.
 
 Each recipe is a module of mcqa.finetune with a pydantic `Config` (its YAML keys, documented where
 defined; examples in finetune/configs/) and `train(config, run)`, which writes its artifact and
@@ -26,6 +26,7 @@ RECIPES = {
     "reranker": "mcqa.finetune.reranker",
     "llm": "mcqa.finetune.llm",
     "refiner": "mcqa.finetune.refiner",
+    "classifier": "mcqa.finetune.classifier",
 }
 
 ConfigOpt = typer.Option(None, "--config", help="Recipe YAML (keys: see the recipe's Config; examples in "
@@ -84,6 +85,15 @@ def train_refiner(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force:
                   max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
     """A small refiner over frozen embeddings (triplet hinge) with a ridge head: cheap metric learning on CPU."""
     run_recipe("refiner", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
+
+
+@train_app.command("classifier")
+def train_classifier(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
+                     threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
+                     limit: Optional[int] = LimitOpt) -> None:
+    """A label classifier on frozen embeddings (logistic regression, seconds): its probabilities join the label
+    votes (`agent.classifier: OUT/model`). For MAP, whose test asks train's questions."""
+    run_recipe("classifier", config, out, force, threads, seed=seed, limit=limit)
 
 
 @train_app.command("llm")

@@ -2,8 +2,8 @@
 
     DIR/
       wheels/            mcqa and every dependency (llama-cpp-python built for generic x86-64)
-      models/            the GGUF (answering tasks), LoRA adapter, embedder or reranker folders when configured
-      indexes/           prebuilt FAISS indexes with their manifests (misconceptions-<dataset>, examples-<dataset>)
+      models/            the GGUF (answering tasks), LoRA adapter, embedder, reranker or classifier folders when configured
+      indexes/           prebuilt FAISS indexes with their manifests (misconceptions-, labels-, examples-<dataset>)
       config.yaml        the run's config; bundle-relative paths are listed in bundle.json
       bundle.json        what is inside: task, paths, sizes, versions
       dataset-metadata.json   for `kaggle datasets create -p DIR --dir-mode zip`
@@ -60,7 +60,8 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
                  log=print) -> dict:
     """Write the bundle for `task_name` into `out`; returns its manifest (with sizes)."""
     from mcqa.agent.graph import default_tasks
-    from mcqa.rag import Embedder, load_or_build_example_store, load_or_build_misconception_index
+    from mcqa.rag import (DEFAULT_QUERY_FORMAT, Embedder, load_or_build_example_store, load_or_build_label_store,
+                          load_or_build_misconception_index)
 
     task = get_task(task_name)
     out = Path(out)
@@ -91,6 +92,9 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
     if misconceptions and config.agent.reranker not in ("none", "llm"):
         relative["agent.reranker"] = "models/reranker"
         _copy(Path(config.agent.reranker).expanduser(), out / relative["agent.reranker"])
+    if misconceptions and config.agent.classifier:
+        relative["agent.classifier"] = "models/classifier"
+        _copy(Path(config.agent.classifier).expanduser(), out / relative["agent.classifier"])
 
     if needs_embedder:
         if config.agent.embedder in REGISTRY:
@@ -105,6 +109,11 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
             index = load_or_build_misconception_index(task.dataset, embedder, data_root)
             index.save(out / "indexes" / f"misconceptions-{task.dataset}")
             log(f"index: {len(index)} misconceptions of {task.dataset}")
+            if config.agent.for_dataset(task.dataset).votes:
+                labels = load_or_build_label_store(task.dataset, config.agent.examples_split, embedder,
+                                                   config.agent.query_format or DEFAULT_QUERY_FORMAT, data_root)
+                labels.save(out / "indexes" / f"labels-{task.dataset}")
+                log(f"index: {len(labels)} labelled answers of {task.dataset}/{config.agent.examples_split}")
         if answers and config.agent.few_shot > 0:
             store = load_or_build_example_store(task.dataset, config.agent.examples_split, embedder, data_root)
             store.save(out / "indexes" / f"examples-{task.dataset}")

@@ -48,6 +48,8 @@ def bundle_config(bundle: Path, threads: int | None = None):
         config.llm.lora = str(bundle / rel["llm.lora"])
     if "agent.reranker" in rel:
         config.agent.reranker = str(bundle / rel["agent.reranker"])
+    if "agent.classifier" in rel:
+        config.agent.classifier = str(bundle / rel["agent.classifier"])
     if "agent.embedder" in rel:
         config.agent.embedder = str(bundle / rel["agent.embedder"])
     config.llm.n_threads = threads or default_threads()
@@ -83,6 +85,27 @@ def _bundled_misconceptions(bundle: Path, dataset: str, embedder, input_dir: Pat
         return index
     log(f"the catalogue in {input_dir} ({len(catalogue)}) differs from the bundled one ({len(index)}): rebuilding")
     return MisconceptionIndex.build(catalogue, embedder, source={"dataset": dataset, "catalogue_sha256": checksum})
+
+
+def _bundled_labels(bundle: Path, dataset: str, embedder, query_format: str, input_dir: Path, log):
+    """The bundled label store, or one rebuilt from the competition's own train file when that differs
+    (Kaggle's full train file holds more labelled answers than the copy the bundle was built from)."""
+    from mcqa.datasets import get_spec
+    from mcqa.rag import LabelStore
+    from mcqa.rag.cache import labelled_items
+    from mcqa.rag.queries import query_format as format_named
+
+    store = LabelStore.load(Path(bundle) / "indexes" / f"labels-{dataset}", embedder)
+    try:
+        items, checksum = labelled_items(get_spec(dataset).loader(input_dir, "train").items, query_format)
+    except (OSError, ValueError):
+        log(f"no train file in {input_dir}: using the bundled label store as it is ({len(store)} labelled answers)")
+        return store
+    if checksum == store.source.get("items_sha256"):
+        log(f"bundled label store: {len(store)} labelled answers, train checksum matches")
+        return store
+    log(f"the train file in {input_dir} differs from the bundled one: encoding its labelled answers")
+    return LabelStore.build(items, embedder, format_named(query_format), source={"items_sha256": checksum})
 
 
 def _bundled_examples(bundle: Path, dataset: str, embedder, log):
@@ -123,6 +146,11 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
         index = _bundled_misconceptions(bundle, task.dataset, resources.embedder, input_dir, log)
         resources.__dict__["misconceptions"] = index
         fill = [m.id for m in index.misconceptions]
+        if solver.agent.config.votes:
+            from mcqa.rag import DEFAULT_QUERY_FORMAT
+
+            resources.__dict__["labels"] = _bundled_labels(bundle, task.dataset, resources.embedder,
+                                                           config.agent.query_format or DEFAULT_QUERY_FORMAT, input_dir, log)
     if "answer" in solver.tasks and config.agent.few_shot:
         resources.__dict__["examples"] = _bundled_examples(bundle, task.dataset, resources.embedder, log)
     loaded = time.perf_counter()

@@ -21,10 +21,10 @@ from mcqa.config import cache_dir
 from mcqa.datasets import load_misconceptions
 from mcqa.rag.embedder import Embedder
 from mcqa.rag.splits import DERIVED_SPLITS, load_items
-from mcqa.rag.store import ExampleStore, MisconceptionIndex
+from mcqa.rag.store import ExampleStore, LabelStore, MisconceptionIndex
 from mcqa.rag.vectors import StoreError, sha256_of_records
 
-T = TypeVar("T", ExampleStore, MisconceptionIndex)
+T = TypeVar("T", ExampleStore, MisconceptionIndex, LabelStore)
 
 
 def indexes_dir() -> Path:
@@ -80,3 +80,26 @@ def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, ro
         source.update(fraction=fraction, seed=seed, unseen=unseen or split.endswith("-unseen"))
     return _load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
                           lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source))
+
+
+def load_or_build_label_store(dataset: str, split: str, embedder: Embedder, query_format: str,
+                              root: Path | None = None, progress: bool = False) -> LabelStore:
+    """The labelled answers of a split (`fit` when solving `validation`), written in `query_format`
+    (the agent's retrieval query, mcqa.rag.queries), built once and cached."""
+    from mcqa.rag.queries import query_format as format_named
+
+    items, checksum = labelled_items(load_items(dataset, split, root), query_format)
+    folder = indexes_dir() / f"labels-{dataset}-{split}-{cache_key(checksum, embedder)}"
+    source = {"dataset": dataset, "split": split, "query_format": query_format, "items_sha256": checksum}
+    return _load_or_build(folder, lambda f: LabelStore.load(f, embedder),
+                          lambda: LabelStore.build(items, embedder, format_named(query_format), progress=progress,
+                                                   source=source))
+
+
+def labelled_items(items: list, query_format: str) -> tuple[list, str]:
+    """The items with a labelled answer, and the checksum a label store built from them in that format
+    records (a Kaggle run compares it with the competition's own train file)."""
+    from mcqa.rag.queries import evidence_labels
+
+    kept = [i for i in items if evidence_labels(i)]
+    return kept, sha256_of_records([{"format": query_format}, *(i.model_dump(mode="json") for i in kept)])

@@ -100,6 +100,32 @@ def labelled_pairs(items: list[Item]) -> Iterator[tuple[Item, str, list[str]]]:
                 yield item, letter_, list(ids)
 
 
+def evidence_text(item: Item, letter_: str, build_query: Callable[[Item, str], str]) -> str:
+    """A labelled answer as the label store holds it, and a new answer as it searches there.
+
+    A student's explanation (MAP) is what tells one response's label from another's, and responses
+    are searched among the same question's (`LabelStore`), so it is the chosen answer and the
+    explanation alone; without one (Eedi), the retrieval query (`build_query`) as it is.
+    """
+    if explanation := _clean(item.metadata.get("explanation")):
+        return f"Answer: {_wrong(item, letter_)}. Explanation: {explanation}"
+    return build_query(item, letter_)
+
+
+def evidence_labels(item: Item) -> list[tuple[str, str]]:
+    """(letter, label) for each labelled answer of a solved item, the votes it can cast.
+
+    A MAP response votes for its label less the True_/False_ half (which follows from the answer:
+    `mcqa.datasets.map.label_parts`), `NA` categories included; an Eedi item, for the misconception
+    of each labelled distractor.
+    """
+    if (label := item.metadata.get("label")) and item.chosen is not None:
+        from mcqa.datasets.map import label_parts
+
+        return [(item.chosen, label_parts(label)[1])]
+    return [(letter_, m) for _, letter_, ids in labelled_pairs([item]) for m in ids]
+
+
 def item_text(item: Item) -> str:
     """An item as one passage for the example store: what makes two questions alike for few-shot use.
 

@@ -1,8 +1,10 @@
-"""A deterministic train/validation split of a labelled split, by question, optionally with unseen labels.
+"""A deterministic train/validation split of a labelled split, by question or by row, optionally with unseen labels.
 
-The competitions' own test labels are hidden, so retrieval and fine-tuning are judged on questions held
-out of the shared train file. Items are grouped by question (MAP has many responses per question,
-`metadata["question_id"]`), so no question is on both sides.
+The competitions' own test labels are hidden, so retrieval and fine-tuning are judged on items held
+out of the shared train file. Eedi items are held out by question: its test questions are new ones.
+MAP is held out by row (student response, `DatasetSpec.holdout`): it has only 15 questions and
+Kaggle's test asks the same 15, so holding out whole questions would leave nearly every validation
+label on a question fit never saw, a harder task than the real one.
 
 `unseen=True` makes every misconception labelled in validation absent from train, the case the Eedi
 leaderboard rewarded (its test set had many misconceptions no train question shows). Questions that
@@ -17,7 +19,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from mcqa.datasets import load_split
+from mcqa.datasets import get_spec, load_split
 from mcqa.types import Item
 
 # Names that `load_items` accepts on top of a dataset's own splits: the two sides of its train split,
@@ -28,6 +30,13 @@ UNSEEN_SUFFIX = "-unseen"
 
 def question_of(item: Item) -> str:
     return str(item.metadata.get("question_id", item.id))
+
+
+def row_of(item: Item) -> str:
+    return item.id
+
+
+HOLDOUT_UNITS = {"question": question_of, "row": row_of}
 
 
 def _labels(item: Item) -> set[str]:
@@ -58,16 +67,20 @@ def _linked_groups(questions: dict[str, list[Item]]) -> list[list[str]]:
 
 
 def train_validation(items: list[Item], fraction: float = 0.2, seed: int = 0,
-                     unseen: bool = False) -> tuple[list[Item], list[Item]]:
-    """(train, validation), each in the input order; about `fraction` of the questions go to validation.
+                     unseen: bool = False, by: str = "question") -> tuple[list[Item], list[Item]]:
+    """(train, validation), each in the input order; about `fraction` of the questions (`by="row"`: of
+    the items) go to validation.
 
     The same items, fraction and seed always give the same split (no global random state is used).
     """
+    if by not in HOLDOUT_UNITS:
+        raise ValueError(f"by must be one of {sorted(HOLDOUT_UNITS)}, got {by!r}")
+    unit_of = HOLDOUT_UNITS[by]
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     questions: dict[str, list[Item]] = defaultdict(list)
     for item in items:
-        questions[question_of(item)].append(item)
+        questions[unit_of(item)].append(item)
     rng = random.Random(seed)
     target = round(fraction * len(questions))
     if unseen:
@@ -82,19 +95,21 @@ def train_validation(items: list[Item], fraction: float = 0.2, seed: int = 0,
         order = sorted(questions)
         rng.shuffle(order)
         held = set(order[:target])
-    train = [i for i in items if question_of(i) not in held]
-    validation = [i for i in items if question_of(i) in held]
+    train = [i for i in items if unit_of(i) not in held]
+    validation = [i for i in items if unit_of(i) in held]
     return train, validation
 
 
 def load_items(dataset: str, split: str, root: Path | None = None, fraction: float = 0.2, seed: int = 0,
                unseen: bool = False) -> list[Item]:
-    """The items of a dataset split, or of `fit` / `validation`: the two sides of its train split.
+    """The items of a dataset split, or of `fit` / `validation`: the two sides of its train split, held
+    out by the dataset's unit (`DatasetSpec.holdout`: question, or row for MAP).
 
     `fit-unseen` / `validation-unseen` are the sides in unseen mode, whatever `unseen` says.
     """
     if split in DERIVED_SPLITS:
         unseen = unseen or split.endswith(UNSEEN_SUFFIX)
-        sides = train_validation(load_split(dataset, "train", root).items, fraction, seed, unseen)
+        sides = train_validation(load_split(dataset, "train", root).items, fraction, seed, unseen,
+                                 by=get_spec(dataset).holdout)
         return sides[DERIVED_SPLITS[split]]
     return load_split(dataset, split, root).items

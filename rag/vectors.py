@@ -124,12 +124,14 @@ def read_manifest(folder: Path) -> dict:
         raise StoreError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def check_embedder(manifest: dict, embedder: Embedder, folder: Path) -> None:
-    """Refuse an index whose vectors came from another model, passage format or dimension."""
+def check_embedder(manifest: dict, embedder: Embedder, folder: Path, encoded_as: str = "passage") -> None:
+    """Refuse an index whose vectors came from another model, format or dimension (`encoded_as`: the
+    kind of text its vectors were encoded as, whose format must match)."""
     built = manifest.get("embedder", {})
+    fmt = f"{encoded_as}_format"
     differences = [f"{what} {built.get(key)!r} (now {now!r})"
                    for what, key, now in (("embedder", "name", embedder.name),
-                                          ("passage format", "passage_format", embedder.passage_format))
+                                          (fmt.replace("_", " "), fmt, getattr(embedder, fmt)))
                    if built.get(key) != now]
     if not differences and manifest.get("dim") != embedder.dim:
         differences.append(f"dimension {manifest.get('dim')} (now {embedder.dim})")
@@ -138,7 +140,8 @@ def check_embedder(manifest: dict, embedder: Embedder, folder: Path) -> None:
                                f"Load it with the embedder that built it, or rebuild it (`mcqa index build`).")
 
 
-def load_folder(folder: Path, kind: str, embedder: Embedder) -> tuple[faiss.Index, list[dict], dict]:
+def load_folder(folder: Path, kind: str, embedder: Embedder,
+                encoded_as: str = "passage") -> tuple[faiss.Index, list[dict], dict]:
     """(index, records, manifest) of a saved folder, after checking kind, embedder and checksums."""
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -146,7 +149,7 @@ def load_folder(folder: Path, kind: str, embedder: Embedder) -> tuple[faiss.Inde
         raise StoreError(f"{folder} has format version {manifest.get('format_version')}, this mcqa reads {FORMAT_VERSION}")
     if manifest.get("kind") != kind:
         raise StoreError(f"{folder} holds {manifest.get('kind')!r}, not {kind!r}")
-    check_embedder(manifest, embedder, folder)
+    check_embedder(manifest, embedder, folder, encoded_as)
     for name, expected in manifest.get("files", {}).items():
         path = folder / name
         if not path.is_file():

@@ -15,6 +15,8 @@ from mcqa.types import Item
 
 
 def config(**agent):
+    """Votes off unless asked for: they need a label store of the whole train split (tests/test_rag_votes.py)."""
+    agent = {"votes": 0, **agent}
     return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}})
 
 

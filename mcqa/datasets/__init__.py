@@ -24,6 +24,7 @@ class DatasetSpec:
     splits: dict[str, str]
     loader: Callable[[Path, str], Split]
     catalogue: Callable[[Path], list[Misconception]] | None = None
+    holdout: str = "question"  # what `fit`/`validation` hold out (mcqa.rag.splits): question, or row
 
 
 def _benchmark(name: str) -> DatasetSpec:
@@ -37,7 +38,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(eedi.NAME, "Eedi maths diagnostics: 4 choices, a misconception per distractor (MAP@25)",
                     eedi.SPLITS, eedi.load, eedi.load_misconceptions),
         DatasetSpec(map_.NAME, "MAP student responses: chosen answer, explanation, Category:Misconception (MAP@3)",
-                    map_.SPLITS, map_.load, map_.load_misconceptions),
+                    map_.SPLITS, map_.load, map_.load_misconceptions, holdout="row"),
         DatasetSpec(codemmlu.NAME, "CodeMMLU programming MCQ, FPT Kaggle version (messy labels)",
                     codemmlu.SPLITS, codemmlu.load),
         *(_benchmark(name) for name in benchmarks.BENCHMARKS),

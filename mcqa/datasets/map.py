@@ -3,12 +3,14 @@
 The files give the question, the answer the student picked (as text) and their explanation, but not
 the list of choices. Each question has four distinct answers across its responses, so the choices
 are rebuilt from every response to that question in the folder (train and test together), sorted
-for a stable lettering. The correct choice is the one whose responses are labelled `True_*`.
+for a stable lettering. The correct choice is the one most of the responses labelled `True_*` picked:
+the labels are noisy (on one question 12 of 1,412 `True_*` rows picked a wrong answer), so the last
+such row would not do.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from mcqa.datasets.base import SkipRow, Split, blank, build_split, read_rows
@@ -20,10 +22,25 @@ REQUIRED = {"row_id", "QuestionId", "QuestionText", "MC_Answer", "StudentExplana
 NO_MISCONCEPTION = "NA"
 
 
+def label_parts(label: str) -> tuple[str, str]:
+    """`False_Misconception:Incomplete` -> ("False", "Misconception:Incomplete").
+
+    The True_/False_ half only says whether the student's answer is the right one, which the item
+    knows; the rest is what an explanation shows, so that is what evidence votes on.
+    """
+    truth, _, rest = label.partition("_")
+    return truth, rest
+
+
+def full_label(right: bool, rest: str) -> str:
+    """("Misconception:Incomplete", right=False) -> `False_Misconception:Incomplete`."""
+    return f"{'True' if right else 'False'}_{rest}"
+
+
 def _question_choices(folder: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Per question: its sorted distinct answers, and the correct one where a label shows it."""
     answers: dict[str, set[str]] = defaultdict(set)
-    correct: dict[str, str] = {}
+    true_answers: dict[str, Counter] = defaultdict(Counter)
     for filename in SPLITS.values():
         path = folder / filename
         if not path.is_file():
@@ -33,7 +50,8 @@ def _question_choices(folder: Path) -> tuple[dict[str, list[str]], dict[str, str
             if answer:
                 answers[qid].add(answer)
             if (row.get("Category") or "").startswith("True_") and answer:
-                correct[qid] = answer
+                true_answers[qid][answer] += 1
+    correct = {q: max(sorted(c), key=c.get) for q, c in true_answers.items()}
     return {q: sorted(a) for q, a in answers.items()}, correct
 
 
