@@ -10,13 +10,24 @@ from mcqa.agent.prompts import Prompts
 
 Task = Literal["answer", "misconceptions"]
 
-# Label votes by dataset, (votes, vote_threshold), measured (MiniLM, fit -> validation unless said):
-# - map: neighbours among the same question's responses with the same answer; MAP@3 0.892 at k 10,
-#   0.893 at k 25 with threshold 0.5, 0.896 at 0.7 (the catalogue alone: 0.336).
-# - eedi: threshold against seen/unseen trade-off, k 10, weight 0.8, MAP@25 (inner split of fit, seed 1
-#   | the same of fit-unseen in unseen mode): none 0.163 | 0.199; 0.7: 0.332 | 0.173; 0.8: 0.318 | 0.189;
-#   0.9: 0.264 | 0.198; 0.95: 0.216 | 0.199. 0.9 is the lowest threshold that costs unseen nothing.
-VOTE_DEFAULTS = {"map": (25, 0.7), "eedi": (10, 0.9)}
+# Label evidence by dataset (votes, vote_threshold, vote_weight, classifier), measured with MiniLM:
+# - map: neighbours among the same question's responses with the same answer. `mcqa eval run --dataset map
+#   --split validation`, MAP@3: catalogue alone 0.336 (--set agent.votes=0); votes at weight 1: 0.879,
+#   3: 0.887, 10: 0.888, 100: 0.890 (MAP's catalogue names, "Incomplete", "Additive", say little: the votes
+#   lead and the catalogue fills what they leave). Offline, k 10 / 25 and thresholds 0 / 0.5 / 0.7 gave
+#   0.891-0.896.
+# - eedi: the threshold trades seen against unseen labels; k 10, weight 0.8, MAP@25 on an inner split of
+#   fit (seed 1) | the same of fit-unseen in unseen mode: no votes 0.163 | 0.199; 0.7: 0.332 | 0.173;
+#   0.8: 0.318 | 0.189; 0.9: 0.264 | 0.198; 0.95: 0.216 | 0.199. 0.9 is the lowest threshold that costs
+#   unseen nothing there. A fine-tuned embedder puts answers closer: agent-eedi-tuned.yaml uses 0.95.
+# - map classifier: `auto` (a logistic regression on the label store's vectors, fitted at first use in
+#   about 20 s and cached) fused at weight 3: MAP@3 0.905 against the votes' 0.888; alone 0.909, fused
+#   at 10 0.909 (`mcqa train classifier` scores these offline).
+DATASET_DEFAULTS = {
+    "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
+    "eedi": {"votes": 10, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none"},
+}
+OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none"}
 
 
 class AgentConfig(BaseModel):
@@ -43,16 +54,19 @@ class AgentConfig(BaseModel):
     votes: int | None = Field(
         None, ge=0, description="How many of the nearest labelled answers of the examples split vote for their label "
                                 "(MAP: responses to the same question with the same answer; mcqa.rag.store.LabelStore), "
-                                "added to the retrieval scores. None: by dataset (VOTE_DEFAULTS: map 25, eedi 10, "
+                                "added to the retrieval scores. None: by dataset (DATASET_DEFAULTS: map 25, eedi 10, "
                                 "others 0); 0: off.")
     vote_threshold: float | None = Field(
         None, ge=0, lt=1, description="A neighbour votes max(0, cosine - threshold) / (1 - threshold) "
                                       "(mcqa.rag.retrieval.vote). None: by dataset (map 0.7, eedi 0.9: lower "
                                       "thresholds push seen labels above unseen right ones).")
-    vote_weight: float = Field(1.0, ge=0, description="Fused score: retrieval cosine + vote_weight * votes.")
+    vote_weight: float | None = Field(
+        None, ge=0, description="Fused score: retrieval cosine + vote_weight * votes. None: by dataset (map 10: "
+                                "its catalogue names say little; eedi 1).")
     classifier: str | None = Field(
-        None, description="A label classifier folder from `mcqa train classifier` (MAP); its probabilities join "
-                          "the votes (needs votes > 0 and the embedder it was trained on).")
+        None, description="A label classifier whose probabilities join the votes (needs votes > 0): `auto` (fitted on "
+                          "the label store at first use, cached), a folder from `mcqa train classifier`, or `none`. "
+                          "None: by dataset (map auto, others none).")
     classifier_weight: float = Field(3.0, ge=0, description="Votes + classifier_weight * P(label).")
     reranker: str = Field("none", description="none | llm (Yes/No prompt) | path to a sentence-transformers CrossEncoder folder.")
     rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores.")
@@ -65,7 +79,11 @@ class AgentConfig(BaseModel):
     prompts: Prompts = Field(default_factory=Prompts)
 
     def for_dataset(self, dataset: str | None) -> "AgentConfig":
-        """A copy with the by-dataset defaults filled in (votes, vote_threshold), as a run uses it."""
-        votes, threshold = VOTE_DEFAULTS.get(dataset or "", (0, 0.9))
-        return self.model_copy(update={"votes": votes if self.votes is None else self.votes,
-                                       "vote_threshold": threshold if self.vote_threshold is None else self.vote_threshold})
+        """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier), as a
+        run uses it."""
+        defaults = DATASET_DEFAULTS.get(dataset or "", OTHER_DEFAULTS)
+        return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
+
+    @property
+    def uses_classifier(self) -> bool:
+        return bool(self.votes) and self.classifier not in (None, "none")

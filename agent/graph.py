@@ -187,7 +187,7 @@ class Agent:
         store, groups = self.resources.labels, [answer_group(it, x) for it, x in pairs]
         vectors = store.embedder.encode([evidence_text(it, x, build_query) for it, x in pairs], kind="query")
         neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], self.config.votes)
-        head = self.resources.classifier if self.config.classifier else None
+        head = self.resources.classifier if self.config.uses_classifier else None
         probs = head.predict(vectors, groups) if head else None
         fused = []
         for n, ((item, letter), hits, near) in enumerate(zip(pairs, found, neighbours)):

@@ -15,6 +15,7 @@ class Resources:
     def __init__(self, config: Config, dataset: str | None = None, data_root: Path | None = None, llm=None,
                  split: str | None = None):
         self.config, self.dataset, self.data_root, self.split = config, dataset, data_root, split
+        self.agent = config.agent.for_dataset(dataset)  # the agent section with its by-dataset defaults
         if llm is not None:
             self.__dict__["llm"] = llm  # share an already loaded model (tests, benchmarks)
 
@@ -28,7 +29,7 @@ class Resources:
     def embedder(self):
         from mcqa.rag import Embedder
 
-        return Embedder(self.config.agent.embedder)
+        return Embedder(self.agent.embedder)
 
     @cached_property
     def examples(self):
@@ -41,7 +42,7 @@ class Resources:
     def examples_split(self) -> str:
         """Where few-shot examples come from. Solving `validation` (held out of train), they come from
         `fit`, the rest of train: otherwise the other validation items' answers would be examples."""
-        wanted = self.config.agent.examples_split
+        wanted = self.agent.examples_split
         if wanted == "train" and self.split in ("validation", "validation-unseen"):
             return self.split.replace("validation", "fit")
         return wanted
@@ -60,16 +61,19 @@ class Resources:
 
         self._need_dataset("label votes")
         return load_or_build_label_store(self.dataset, self.examples_split, self.embedder,
-                                         self.config.agent.query_format or DEFAULT_QUERY_FORMAT, self.data_root)
+                                         self.agent.query_format or DEFAULT_QUERY_FORMAT, self.data_root)
 
     @cached_property
     def classifier(self):
-        """The trained label head (`agent.classifier`), refused unless it was trained on this embedder."""
-        from mcqa.finetune.classifier import LabelClassifier
+        """The label head: `auto` fits one on the label store (cached beside it); a folder is loaded and
+        refused unless it was trained on this embedder."""
+        from mcqa.finetune.classifier import LabelClassifier, load_or_fit_classifier
 
-        head = LabelClassifier.load(self.config.agent.classifier)
+        if self.agent.classifier == "auto":
+            return load_or_fit_classifier(self.labels)
+        head = LabelClassifier.load(self.agent.classifier)
         if head.meta.get("embedder") != self.embedder.name:
-            raise ValueError(f"{self.config.agent.classifier} was trained on the embedder {head.meta.get('embedder')!r}, "
+            raise ValueError(f"{self.agent.classifier} was trained on the embedder {head.meta.get('embedder')!r}, "
                              f"not {self.embedder.name!r}: its weights mean nothing to these vectors")
         return head
 
@@ -77,7 +81,7 @@ class Resources:
     def cross_encoder(self):
         from sentence_transformers import CrossEncoder
 
-        return CrossEncoder(self.config.agent.reranker, device="cpu")
+        return CrossEncoder(self.agent.reranker, device="cpu")
 
     def _need_dataset(self, what: str) -> None:
         if not self.dataset:

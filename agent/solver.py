@@ -32,7 +32,7 @@ class AgentSolver:
         self.config = config
         self.tasks = config.agent.tasks or default_tasks(dataset)
         self.resources = Resources(config, dataset, data_root, llm=llm, split=split)
-        self.agent = Agent(config.agent.for_dataset(dataset), self.resources, self.tasks, record_prompts=record_prompts)
+        self.agent = Agent(self.resources.agent, self.resources, self.tasks, record_prompts=record_prompts)
         self.checkpointer = open_checkpointer(traces) if traces else None
         self.graph = self.agent.build().compile(
             checkpointer=self.checkpointer,

@@ -33,6 +33,9 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
                                                 "(raise it later with the same --out to extend the run)."),
             config: Optional[Path] = typer.Option(None, "--config", help="A YAML config (sections: llm, agent). "
                                                   "To resume a run, pass its own RUN/config.yaml."),
+            settings: Optional[list[str]] = typer.Option(None, "--set", help="Override one config key, repeatable: "
+                                                         "section.key=value, e.g. --set agent.votes=0 (an ablation "
+                                                         "of a config without a copy of its file)."),
             model: Optional[str] = typer.Option(None, "--model", "-m", help="LLM: a registry name (`mcqa models`) or a GGUF path."),
             threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: $MCQA_THREADS "
                                                   "or all cores; 1 is steadiest on a busy machine). May change on resume."),
@@ -54,7 +57,7 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
             columns: Optional[list[str]] = ColumnsOpt,
             data: Optional[Path] = DataDir) -> None:
     """Solve a split into a run folder (resumable, crash-safe), then write metrics.json, report.md, report.html."""
-    from mcqa.config import load_config
+    from mcqa.config import load_config, parse_settings
     from mcqa.datasets import DATASETS, DatasetError
     from mcqa.eval.bias import permuted_copies, permuted_solver
     from mcqa.eval.report import headline, write_reports
@@ -65,7 +68,8 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
     from mcqa.solve import build_solver
 
     try:
-        cfg = load_config(config, **{"llm.model": model, "llm.n_threads": threads, "agent.batch_size": batch_size})
+        cfg = load_config(config, **{**parse_settings(settings), "llm.model": model, "llm.n_threads": threads,
+                                     "agent.batch_size": batch_size})
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         fail(str(exc))
     registered = dataset in DATASETS

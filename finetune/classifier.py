@@ -75,20 +75,29 @@ class LabelClassifier:
     @classmethod
     def load(cls, folder: Path) -> "LabelClassifier":
         folder = Path(folder).expanduser()
+        from mcqa.rag.vectors import StoreError
+
         if not (folder / HEAD_FILE).is_file() or not (folder / META_FILE).is_file():
-            raise FileNotFoundError(f"{folder} is not a trained classifier: no {HEAD_FILE} and {META_FILE} "
-                                    f"(train one with `mcqa train classifier`)")
+            raise StoreError(f"{folder} is not a trained classifier: no {HEAD_FILE} and {META_FILE} "
+                             f"(train one with `mcqa train classifier`)")
         with np.load(folder / HEAD_FILE, allow_pickle=False) as arrays:
             return cls(arrays["weights"], arrays["bias"], [str(x) for x in arrays["labels"]],
                        [str(x) for x in arrays["groups"]], json.loads((folder / META_FILE).read_text()))
 
 
-def fit_head(vectors: np.ndarray, groups: list[str], labels: list[str], config: Config, meta: dict) -> LabelClassifier:
+def fit_head(vectors: np.ndarray, groups: list[str], labels: list[str], meta: dict, C: float = 30.0,
+             max_iter: int = 500) -> LabelClassifier:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     classes = sorted(set(labels))
     head = LabelClassifier(np.zeros((len(classes), 1)), np.zeros(len(classes)), classes, sorted(set(groups)), meta)
-    model = LogisticRegression(C=config.C, max_iter=config.max_iter)
+    if len(classes) < 2:
+        raise ValueError(f"a classifier needs at least 2 labels, the training answers have {len(classes)}")
+    model = LogisticRegression(C=C, max_iter=max_iter)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # 500 lbfgs steps: converged enough (measured)
     model.fit(head.features(vectors, groups), labels)
     order = [list(model.classes_).index(c) for c in classes]
     head.weights = model.coef_[order].astype(np.float32)
@@ -96,10 +105,27 @@ def fit_head(vectors: np.ndarray, groups: list[str], labels: list[str], config: 
     return head
 
 
+def load_or_fit_classifier(store) -> LabelClassifier:
+    """A head fitted on a label store's own vectors and labels (no encoding: the store holds them), with
+    the recipe's defaults; cached beside the store's cached folder, so a run fits it once."""
+    from mcqa.rag.cache import indexes_dir, load_or_build
+
+    def fit() -> LabelClassifier:
+        defaults = Config()
+        meta = {"dataset": store.source.get("dataset"), "embedder": store.embedder.name, "fitted_on": "label store",
+                "query_format": store.source.get("query_format"), "fit_answers": len(store)}
+        return fit_head(store.vectors, [r["group"] for r in store.records], [r["label"] for r in store.records],
+                        meta, defaults.C, defaults.max_iter)
+
+    if store.folder is None:
+        return fit()
+    return load_or_build(indexes_dir() / f"classifier-{store.folder.name}", LabelClassifier.load, fit)
+
+
 def train(config: Config, run: TrainRun) -> dict:
     import random
 
-    from mcqa.agent.config import VOTE_DEFAULTS
+    from mcqa.agent.config import DATASET_DEFAULTS, OTHER_DEFAULTS
     from mcqa.datasets.map import full_label
     from mcqa.eval.metrics import map_at_k
     from mcqa.rag.embedder import Embedder
@@ -128,12 +154,13 @@ def train(config: Config, run: TrainRun) -> dict:
     clock = time.perf_counter()
     meta = {"dataset": config.dataset, "embedder": embedder.name, "query_format": config.query_format,
             "fit_answers": len(labels)}
-    head = fit_head(vectors, groups, labels, config, meta)
+    head = fit_head(vectors, groups, labels, meta, config.C, config.max_iter)
     train_s = round(time.perf_counter() - clock, 1)
     out = head.save(run.path / "model")
 
     # Scored as the agent ranks: votes of the label store (from the same vectors) + weight * P(label).
-    votes_k, threshold = VOTE_DEFAULTS.get(config.dataset, (25, 0.7))
+    defaults = DATASET_DEFAULTS.get(config.dataset, OTHER_DEFAULTS)
+    votes_k, threshold = defaults["votes"] or 25, defaults["vote_threshold"]
     store = LabelStore(fit_records, build_index(vectors), embedder)
     v_groups = [r["group"] for r in val_records]
     neighbours = store.search_vectors(v_vectors, v_groups, [r["item"] for r in val_records], votes_k)

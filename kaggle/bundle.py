@@ -55,6 +55,19 @@ def _package_requirement(package: str) -> str:
     return f"{package}=={importlib.metadata.version(package)}"
 
 
+def _ship_classifier(classifier: str, labels, trained_on: str, target: Path) -> None:
+    """The label classifier into the bundle: `auto` fitted on the bundled label store, a trained folder
+    copied (refused unless trained on `trained_on`, the configured embedder); either way its manifest
+    then names the bundle's embedder, as the indexes do."""
+    from mcqa.finetune.classifier import LabelClassifier, load_or_fit_classifier
+
+    head = load_or_fit_classifier(labels) if classifier == "auto" else LabelClassifier.load(Path(classifier))
+    if classifier != "auto" and head.meta.get("embedder") != trained_on:
+        raise ValueError(f"{classifier} was trained on the embedder {head.meta.get('embedder')!r}, not {trained_on!r}")
+    head.meta["embedder"] = labels.embedder.name
+    head.save(target)
+
+
 def build_bundle(task_name: str, out: Path, config_path: Path | None = None, data_root: Path | None = None,
                  wheels: bool = True, dataset_id: str | None = None, find_links: list[str] = (),
                  log=print) -> dict:
@@ -92,9 +105,6 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
     if misconceptions and config.agent.reranker not in ("none", "llm"):
         relative["agent.reranker"] = "models/reranker"
         _copy(Path(config.agent.reranker).expanduser(), out / relative["agent.reranker"])
-    if misconceptions and config.agent.classifier:
-        relative["agent.classifier"] = "models/classifier"
-        _copy(Path(config.agent.classifier).expanduser(), out / relative["agent.classifier"])
 
     if needs_embedder:
         if config.agent.embedder in REGISTRY:
@@ -109,11 +119,17 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
             index = load_or_build_misconception_index(task.dataset, embedder, data_root)
             index.save(out / "indexes" / f"misconceptions-{task.dataset}")
             log(f"index: {len(index)} misconceptions of {task.dataset}")
-            if config.agent.for_dataset(task.dataset).votes:
+            agent = config.agent.for_dataset(task.dataset)
+            if agent.votes:
                 labels = load_or_build_label_store(task.dataset, config.agent.examples_split, embedder,
                                                    config.agent.query_format or DEFAULT_QUERY_FORMAT, data_root)
                 labels.save(out / "indexes" / f"labels-{task.dataset}")
                 log(f"index: {len(labels)} labelled answers of {task.dataset}/{config.agent.examples_split}")
+            if agent.uses_classifier:
+                relative["agent.classifier"] = "models/classifier"
+                _ship_classifier(agent.classifier, labels, Embedder(config.agent.embedder).name,
+                                 out / relative["agent.classifier"])
+                log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
         if answers and config.agent.few_shot > 0:
             store = load_or_build_example_store(task.dataset, config.agent.examples_split, embedder, data_root)
             store.save(out / "indexes" / f"examples-{task.dataset}")

@@ -113,6 +113,21 @@ def read_yaml_mapping(path: Path, what: str = "a mapping") -> dict:
     return raw
 
 
+def parse_settings(settings: list[str] | None) -> dict:
+    """`section.key=value` strings (the CLI's --set) as load_config overrides; values are read as YAML
+    (`agent.votes=0`, `agent.tasks=[answer]`). ValueError on a string without `=` or a section."""
+    overrides = {}
+    for setting in settings or []:
+        key, sep, value = setting.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set takes section.key=value (e.g. agent.votes=0), got {setting!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {setting!r}: the value is not valid YAML ({exc})") from exc
+    return overrides
+
+
 def load_config(path: Path | None = None, **overrides) -> Config:
     """Read a YAML config (or the defaults) and apply `section.key=value` overrides from the CLI."""
     raw = read_yaml_mapping(path, "a mapping of sections") if path is not None else {}

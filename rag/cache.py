@@ -36,7 +36,8 @@ def cache_key(content_checksum: str, embedder: Embedder) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
-def _load_or_build(folder: Path, load: Callable[[Path], T], build: Callable[[], T]) -> T:
+def load_or_build(folder: Path, load: Callable[[Path], T], build: Callable[[], T]) -> T:
+    """`load(folder)`, or `build()` saved there first (atomically; a damaged folder is rebuilt)."""
     if folder.is_dir():
         try:
             return load(folder)
@@ -61,7 +62,7 @@ def load_or_build_misconception_index(dataset: str, embedder: Embedder, root: Pa
     checksum = sha256_of_records([m.model_dump(mode="json") for m in misconceptions])
     folder = indexes_dir() / f"misconceptions-{dataset}-{cache_key(checksum, embedder)}"
     source = {"dataset": dataset, "catalogue_sha256": checksum}
-    return _load_or_build(folder, lambda f: MisconceptionIndex.load(f, embedder),
+    return load_or_build(folder, lambda f: MisconceptionIndex.load(f, embedder),
                           lambda: MisconceptionIndex.build(misconceptions, embedder, progress=progress, source=source))
 
 
@@ -78,7 +79,7 @@ def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, ro
     source = {"dataset": dataset, "split": split, "items_sha256": checksum}
     if split in DERIVED_SPLITS:
         source.update(fraction=fraction, seed=seed, unseen=unseen or split.endswith("-unseen"))
-    return _load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
+    return load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
                           lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source))
 
 
@@ -91,7 +92,7 @@ def load_or_build_label_store(dataset: str, split: str, embedder: Embedder, quer
     items, checksum = labelled_items(load_items(dataset, split, root), query_format)
     folder = indexes_dir() / f"labels-{dataset}-{split}-{cache_key(checksum, embedder)}"
     source = {"dataset": dataset, "split": split, "query_format": query_format, "items_sha256": checksum}
-    return _load_or_build(folder, lambda f: LabelStore.load(f, embedder),
+    return load_or_build(folder, lambda f: LabelStore.load(f, embedder),
                           lambda: LabelStore.build(items, embedder, format_named(query_format), progress=progress,
                                                    source=source))
 

@@ -164,14 +164,20 @@ class LabelStore:
               source: dict | None = None) -> "LabelStore":
         """Every labelled answer of `items` (`label_records`)."""
         records = label_records(items, build_query)
-        # Both sides of a search are answers, so both are encoded as queries (the same format).
-        vectors = embedder.encode([r["text"] for r in records], kind="query", progress=progress)
+        # Both sides of a search are answers, so both are encoded as queries (the same format); cached
+        # on disk, as `mcqa train classifier` encodes the same texts.
+        vectors = embedder.encode_cached([r["text"] for r in records], kind="query", progress=progress)
         if not records:
             vectors = np.zeros((0, embedder.dim), np.float32)
         return cls(records, build_index(vectors, "flat"), embedder, source)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The stored vectors, in record order (what a classifier on the store trains on)."""
+        return self._vectors
 
     def search(self, texts: list[str], groups: list[str], exclude: list[str], k: int) -> list[list[tuple[str, float]]]:
         """(label, cosine) of the k nearest labelled answers per query text, best first.

@@ -145,7 +145,7 @@ def test_votes_rank_map_labels_with_the_category_from_the_answer(small_map, tmp_
     monkeypatch.setenv("MCQA_CACHE_DIR", str(tmp_path / "cache"))
     config = tmp_path / "no-votes.yaml"
     config.write_text("agent:\n  votes: 0\n")
-    voted, predictions = eval_run(small_map, tmp_path / "votes", "validation")
+    voted, predictions = eval_run(small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none")
     plain, _ = eval_run(small_map, tmp_path / "plain", "validation", "--config", str(config))
     items = {i.id: i for i in load_items("map", "validation", small_map)}
     for p in predictions:
@@ -164,3 +164,45 @@ def test_a_labelled_map_test_file_is_scored_with_votes_from_train(small_map, tmp
     assert metrics["map_competition"]["rows"] == len(predictions) == 60
     assert metrics["map_competition"]["map@3"] > 0.5
     assert list((tmp_path / "cache" / "indexes").glob("labels-map-train-*"))
+
+
+def test_the_map_default_fits_a_classifier_on_the_label_store_once(small_map, tmp_path, monkeypatch):
+    monkeypatch.setenv("MCQA_CACHE_DIR", str(tmp_path / "cache"))
+    default, _ = eval_run(small_map, tmp_path / "default", "validation")
+    (head,) = (tmp_path / "cache" / "indexes").glob("classifier-labels-map-fit-*")
+    from mcqa.finetune.classifier import LabelClassifier
+
+    loaded = LabelClassifier.load(head)
+    assert loaded.meta["embedder"] == "minilm-l6" and loaded.meta["fit_answers"] == len(load_items("map", "fit", small_map))
+    assert {label.split(":")[0] for label in loaded.labels} <= {"Correct", "Neither", "Misconception"}
+    assert default["map_competition"]["map@3"] > 0.5
+    votes_only, _ = eval_run(small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none")
+    assert default["map_competition"]["map@3"] != votes_only["map_competition"]["map@3"], "the head changes rankings"
+
+
+def test_train_classifier_scores_the_head_and_the_vote_and_the_agent_uses_it(small_map, tmp_path, monkeypatch):
+    monkeypatch.setenv("MCQA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MCQA_DATA_DIR", str(small_map))
+    out = tmp_path / "classifier"
+    result = runner.invoke(app, ["train", "classifier", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    scores = results["validation"]["map@3"]
+    assert set(scores) == {"votes+0*classifier", "votes+1*classifier", "votes+3*classifier", "votes+10*classifier",
+                           "classifier"}
+    assert all(0 < v <= 1 for v in scores.values()) and results["labels"] >= 3
+    from mcqa.finetune.classifier import LabelClassifier
+
+    head = LabelClassifier.load(out / "model")
+    probs = head.predict(Embedder("minilm-l6").encode(["Answer: 3. Explanation: I added them"]), ["unknown group"])
+    assert probs.shape == (1, len(head.labels)) and abs(probs.sum() - 1) < 1e-5
+    config = tmp_path / "with-head.yaml"
+    config.write_text(f"agent:\n  classifier: {out / 'model'}\n")
+    metrics, _ = eval_run(small_map, tmp_path / "run", "validation", "--config", str(config))
+    assert metrics["map_competition"]["map@3"] > 0.5
+    head.meta["embedder"] = "another-model"
+    head.save(tmp_path / "foreign")
+    config.write_text(f"agent:\n  classifier: {tmp_path / 'foreign'}\n")
+    result = runner.invoke(app, ["eval", "run", "--dataset", "map", "--split", "validation", "--out",
+                                 str(tmp_path / "foreign-run"), "--data-dir", str(small_map), "--config", str(config)])
+    assert result.exit_code == 1 and "trained on the embedder 'another-model'" in " ".join(result.output.split())
