@@ -107,8 +107,8 @@ def fit_head(vectors: np.ndarray, groups: list[str], labels: list[str], meta: di
 
 def load_or_fit_classifier(store) -> LabelClassifier:
     """A head fitted on a label store's own vectors and labels (no encoding: the store holds them), with
-    the recipe's defaults; cached beside the store's cached folder, so a run fits it once."""
-    from mcqa.rag.cache import indexes_dir, load_or_build
+    the recipe's defaults; cached under the store's content and embedder, so a run fits it once."""
+    from mcqa.rag.cache import cache_key, indexes_dir, load_or_build
 
     def fit() -> LabelClassifier:
         defaults = Config()
@@ -117,9 +117,11 @@ def load_or_fit_classifier(store) -> LabelClassifier:
         return fit_head(store.vectors, [r["group"] for r in store.records], [r["label"] for r in store.records],
                         meta, defaults.C, defaults.max_iter)
 
-    if store.folder is None:
+    content = store.source.get("items_sha256")
+    if content is None:  # a store built in memory (a Kaggle run on a new train file): nothing to key a cache by
         return fit()
-    return load_or_build(indexes_dir() / f"classifier-{store.folder.name}", LabelClassifier.load, fit)
+    folder = indexes_dir() / f"classifier-{store.source.get('dataset')}-{cache_key(content, store.embedder)}"
+    return load_or_build(folder, LabelClassifier.load, fit)
 
 
 def train(config: Config, run: TrainRun) -> dict:

@@ -105,7 +105,8 @@ def _bundled_labels(bundle: Path, dataset: str, embedder, query_format: str, inp
         log(f"bundled label store: {len(store)} labelled answers, train checksum matches")
         return store
     log(f"the train file in {input_dir} differs from the bundled one: encoding its labelled answers")
-    return LabelStore.build(items, embedder, format_named(query_format), source={"items_sha256": checksum})
+    return LabelStore.build(items, embedder, format_named(query_format),
+                            source={"dataset": dataset, "query_format": query_format, "items_sha256": checksum})
 
 
 def _bundled_examples(bundle: Path, dataset: str, embedder, log):

