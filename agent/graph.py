@@ -155,9 +155,11 @@ class Agent:
                 extra = explanations.get(item.id, {}).get(letter)
                 keys.append((item.id, letter))
                 queries.append(build_query(item, letter) + (f" ### {extra}" if extra else ""))
-        found = self.resources.misconceptions.search(queries, self.config.candidates) if queries else []
+        index = self.resources.misconceptions
+        vectors = index.embedder.encode(queries, kind="query") if queries else None
+        found = index.search_vectors(vectors, self.config.candidates) if queries else []
         if self.config.votes and queries:
-            found = self._with_votes(items_of(state), answers, keys, found, build_query)
+            found = self._with_votes(items_of(state), answers, keys, found, build_query, dict(zip(queries, vectors)))
         candidates: dict[str, dict[str, list[list]]] = defaultdict(dict)
         for (item_id, letter), hits in zip(keys, found):
             candidates[item_id][letter] = [[mid, round(float(score), 6)] for mid, score in hits]
@@ -168,7 +170,8 @@ class Agent:
         return update
 
     def _with_votes(self, items: list[Item], answers: dict, keys: list[tuple[str, str]],
-                    found: list[list[tuple[str, float]]], build_query) -> list[list[tuple[str, float]]]:
+                    found: list[list[tuple[str, float]]], build_query,
+                    encoded: dict[str, np.ndarray]) -> list[list[tuple[str, float]]]:
         """Retrieval hits fused with the votes of the nearest labelled answers (mcqa.rag.store.LabelStore),
         and with a trained classifier's probabilities where one is configured (mcqa.finetune.classifier).
 
@@ -185,7 +188,11 @@ class Agent:
         by_id = {it.id: it for it in items}
         pairs = [(by_id[i], letter) for i, letter in keys]
         store, groups = self.resources.labels, [answer_group(it, x) for it, x in pairs]
-        vectors = store.embedder.encode([evidence_text(it, x, build_query) for it, x in pairs], kind="query")
+        texts = [evidence_text(it, x, build_query) for it, x in pairs]
+        # An Eedi answer's evidence text is its retrieval query (`encoded`, by the same embedder): not encoded twice.
+        fresh = [t for t in dict.fromkeys(texts) if t not in encoded] if store.embedder is self.resources.embedder else texts
+        encoded = {**encoded, **dict(zip(fresh, store.embedder.encode(fresh, kind="query")))} if fresh else encoded
+        vectors = np.stack([encoded[t] for t in texts])
         neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], self.config.votes)
         head = self.resources.classifier if self.config.uses_classifier else None
         probs = head.predict(vectors, groups) if head else None
