@@ -12,7 +12,7 @@ Task = Literal["answer", "misconceptions"]
 
 # Label evidence by dataset (votes, vote_threshold, vote_weight, classifier), measured with MiniLM:
 # - map: neighbours among the same question's responses with the same answer. `mcqa eval run --dataset map
-#   --split validation`, MAP@3: catalogue alone 0.336 (--set agent.votes=0); votes at weight 1: 0.879,
+#   --split validation`, MAP@3: catalogue alone 0.419 (--set agent.votes=0); votes at weight 1: 0.879,
 #   3: 0.887, 10: 0.888, 100: 0.890 (MAP's catalogue names, "Incomplete", "Additive", say little: the votes
 #   lead and the catalogue fills what they leave). Offline, k 10 / 25 and thresholds 0 / 0.5 / 0.7 gave
 #   0.891-0.896.

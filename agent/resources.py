@@ -65,7 +65,7 @@ class Resources:
 
     @cached_property
     def classifier(self):
-        """The label head: `auto` fits one on the label store (cached beside it); a folder is loaded and
+        """The label head: `auto` fits one on the label store (cached); a folder is loaded and
         refused unless it was trained on this embedder."""
         from mcqa.finetune.classifier import LabelClassifier, load_or_fit_classifier
 
