@@ -281,6 +281,13 @@ class Agent:
         }
         return [name for name in NODES if wanted[name]]
 
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any node this config runs calls the LLM (Eedi and MAP misconception runs do not)."""
+        nodes = set(self.nodes())
+        return bool(nodes & {"answer", "verify", "reconsider", "think"}) or (
+            "rerank" in nodes and self.config.reranker == "llm")
+
     def build(self) -> StateGraph:
         names = self.nodes()
         graph = StateGraph(AgentState)

@@ -113,9 +113,10 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
         stats.already_done = len(items) + len(copies)
     else:
         try:
-            resolve(cfg.llm.model, "llm")  # a wrong model name fails here, not as an error on every item
             solver = build_solver(cfg, dataset=dataset if registered else None, split=split, data_root=data,
                                   traces=run.file("traces.sqlite") if traces else None)
+            if solver.agent.uses_llm:  # a wrong model name fails here, not as an error on every item
+                resolve(cfg.llm.model, "llm")
         except (ModelNotFound, ValueError) as exc:
             fail(str(exc))
         err.print(f"{run.path}: {pending} to solve ({len(items) - len(answers.pending(items))} of {len(items)} items "

@@ -113,7 +113,7 @@ def eedi_items(data_root):
 
 def test_misconception_only_needs_no_llm(eedi_items, data_root):
     solver = AgentSolver(config(candidates=30, top_k=25), dataset="eedi", data_root=data_root)
-    assert solver.agent.nodes() == ["propose_misconceptions", "finalize"]
+    assert solver.agent.nodes() == ["propose_misconceptions", "finalize"] and not solver.agent.uses_llm
     predictions = solver(eedi_items)
     assert "llm" not in solver.resources.__dict__, "misconception-only must not load the LLM"
     for item, p in zip(eedi_items, predictions):
@@ -131,6 +131,7 @@ def test_both_tasks_with_think_and_llm_reranker(tiny_llm, eedi_items, data_root,
     solver = AgentSolver(cfg, dataset="eedi", data_root=data_root, llm=tiny_llm, traces=tmp_path / "t.sqlite",
                          record_prompts=True)
     assert solver.agent.nodes() == ["answer", "verify", "think", "propose_misconceptions", "rerank", "finalize"]
+    assert solver.agent.uses_llm
     (item,) = eedi_items[:1]
     (p,) = solver([item])
     assert p.answer in item.letters and p.correct == (p.answer == item.answer)
