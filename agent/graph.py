@@ -189,9 +189,10 @@ class Agent:
         pairs = [(by_id[i], letter) for i, letter in keys]
         store, groups = self.resources.labels, [answer_group(it, x) for it, x in pairs]
         texts = [evidence_text(it, x, build_query) for it, x in pairs]
-        # An Eedi answer's evidence text is its retrieval query (`encoded`, by the same embedder): not encoded twice.
-        fresh = [t for t in dict.fromkeys(texts) if t not in encoded] if store.embedder is self.resources.embedder else texts
-        encoded = {**encoded, **dict(zip(fresh, store.embedder.encode(fresh, kind="query")))} if fresh else encoded
+        # An Eedi answer's evidence text is its retrieval query, already in `encoded` (the store is built
+        # with the same embedder, Resources.labels): only MAP's explanations are encoded here.
+        if missing := [t for t in dict.fromkeys(texts) if t not in encoded]:
+            encoded.update(zip(missing, store.embedder.encode(missing, kind="query")))
         vectors = np.stack([encoded[t] for t in texts])
         neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], self.config.votes)
         head = self.resources.classifier if self.config.uses_classifier else None

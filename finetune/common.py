@@ -57,11 +57,18 @@ def retrieval_data(config: RetrievalSplit) -> tuple[list, list, list]:
     fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed, unseen=config.unseen)
     validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed,
                             unseen=config.unseen)
-    if config.limit:
-        rng = random.Random(config.seed)
-        fit, validation = (sorted(rng.sample(items, min(config.limit, len(items))), key=items.index)
-                           for items in (fit, validation))
+    rng = random.Random(config.seed)
+    fit, validation = (sample_limit(items, config.limit, rng) for items in (fit, validation))
     return fit, validation, load_misconceptions(config.dataset)
+
+
+def sample_limit(items: list, limit: int | None, rng) -> list:
+    """`limit` items drawn by `rng` (a random.Random), in their original order (a recipe's quick check),
+    or all of them."""
+    if not limit:
+        return items
+    chosen = set(rng.sample(range(len(items)), min(limit, len(items))))
+    return [item for n, item in enumerate(items) if n in chosen]
 
 
 class TrainError(ValueError):

@@ -72,7 +72,7 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
                  wheels: bool = True, dataset_id: str | None = None, find_links: list[str] = (),
                  log=print) -> dict:
     """Write the bundle for `task_name` into `out`; returns its manifest (with sizes)."""
-    from mcqa.agent.graph import default_tasks
+    from mcqa.agent.graph import Agent, default_tasks
     from mcqa.rag import (DEFAULT_QUERY_FORMAT, Embedder, load_or_build_example_store, load_or_build_label_store,
                           load_or_build_misconception_index)
 
@@ -88,7 +88,7 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
     tasks = config.agent.tasks or default_tasks(task.dataset)
     config.agent.tasks = list(tasks)
     answers, misconceptions = "answer" in tasks, "misconceptions" in tasks
-    needs_llm = answers or (misconceptions and (config.agent.think or config.agent.reranker == "llm"))
+    needs_llm = Agent(config.agent.for_dataset(task.dataset), None, tasks).uses_llm  # what its nodes call
     needs_embedder = misconceptions or (answers and config.agent.few_shot > 0)
     relative: dict[str, str] = {}
     requirements: list[str] = ["mcqa-agent"]
