@@ -41,8 +41,27 @@ class AgentConfig(BaseModel):
     tasks: list[Task] | None = Field(
         None, description="What to do: answer, misconceptions, or both. Default: misconceptions for datasets "
                           "with a misconception catalogue (eedi, map), answer for the rest.")
-    few_shot: int = Field(0, ge=0, description="Solved examples retrieved from the train split as few-shot turns (0: off).")
+    few_shot: int = Field(0, ge=0, description="Solved examples retrieved as few-shot turns (0: off), from the train "
+                                            "split or `examples`.")
     examples_split: str = Field("train", description="The split of the same dataset the few-shot examples come from.")
+    examples: str | None = Field(
+        None, description="Where few-shot examples come from instead (None: `examples_split` of the dataset solved): "
+                          "`DATASET:SPLIT`, any dataset of `mcqa data list` and any of its splits or `fit` (e.g. "
+                          "`codemmlu_fpt:train` while solving arc_challenge, which has no train split), or a path to "
+                          "a file of solved items (CSV, JSONL, JSON, Parquet; see `examples_columns`). Only items "
+                          "with an answer are used, and an example with the same question and choices as the item "
+                          "being solved is never shown (mcqa.rag.store.same_question).")
+    examples_columns: list[str] | None = Field(
+        None, description="For a file in `examples`: which column holds what, as the CLI's --column pairs, e.g. "
+                          "['question=Question', 'choices=A,B,C,D', 'answer=Answer'] (answer: letter, 0-based index "
+                          "or text). None: columns named question, choices (a list) and answer.")
+    permutations: int = Field(
+        1, ge=1, description="Score each item under this many cyclic shifts of its choices and average each "
+                             "choice's probability (1: as shown; the number of choices: every choice at every "
+                             "position once). Costs that many prompts an item (they share the question's prefix).")
+    pride: int = Field(
+        0, ge=0, description="PriDe: score the first N items of a run under every cyclic shift, estimate the model's "
+                             "letter prior from them, and divide it out of every later item's probabilities (0: off).")
     verify: bool = Field(True, description="Ask the model whether its answer is right (P(TRUE)).")
     reconsider_rounds: int = Field(
         0, ge=0, description="At most this many re-answers after a failed verification. Off by default: with the "

@@ -18,9 +18,11 @@ import numpy as np
 from langgraph.graph import END, START, StateGraph
 
 from mcqa.agent.config import AgentConfig
+from mcqa.agent.debias import AnswerDebias
 from mcqa.agent.prompts import VERDICTS, YES_NO, base_chat, rerank_chat, reconsider_chat, think_chat, verify_chat
 from mcqa.agent.resources import Resources
 from mcqa.agent.state import AgentState, examples_of, items_of
+from mcqa.eval.bias import permute_item
 from mcqa.types import Item, Prediction
 
 NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
@@ -64,6 +66,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, resources: Resources, tasks: list[str], record_prompts: bool = False):
         self.config, self.resources, self.tasks, self.record_prompts = config, resources, tasks, record_prompts
+        self.debias = AnswerDebias(config.permutations, config.pride)  # holds the run's PriDe prior
 
     # -- nodes ---------------------------------------------------------------------------------
     def retrieve_examples(self, state: AgentState) -> AgentState:
@@ -72,18 +75,35 @@ class Agent:
         return {"examples": {it.id: [ex.model_dump() for ex in exs] for it, exs in zip(items, found)}}
 
     def answer(self, state: AgentState) -> AgentState:
+        """The letter from the answer chat's option probabilities; with `permutations` or `pride` also
+        from shifted presentations of the choices (mcqa.agent.debias). A debiased answer that differs
+        from the plain one is recorded as a flip ("permute: B->C" or "pride: B->C")."""
         items = items_of(state)
         prompts = self.config.prompts
         chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in items}
-        scores = _score_grouped(self.resources.llm, [(it.id, chats[it.id], it.letters) for it in items])
-        answers, first = {}, {}
+        orders = {it.id: self.debias.orders(len(it.choices)) if self.debias.active else [list(range(len(it.choices)))]
+                  for it in items}
+        requests, shown = [], {}
+        for it in items:  # an item's shifts right after it: they share its question as a token prefix
+            for k, order in enumerate(orders[it.id]):
+                chat = chats[it.id] if k == 0 else base_chat(permute_item(it, order), examples_of(state, it.id), prompts)
+                requests.append(((it.id, k), chat, it.letters))
+                shown[(it.id, k)] = chat
+        scores = _score_grouped(self.resources.llm, requests)
+        answers, first, flips = {}, {}, {}
         for it in items:
-            probs = _distribution(it.letters, scores[it.id], it.letters)
-            answers[it.id] = {"letter": max(probs, key=probs.get), "probs": probs}
+            rows = [np.exp(scores[(it.id, k)]) for k in range(len(orders[it.id]))]
+            plain = it.letters[int(np.argmax(rows[0]))]
+            combined, step = self.debias.combine(orders[it.id], rows) if self.debias.active else (rows[0], None)
+            probs = _distribution(it.letters, np.log(np.clip(combined, 1e-300, None)), it.letters)
+            letter = max(probs, key=probs.get)
+            answers[it.id] = {"letter": letter, "probs": probs}
             first[it.id] = probs
+            if step and letter != plain:
+                flips[it.id] = [f"{step}: {plain}->{letter}"]
         update: AgentState = {"answers": answers, "first_probs": first, "pending": [it.id for it in items],
-                              "rejected": {}, "flips": {}}
-        return self._with_prompts(update, "answer", chats)
+                              "rejected": {}, "flips": flips}
+        return self._with_prompts(update, "answer", {f"{i}/{k}" if k else i: c for (i, k), c in shown.items()})
 
     def verify(self, state: AgentState) -> AgentState:
         items = {it.id: it for it in items_of(state)}

@@ -216,10 +216,16 @@ def estimate_prior(items: list[Item], predictions, permuted) -> dict[int, list[f
         if original is None or not original.option_probs or len(shifts.get(item.id, {})) != n - 1:
             continue  # only complete sets of shifts cancel the content
         rows = [position_probs(original, list(range(n)))] + list(shifts[item.id].values())
-        logs = np.log(np.clip(np.array(rows), 1e-12, None)).mean(axis=0)
-        prior = np.exp(logs - logs.max())
-        per_size[n].append(prior / prior.sum())
+        per_size[n].append(position_prior(np.array(rows)))
     return {n: [float(x) for x in np.mean(priors, axis=0)] for n, priors in sorted(per_size.items())}
+
+
+def position_prior(rows: np.ndarray) -> np.ndarray:
+    """One item's letter prior from its n cyclic presentations (rows: presentations, columns: the
+    probability of each position): softmax of the mean log-probability per position (PriDe, eq. 5)."""
+    logs = np.log(np.clip(np.asarray(rows, dtype=np.float64), 1e-12, None)).mean(axis=0)
+    prior = np.exp(logs - logs.max())
+    return prior / prior.sum()
 
 
 def debias(prediction: Prediction, prior: list[float]) -> Prediction:

@@ -7,7 +7,8 @@ place in the ranking (a wasted slot), as the competitions' `apk` code does.
 
 Below the ranking metrics: what a run is scored by (accuracy with a bootstrap interval, per-subject
 breakdowns, Eedi's MAP@25 over every labelled wrong answer, MAP's MAP@3 over `Category:Misconception`
-labels, the verify/reconsider flip ledger), each from a split's items and a run's predictions.
+labels, the verify/reconsider flip ledger, how well confidence predicts correctness), each from a
+split's items and a run's predictions.
 """
 
 from __future__ import annotations
@@ -291,25 +292,86 @@ def map_competition_summary(items: list[Item], predictions, k: int = 3, seed: in
 
 
 def flip_ledger(items: list[Item], predictions) -> dict:
-    """How the verify/reconsider loop changed answers, from Prediction.flips ("B->C").
+    """How the agent's steps changed answers, from Prediction.flips ("B->C" from reconsider,
+    "permute: B->C" / "pride: B->C" from the debiasing of the answer node).
 
     Each flip is classed by the gold letter: wrong_to_right (a fix), right_to_wrong (a harm),
-    wrong_to_wrong, or unlabelled. `net` is fixes minus harms: what the loop bought in accuracy.
+    wrong_to_wrong, or unlabelled. `net` is fixes minus harms: what the steps bought in accuracy;
+    `by_step` splits the same counts by the step that flipped.
     """
-    ledger = Counter({"wrong_to_right": 0, "right_to_wrong": 0, "wrong_to_wrong": 0, "unlabelled": 0})
+    classes = ("wrong_to_right", "right_to_wrong", "wrong_to_wrong", "unlabelled")
+    ledger = Counter({name: 0 for name in classes})
+    by_step: dict[str, Counter] = defaultdict(lambda: Counter({name: 0 for name in classes}))
     items_flipped = 0
     for item, prediction in paired(items, predictions):
         if prediction.flips:
             items_flipped += 1
         for flip in prediction.flips:
-            before, _, after = flip.partition("->")
+            step, _, move = flip.rpartition(": ")
+            before, _, after = move.partition("->")
             if item.answer is None or not after:
-                ledger["unlabelled"] += 1
+                kind = "unlabelled"
             elif before.strip() == item.answer:
-                ledger["right_to_wrong"] += 1
+                kind = "right_to_wrong"
             elif after.strip() == item.answer:
-                ledger["wrong_to_right"] += 1
+                kind = "wrong_to_right"
             else:
-                ledger["wrong_to_wrong"] += 1
+                kind = "wrong_to_wrong"
+            ledger[kind] += 1
+            by_step[step or "reconsider"][kind] += 1
     return {**ledger, "flips": sum(ledger.values()), "items_flipped": items_flipped,
-            "net": ledger["wrong_to_right"] - ledger["right_to_wrong"]}
+            "net": ledger["wrong_to_right"] - ledger["right_to_wrong"],
+            "by_step": {step: {**counts, "net": counts["wrong_to_right"] - counts["right_to_wrong"]}
+                        for step, counts in sorted(by_step.items())}}
+
+
+# --- confidence as a predictor of correctness -------------------------------------------------------
+
+COVERAGES = ("0.5", "0.8", "1.0")
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Rank-based AUROC (Mann-Whitney U over n_pos * n_neg), tied scores counted half; None for one class."""
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based, ties share their mean rank
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def confidence_summary(items: list[Item], predictions) -> dict | None:
+    """How well each confidence signal tells right answers from wrong ones, per signal present.
+
+    The issue asks whether verify's P(TRUE) could gate reconsider (send only low-confidence answers
+    back): that only works if the signal ranks wrong answers below right ones. AUROC says how often
+    it does (0.5: no better than chance, so it cannot gate); accuracy at coverage c is the accuracy of
+    the ceil(c * n) most confident items, i.e. what abstaining on the rest would buy. Signals:
+    `verification` (P(TRUE), absent when verify is off), `answer_prob` (the option probability of the
+    final answer) and `both` (their mean, where an item has both). Graded items only: a gold letter
+    and no backend error. None when no signal is present on any of them.
+    """
+    signals: dict[str, list[tuple[float, bool]]] = {"verification": [], "answer_prob": [], "both": []}
+    for item, prediction in paired(items, predictions):
+        if item.answer is None or prediction.error is not None:
+            continue
+        correct = bool(is_correct(item, prediction))
+        verification = prediction.verification
+        answer_prob = prediction.option_probs.get(prediction.answer) if prediction.answer else None
+        for name, score in (("verification", verification), ("answer_prob", answer_prob),
+                            ("both", None if verification is None or answer_prob is None
+                             else (verification + answer_prob) / 2)):
+            if score is not None:
+                signals[name].append((float(score), correct))
+    out = {}
+    for name, rows in signals.items():
+        if not rows:
+            continue
+        scores = np.array([s for s, _ in rows])
+        labels = np.array([c for _, c in rows], dtype=bool)
+        ranked = labels[np.argsort(-scores, kind="stable")]  # most confident first; ties keep item order
+        out[name] = {"n": len(rows), "correct": int(labels.sum()), "auroc": _auroc(scores, labels),
+                     "accuracy_at_coverage": {c: float(ranked[: math.ceil(float(c) * len(rows))].mean())
+                                              for c in COVERAGES}}
+    return out or None

@@ -88,12 +88,12 @@ def map_curve(curve: dict) -> str | None:
 
 
 def flips(ledger: dict) -> str:
-    """The verify/reconsider ledger: fixes, harms and sideways moves."""
+    """The flip ledger (debiasing and verify/reconsider): fixes, harms and sideways moves."""
     plt = _pyplot()
     kinds = ["wrong_to_right", "right_to_wrong", "wrong_to_wrong", "unlabelled"]
     fig, ax = plt.subplots(figsize=(6, 2.6))
     ax.bar([k.replace("_", " ") for k in kinds], [ledger.get(k, 0) for k in kinds],
            color=["#55A868", "#C44E52", "#8172B2", "#999999"])
     ax.set_ylabel("answers flipped")
-    ax.set_title(f"verify/reconsider flips (net {ledger.get('net', 0):+d})")
+    ax.set_title(f"answer flips (net {ledger.get('net', 0):+d})")
     return _png(fig)

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from mcqa.eval.metrics import COVERAGES
 from mcqa.eval.runner import atomic_write
 
 
@@ -68,8 +69,10 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
         rows.append(("debiased accuracy (PriDe)", interval(d["accuracy"], "accuracy") +
                      f", {d['changed']} answers changed, RStd {_num(d['position'].get('rstd'))}"))
     f = metrics["flips"]
-    rows.append(("verify/reconsider flips", f"{f['flips']} ({f['wrong_to_right']} fixed, {f['right_to_wrong']} broken, "
-                                            f"{f['wrong_to_wrong']} wrong to wrong; net {f['net']:+d})"))
+    rows.append(("answer flips (debias, reconsider)", f"{f['flips']} ({f['wrong_to_right']} fixed, {f['right_to_wrong']} broken, "
+                                                      f"{f['wrong_to_wrong']} wrong to wrong; net {f['net']:+d})"
+                 + "".join(f"; {step}: {c['wrong_to_right']} fixed, {c['right_to_wrong']} broken"
+                           for step, c in f.get("by_step", {}).items())))
     if (t := run.get("all_invocations")) and t["invocations"] > 1:
         rows.append(("all invocations", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s) "
                                         f"over {t['invocations']} invocations"))
@@ -77,6 +80,18 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
         rows.append(("this invocation", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s), "
                                         f"{t['already_done']} already done" + (" (items and shuffled copies)" if run.get("permute") or run.get("debias") else "")))
     return rows
+
+
+CONFIDENCE_HEADER = ["signal", "AUROC", *(f"accuracy, top {float(c):.0%}" for c in COVERAGES), "n"]
+CONFIDENCE_NOTE = ("AUROC of each signal for telling right answers from wrong (0.5: chance, so it cannot gate "
+                   "reconsider); accuracy when keeping only the most confident share of graded items.")
+
+
+def confidence_rows(confidence: dict) -> list[list]:
+    """One row per confidence signal: AUROC and the risk-coverage points (see metrics.confidence_summary)."""
+    return [[name, "-" if s["auroc"] is None else f"{s['auroc']:.3f}",
+             *(pct(s["accuracy_at_coverage"].get(c)) for c in COVERAGES), s["n"]]
+            for name, s in confidence.items()]
 
 
 def _num(value) -> str:
@@ -122,6 +137,8 @@ def render_markdown(metrics: dict, run_dir: Path) -> str:
         parts += ["", "Letter prior estimated by PriDe (cyclic shifts of "
                   f"{d['sample_size']} sample items): " + "; ".join(
                       f"{n} choices: " + ", ".join(f"{k} {v:.2f}" for k, v in p.items()) for n, p in d["prior"].items())]
+    if c := metrics.get("confidence"):
+        parts += ["", "## Confidence", "", CONFIDENCE_NOTE, "", _md_table(CONFIDENCE_HEADER, confidence_rows(c))]
     if metrics["worst"]:
         parts += ["", "## Most confident wrong answers", "",
                   _md_table(["item", "question", "answered (p)", "gold (p)", "flips", "trace"],
@@ -177,6 +194,9 @@ def render_html(metrics: dict, run_dir: Path) -> str:
     if m := metrics.get("misconceptions"):
         parts += ["<h2>Misconceptions</h2>", _img(plots.map_curve(m["curve"]), "MAP@k curve")]
     parts += ["<h2>Verify / reconsider</h2>", _img(plots.flips(metrics["flips"]), "flips")]
+    if c := metrics.get("confidence"):
+        parts += ["<h2>Confidence</h2>", f"<p class='note'>{html.escape(CONFIDENCE_NOTE)}</p>",
+                  _html_table(CONFIDENCE_HEADER, confidence_rows(c))]
     if metrics["worst"]:
         rows = [[html.escape(w["item_id"]), html.escape(_short(w["question"], 200)),
                  html.escape(f"{w['answer']}. {_short(w['answer_text'], 60)} ({_p(w['confidence'])})"),

@@ -1,12 +1,13 @@
 """Run metrics against hand-computed cases: accuracy and its interval, Eedi MAP@25 over every labelled
-wrong answer, MAP's MAP@3 on Category:Misconception labels, breakdowns, the flip ledger."""
+wrong answer, MAP's MAP@3 on Category:Misconception labels, breakdowns, the flip ledger,
+confidence as a predictor of correctness (AUROC, risk-coverage)."""
 
 import math
 
 import pytest
 
-from mcqa.eval.metrics import (accuracy_summary, answers_questions, bootstrap_estimate, breakdown, flip_ledger,
-                               map_competition_labels, map_competition_summary, misconception_summary,
+from mcqa.eval.metrics import (accuracy_summary, answers_questions, bootstrap_estimate, breakdown, confidence_summary,
+                               flip_ledger, map_competition_labels, map_competition_summary, misconception_summary,
                                paired_bootstrap_difference)
 from mcqa.types import Item, Prediction
 
@@ -114,4 +115,57 @@ def test_flip_ledger_classes_each_flip_by_the_gold_letter():
                    Prediction(item_id="5", answer="A")]
     ledger = flip_ledger(items, predictions)
     assert ledger == {"wrong_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 2, "unlabelled": 1,
-                      "flips": 5, "items_flipped": 4, "net": 0}
+                      "flips": 5, "items_flipped": 4, "net": 0,
+                      "by_step": {"reconsider": {"wrong_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 2,
+                                                 "unlabelled": 1, "net": 0}}}
+
+
+def test_flip_ledger_splits_debias_flips_from_reconsider_flips():
+    items = [item("1"), item("2")]
+    predictions = [Prediction(item_id="1", answer="A", flips=["pride: B->A", "A->C"]),
+                   Prediction(item_id="2", answer="C", flips=["permute: B->C"])]
+    ledger = flip_ledger(items, predictions)
+    assert ledger["flips"] == 3 and ledger["net"] == 0
+    assert ledger["by_step"]["pride"]["wrong_to_right"] == 1
+    assert ledger["by_step"]["reconsider"]["right_to_wrong"] == 1
+    assert ledger["by_step"]["permute"]["wrong_to_wrong"] == 1
+
+
+def confident(scores, verification=None):
+    """Items answered A or B (gold A) with the answer's probability (or P(TRUE)) taken from `scores`."""
+    items, predictions = [], []
+    for i, (score, right) in enumerate(scores):
+        items.append(item(str(i)))
+        answer = "A" if right else "B"
+        predictions.append(Prediction(item_id=str(i), answer=answer, option_probs={answer: score},
+                                      verification=None if verification is None else verification[i]))
+    return items, predictions
+
+
+def test_confidence_a_perfect_signal_ranks_every_right_answer_first():
+    items, predictions = confident([(0.75, True), (0.25, False), (0.625, True), (0.375, False)],
+                                   verification=[0.25, 0.75, 0.375, 0.625])  # P(TRUE) backwards
+    items.append(item("x"))
+    predictions.append(Prediction(item_id="x", answer="A", option_probs={"A": 1.0}, error="boom"))  # not graded
+    summary = confidence_summary(items, predictions)
+    assert summary["answer_prob"]["auroc"] == 1.0 and summary["answer_prob"]["n"] == 4
+    assert summary["answer_prob"]["accuracy_at_coverage"] == {"0.5": 1.0, "0.8": 0.5, "1.0": 0.5}  # ceil(3.2) = all 4
+    assert summary["verification"]["auroc"] == 0.0
+    assert summary["verification"]["accuracy_at_coverage"]["0.5"] == 0.0
+    assert summary["both"]["auroc"] == pytest.approx(0.5)  # the two cancel: every mean is 0.5, all tied
+
+
+def test_confidence_ties_count_half_and_one_class_has_no_auroc():
+    items, predictions = confident([(0.7, True), (0.7, False), (0.9, True), (0.1, False)])
+    # pairs (right, wrong): (0.7,0.7) tie = 1/2, (0.7,0.1) 1, (0.9,0.7) 1, (0.9,0.1) 1 -> 3.5 / 4
+    assert confidence_summary(items, predictions)["answer_prob"]["auroc"] == pytest.approx(0.875)
+    items, predictions = confident([(0.9, True), (0.4, True)])
+    summary = confidence_summary(items, predictions)
+    assert summary["answer_prob"]["auroc"] is None and summary["answer_prob"]["accuracy_at_coverage"]["1.0"] == 1.0
+
+
+def test_confidence_without_verify_has_no_verification_row():
+    items, predictions = confident([(0.9, True), (0.2, False)])
+    summary = confidence_summary(items, predictions)
+    assert set(summary) == {"answer_prob"}
+    assert confidence_summary([item("1", answer=None)], [Prediction(item_id="1", answer="A", option_probs={"A": 1.0})]) is None

@@ -46,6 +46,8 @@ def test_reports_from_real_items(tmp_path, eedi_items):
     assert metrics["accuracy"]["correct"] == 8 and metrics["accuracy"]["labelled"] == 12
     assert [w["item_id"] for w in metrics["worst"]] == [eedi_items[k].id for k in (0, 3, 6, 9)]
     assert sum(g["n"] for g in metrics["by_subject"].values()) == 12
+    # every answer has p = 0.7 and no verify ran: one signal, all tied, so chance
+    assert set(metrics["confidence"]) == {"answer_prob"} and metrics["confidence"]["answer_prob"]["auroc"] == 0.5
 
     run_dir = tmp_path / "eedi-hand"
     write_reports(run_dir, metrics)
@@ -57,12 +59,14 @@ def test_reports_from_real_items(tmp_path, eedi_items):
     markdown = (run_dir / "report.md").read_text()
     assert "MAP@25 (95% CI)" in markdown and "## Accuracy by subject" in markdown
     assert "## Most confident wrong answers" in markdown
+    assert "## Confidence" in markdown and "| answer_prob | 0.500 |" in markdown
+    assert "<h2>Confidence</h2>" in html
 
 
 def test_a_misconception_only_run_has_no_accuracy(tmp_path, eedi_items):
     predictions = {k: p.model_copy(update={"answer": None, "option_probs": {}}) for k, p in hand_made(eedi_items).items()}
     metrics = summarize(eedi_items, predictions, {"dataset": "eedi", "split": "train", "model": "hand"})
-    assert metrics["accuracy"] is None and metrics["position"] is None
+    assert metrics["accuracy"] is None and metrics["position"] is None and metrics["confidence"] is None
     assert metrics["misconceptions"]["map@25"] > 0
     write_reports(tmp_path, metrics)
     assert "answered no questions" in (tmp_path / "report.md").read_text()
@@ -74,7 +78,7 @@ def test_an_unlabelled_split_reports_predictions_without_grades(tmp_path, data_r
     predictions = {it.id: Prediction(item_id=it.id, answer="A", option_probs={x: 1 / len(it.choices) for x in it.letters})
                    for it in items}
     metrics = summarize(items, predictions, {"dataset": "codemmlu_fpt", "split": "test", "model": "hand"})
-    assert metrics["accuracy"]["labelled"] == 0 and metrics["worst"] == []
+    assert metrics["accuracy"]["labelled"] == 0 and metrics["worst"] == [] and metrics["confidence"] is None
     assert metrics["position"]["predicted_letters"]["A"] == 5 and metrics["position"]["rstd"] is None
     write_reports(tmp_path, metrics)
     assert "n/a: no labelled items" in (tmp_path / "report.md").read_text()

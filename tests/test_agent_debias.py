@@ -1,0 +1,87 @@
+"""Debiasing that changes answers (mcqa.agent.debias), with the real tiny model: the agent's
+probabilities equal the average over cyclic shifts scored directly, PriDe divides later items by the
+prior its sample measured, and a changed answer is in the flip ledger."""
+
+import numpy as np
+import pytest
+
+from mcqa.agent.debias import AnswerDebias
+from mcqa.agent.solver import AgentSolver
+from mcqa.config import load_config
+from mcqa.datasets import load_split
+from mcqa.eval.bias import cyclic_orders, permute_item, position_prior
+from mcqa.eval.metrics import flip_ledger
+from mcqa.prompts import answer_chat
+
+
+def config(**agent):
+    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, "agent.verify": False,
+                          **{f"agent.{k}": v for k, v in agent.items()}})
+
+
+@pytest.fixture(scope="module")
+def code_items(data_root):
+    return [it for it in load_split("codemmlu_fpt", "train", data_root).items if len(it.choices) == 4][:5]
+
+
+def shifted_probs(llm, item, orders):
+    """Each presentation's probabilities mapped back to the original choices, scored without the agent."""
+    rows = []
+    for order in orders:
+        shown = np.exp(llm.score_options([answer_chat(permute_item(item, order))], item.letters)[0])
+        back = np.empty(len(order))
+        back[order] = shown
+        rows.append(back)
+    return np.array(rows)
+
+
+def test_permutations_average_each_choice_over_the_shifts(tiny_llm, code_items):
+    solver = AgentSolver(config(permutations=4), dataset="codemmlu_fpt", llm=tiny_llm)
+    predictions = solver(code_items[:3])
+    for item, prediction in zip(code_items, predictions):
+        expected = shifted_probs(tiny_llm, item, [[0, 1, 2, 3]] + cyclic_orders(4)).mean(axis=0)
+        got = np.array([prediction.option_probs[x] for x in item.letters])
+        assert np.allclose(got, expected / expected.sum(), atol=2e-3)
+        assert prediction.answer == item.letters[int(np.argmax(expected))]
+        plain = item.letters[int(np.argmax(shifted_probs(tiny_llm, item, [[0, 1, 2, 3]])[0]))]
+        assert prediction.flips == ([] if plain == prediction.answer else [f"permute: {plain}->{prediction.answer}"])
+
+
+def test_pride_divides_later_items_by_the_prior_of_its_sample(tiny_llm, code_items):
+    solver = AgentSolver(config(pride=2, batch_size=2), dataset="codemmlu_fpt", llm=tiny_llm)
+    predictions = solver(code_items)
+    sample, rest = code_items[:2], code_items[2:]
+    # the prior from the sample: per item, the probability of each *position* under the 4 shifts
+    priors = []
+    for item in sample:
+        rows = []
+        for order in [[0, 1, 2, 3]] + cyclic_orders(4):
+            rows.append(np.exp(tiny_llm.score_options([answer_chat(permute_item(item, order))], item.letters)[0]))
+        priors.append(position_prior(np.array(rows)))
+    prior = np.mean(priors, axis=0)
+    prior /= prior.sum()
+    assert np.allclose(solver.agent.debias.prior(4), prior, atol=2e-3)
+    for item, prediction in zip(rest, predictions[2:]):
+        raw = shifted_probs(tiny_llm, item, [[0, 1, 2, 3]])[0]
+        expected = raw / prior / (raw / prior).sum()
+        got = np.array([prediction.option_probs[x] for x in item.letters])
+        assert np.allclose(got, expected, atol=2e-3)
+        plain = item.letters[int(np.argmax(raw))]
+        if plain != prediction.answer:
+            assert prediction.flips == [f"pride: {plain}->{prediction.answer}"]
+    ledger = flip_ledger(code_items, predictions)
+    assert ledger["flips"] == sum(len(p.flips) for p in predictions)
+    assert set(ledger["by_step"]) <= {"permute", "pride"}
+
+
+def test_answer_debias_plans_the_sample_then_single_prompts():
+    debias = AnswerDebias(permutations=1, pride=2)
+    assert len(debias.orders(4)) == 4 and len(debias.orders(4)) == 4  # the sample: every shift
+    assert debias.orders(4) == [[0, 1, 2, 3]]  # then the item as shown
+    assert len(debias.orders(3)) == 3  # a separate sample per number of choices
+    assert debias.prior(4) is None  # nothing measured yet
+    uniform = [np.full(4, 0.25)] * 4
+    for _ in range(2):
+        probs, step = debias.combine([[0, 1, 2, 3]] + cyclic_orders(4), uniform)
+        assert step == "permute" and np.allclose(probs, 0.25)
+    assert np.allclose(debias.prior(4), 0.25)
