@@ -57,6 +57,10 @@ def trace(ctx: typer.Context,
         fail(str(exc))
     solver = AgentSolver(cfg, dataset=dataset, split=split, data_root=data, traces=db, record_prompts=True,
                          interrupt=True)
+    try:
+        solver.resources.check(solver.agent.nodes())
+    except ValueError as exc:
+        fail(str(exc))
     console.print(f"nodes: {' -> '.join(solver.agent.nodes())}  (checkpoints in {db})")
     step_through(solver, chosen, console, pause=not no_pause, names=_names(dataset, data))
 

@@ -33,16 +33,34 @@ class Resources:
 
     @cached_property
     def examples(self):
-        from mcqa.rag import load_or_build_example_store
+        from mcqa.rag.cache import load_or_build_examples
 
-        self._need_dataset("few-shot examples")
-        return load_or_build_example_store(self.dataset, self.examples_split, self.embedder, self.data_root)
+        return load_or_build_examples(self.examples_source, self.embedder, self.data_root)
+
+    @cached_property
+    def examples_source(self):
+        """Where few-shot examples come from (mcqa.rag.sources): the agent's `examples` if set, else
+        `examples_split` of the dataset being solved. Names are checked here, files by `check`."""
+        from mcqa.rag.sources import ExampleSource
+
+        if self.agent.examples is None:
+            if not self.dataset:
+                raise ValueError("few-shot examples need a source: solve a named dataset (they come from its "
+                                 "examples_split) or set agent.examples to DATASET:SPLIT or a file")
+            return ExampleSource.parse(f"{self.dataset}:{self.examples_split}")
+        source = ExampleSource.parse(self.agent.examples, self.agent.examples_columns)
+        if source.dataset is not None and source.dataset == self.dataset:
+            source = ExampleSource(source.dataset, self._away_from_solved(source.split))
+        return source
 
     @property
     def examples_split(self) -> str:
-        """Where few-shot examples come from. Solving `validation` (held out of train), they come from
-        `fit`, the rest of train: otherwise the other validation items' answers would be examples."""
-        wanted = self.agent.examples_split
+        """The split of the dataset being solved that `examples_split` names, as `_away_from_solved` moves it."""
+        return self._away_from_solved(self.agent.examples_split)
+
+    def _away_from_solved(self, wanted: str) -> str:
+        """Solving `validation` (held out of train), examples come from `fit`, the rest of train:
+        otherwise the other validation items' answers would be examples."""
         if wanted == "train" and self.split in ("validation", "validation-unseen"):
             return self.split.replace("validation", "fit")
         return wanted
@@ -82,6 +100,12 @@ class Resources:
         from sentence_transformers import CrossEncoder
 
         return CrossEncoder(self.agent.reranker, device="cpu")
+
+    def check(self, nodes: list[str]) -> None:
+        """A ValueError now, naming what is wrong, if a resource these nodes need cannot be found (a few-shot
+        source: unknown dataset or split, missing file), rather than an error on every item of a run."""
+        if "retrieve_examples" in nodes:
+            self.examples_source.check(self.data_root)
 
     def _need_dataset(self, what: str) -> None:
         if not self.dataset:

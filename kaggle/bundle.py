@@ -73,8 +73,8 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
                  log=print) -> dict:
     """Write the bundle for `task_name` into `out`; returns its manifest (with sizes)."""
     from mcqa.agent.graph import Agent, default_tasks
-    from mcqa.rag import (DEFAULT_QUERY_FORMAT, Embedder, load_or_build_example_store, load_or_build_label_store,
-                          load_or_build_misconception_index)
+    from mcqa.agent.resources import Resources
+    from mcqa.rag import DEFAULT_QUERY_FORMAT, Embedder, load_or_build_label_store, load_or_build_misconception_index
 
     task = get_task(task_name)
     out = Path(out)
@@ -131,9 +131,11 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
                                  out / relative["agent.classifier"])
                 log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
         if answers and config.agent.few_shot > 0:
-            store = load_or_build_example_store(task.dataset, config.agent.examples_split, embedder, data_root)
+            resources = Resources(config, task.dataset, data_root, split="test")  # the source a run would use
+            resources.__dict__["embedder"] = embedder
+            store = resources.examples
             store.save(out / "indexes" / f"examples-{task.dataset}")
-            log(f"index: {len(store)} solved examples of {task.dataset}/{config.agent.examples_split}")
+            log(f"index: {len(store)} solved examples of {resources.examples_source}")
 
     # The config as a Kaggle run reads it: bundle-relative paths (resolved by mcqa.kaggle.run), and no
     # thread count, so the run uses the cores of the machine it lands on.

@@ -30,10 +30,13 @@ def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = N
                  data_root: Path | None = None, traces: Path | None = None) -> Solver:
     """The solver a run uses: the agent graph built from `config` (its `agent` section says which
     steps run). `split` is the one being solved (few-shot examples never come from it); `traces`
-    names a SQLite file to checkpoint every step in, for `mcqa trace show`."""
+    names a SQLite file to checkpoint every step in, for `mcqa trace show`. A ValueError here if a
+    resource the graph needs is named wrongly (a few-shot source), before any item is tried."""
     from mcqa.agent.solver import AgentSolver
 
-    return AgentSolver(config, dataset=dataset, split=split, data_root=data_root, traces=traces, llm=llm)
+    solver = AgentSolver(config, dataset=dataset, split=split, data_root=data_root, traces=traces, llm=llm)
+    solver.resources.check(solver.agent.nodes())
+    return solver
 
 
 def zero_shot_solver(llm: LLM) -> Solver:

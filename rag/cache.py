@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TypeVar
 from mcqa.config import cache_dir
 from mcqa.datasets import load_misconceptions
 from mcqa.rag.embedder import Embedder
+from mcqa.rag.sources import ExampleSource
 from mcqa.rag.splits import DERIVED_SPLITS, load_items
 from mcqa.rag.store import ExampleStore, LabelStore, MisconceptionIndex
 from mcqa.rag.vectors import StoreError, sha256_of_records
@@ -69,18 +71,47 @@ def load_or_build_misconception_index(dataset: str, embedder: Embedder, root: Pa
 def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, root: Path | None = None,
                                 progress: bool = False, *, fraction: float = 0.2, seed: int = 0,
                                 unseen: bool = False, index: str = "flat") -> ExampleStore:
-    """The example store of a split (`fit` is the train side of the validation split), built once and cached.
+    """The example store of a split (`fit` is the train side of the validation split), built once and cached."""
+    source = {"dataset": dataset, "split": split}
+    if split in DERIVED_SPLITS:
+        source.update(fraction=fraction, seed=seed, unseen=unseen or split.endswith("-unseen"))
+    return load_or_build_example_store_of(load_items(dataset, split, root, fraction, seed, unseen),
+                                          f"{dataset}-{split}", source, embedder, progress, index=index)
+
+
+def load_or_build_example_store_of(items: list, name: str, source: dict, embedder: Embedder,
+                                   progress: bool = False, *, index: str = "flat") -> ExampleStore:
+    """The example store of items already loaded (a split, a user's file), built once and cached under
+    `examples-NAME-...`; `source` says where they came from and is recorded with their checksum.
 
     Only labelled items are stored: an example without its answer teaches nothing.
     """
-    items = [i for i in load_items(dataset, split, root, fraction, seed, unseen) if i.answer is not None]
+    items = [i for i in items if i.answer is not None]
     checksum = sha256_of_records([i.model_dump(mode="json") for i in items])
-    folder = indexes_dir() / f"examples-{dataset}-{split}-{index}-{cache_key(checksum, embedder)}"
-    source = {"dataset": dataset, "split": split, "items_sha256": checksum}
-    if split in DERIVED_SPLITS:
-        source.update(fraction=fraction, seed=seed, unseen=unseen or split.endswith("-unseen"))
+    folder = indexes_dir() / f"examples-{_safe(name)}-{index}-{cache_key(checksum, embedder)}"
+    source = {**source, "items_sha256": checksum}
     return load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
                           lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source))
+
+
+def load_or_build_examples(source: ExampleSource, embedder: Embedder, root: Path | None = None,
+                           progress: bool = False) -> ExampleStore:
+    """The few-shot store of an `ExampleSource` (the agent's `examples`): a dataset split's cached store,
+    or a file's, named after it. ValueError if it holds no labelled item: few-shot would show nothing."""
+    if source.path is None:
+        store = load_or_build_example_store(source.dataset, source.split, embedder, root, progress)
+    else:
+        store = load_or_build_example_store_of(source.load(root), f"file-{source.path.stem}", source.describe(),
+                                               embedder, progress)
+    if not len(store):
+        raise ValueError(f"few-shot examples {source}: no item with an answer to show"
+                         + (" (map the answer column in examples_columns)" if source.path is not None else ""))
+    return store
+
+
+def _safe(name: str) -> str:
+    """A name fit for a folder (a user's file stem may hold anything)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
 
 
 def load_or_build_label_store(dataset: str, split: str, embedder: Embedder, query_format: str,

@@ -3,7 +3,9 @@ and labelled answers whose labels vote for a new answer's.
 
 All are a FAISS index plus records on the same manifest machinery (mcqa.rag.vectors); they differ
 in what a record is and in what a search leaves out. An example or label search never returns the
-query item itself: an item found among its own examples would hand the model its answer.
+query item itself: an item found among its own examples would hand the model its answer. An example
+search also leaves out copies of it (the same question and choices under another id, as when the
+examples come from another dataset or a user's file that holds the item too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ from mcqa.types import Item, Misconception
 EXAMPLES_KIND, MISCONCEPTIONS_KIND, LABELS_KIND = "examples", "misconceptions", "labels"
 
 
+def same_question(item: Item) -> tuple[str, tuple[str, ...]]:
+    """What makes two items one question whatever their ids and sources: the question and the set of
+    choices, with whitespace collapsed and case folded (the choices sorted, so a shuffled copy is the
+    same question). An example equal to the item being solved would hand the model its answer."""
+    def norm(text: str) -> str:
+        return _clean(text).casefold()
+
+    return norm(item.question), tuple(sorted(norm(c) for c in item.choices))
+
+
 class ExampleStore:
     """Solved items, searchable by how alike their questions are (`item_text`), for few-shot prompts."""
 
@@ -31,6 +43,7 @@ class ExampleStore:
             raise ValueError(f"item ids must be unique in a store; {duplicate!r} appears more than once")
         self.items, self.index, self.embedder, self.source = items, index, embedder, source or {}
         self.folder: Path | None = None  # where it was last saved or loaded from
+        self._questions = [same_question(item) for item in items]
 
     @classmethod
     def build(cls, items: list[Item], embedder: Embedder, index: str = "flat", progress: bool = False,
@@ -42,15 +55,24 @@ class ExampleStore:
         return len(self.items)
 
     def search_scored(self, items: list[Item], k: int) -> list[list[tuple[Item, float]]]:
-        """The k most similar stored items per query item, with cosine scores, best first, never itself."""
+        """The k most similar stored items per query item, with cosine scores, best first, never itself:
+        neither its id nor a copy of it (`same_question`) under another id or from another source."""
+        if k < 1 or not items:
+            return [[] for _ in items]
         queries = self.embedder.encode([item_text(item) for item in items], kind="query")
-        # One extra hit covers the query item itself when it is in the store (ids are unique).
-        scores, positions = search_index(self.index, queries, k + 1)
-        results = []
-        for item, row_scores, row_positions in zip(items, scores, positions):
-            hits = [(self.items[p], float(s)) for s, p in zip(row_scores, row_positions)
-                    if p >= 0 and self.items[p].id != item.id]
-            results.append(hits[:k])
+        results: list[list[tuple[Item, float]]] = [[] for _ in items]
+        todo, fetch = list(range(len(items))), k + 4  # a few extra hits cover the query and its copies
+        while todo:
+            scores, positions = search_index(self.index, queries[todo], fetch)
+            short = []
+            for n, row_scores, row_positions in zip(todo, scores, positions):
+                own = same_question(items[n])
+                hits = [(self.items[p], float(s)) for s, p in zip(row_scores, row_positions)
+                        if p >= 0 and self.items[p].id != items[n].id and self._questions[p] != own]
+                results[n] = hits[:k]
+                if len(hits) < k and fetch < len(self.items):
+                    short.append(n)  # copies filled the window: look further
+            todo, fetch = short, fetch * 4
         return results
 
     def search(self, items: list[Item], k: int) -> list[list[Item]]:

@@ -87,10 +87,13 @@ def test_an_item_never_finds_itself(store, items):
         assert len(hits) == 5 and item.id not in {h.id for h in hits}
 
 
-def test_a_copy_under_another_id_is_found_first(store, items):
+def test_a_copy_under_another_id_is_left_out_and_a_near_copy_found_first(store, items):
     copy = items[7].model_copy(update={"id": "copy-of-7"})
-    ((best, score), *_), = store.search_scored([copy], k=3)
-    assert best.id == items[7].id and score > 0.999
+    (hits,) = store.search([copy], k=3)
+    assert len(hits) == 3 and items[7].id not in {h.id for h in hits}  # it would hand the model its answer
+    near = items[7].model_copy(update={"id": "near-7", "question": items[7].question + " Explain why."})
+    ((best, score), *_), = store.search_scored([near], k=3)
+    assert best.id == items[7].id and score > 0.9
 
 
 def test_hits_come_best_first_with_the_items_intact(store, items):
