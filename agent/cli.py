@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from mcqa.cli_common import console, fail, open_split
+
 trace_app = typer.Typer(help="Step through the agent on one item (pausing before each node), or replay a saved trace.",
                         invoke_without_command=True)
 
@@ -41,7 +43,6 @@ def trace(ctx: typer.Context,
         return
     from mcqa.agent.solver import AgentSolver
     from mcqa.agent.trace import step_through
-    from mcqa.cli import console, fail, open_split
     from mcqa.config import load_config
 
     if not dataset or item is None:
@@ -74,7 +75,6 @@ def show(run: str = typer.Argument(..., help="A run folder (runs/NAME), its name
     """Replay a saved trace from its checkpoint database, without calling the model."""
     from mcqa.agent.solver import open_checkpointer
     from mcqa.agent.trace import export_jsonl, for_item, render_step, replay, threads_with_item
-    from mcqa.cli import console, fail
 
     path = Path(run)
     if not path.exists() and (Path("runs") / run).exists():

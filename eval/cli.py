@@ -14,12 +14,10 @@ from typing import Optional
 
 import typer
 
+from mcqa.cli_common import ColumnsOpt, DataDir, console, err, fail, open_split, progress_bar, report_skips
+
 eval_app = typer.Typer(help="Evaluate: solve a split into a resumable run folder with metrics and reports "
                             "(run); put two runs side by side (compare).", no_args_is_help=True)
-
-# mcqa.cli imports this module at its end to register `eval_app`; importing it here, after
-# `eval_app` exists, keeps `import mcqa.eval.cli` working on its own as well.
-from mcqa.cli import ColumnsOpt, DataDir, console, err, fail, open_split, progress_bar, report_skips  # noqa: E402
 
 
 @eval_app.command("run")

@@ -2,7 +2,7 @@
 
 Each recipe is a module of mcqa.finetune with a pydantic `Config` (its YAML keys, documented where
 defined; examples in finetune/configs/) and `train(config, run)`, which writes its artifact and
-results.json into the run folder. mcqa.cli imports this module at its end; heavy libraries load
+results.json into the run folder. mcqa.cli registers `train_app` on its app; heavy libraries load
 inside the recipes.
 """
 
@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from mcqa.cli import console, fail
+from mcqa.cli_common import console, fail
 
 train_app = typer.Typer(help="Fine-tune the models the agent uses. Every run writes OUT/config.yaml, checkpoints "
                              "(a killed run resumes from them: run the same command again), the trained model and "

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from mcqa.cli_common import err, fail
 from mcqa.kaggle.formats import TASKS, get_task
 
 kaggle_app = typer.Typer(help="Kaggle code competitions (internet off): offline bundle, submission, validator.",
@@ -16,8 +17,6 @@ TaskOpt = typer.Option(..., "--task", help=f"The competition: {' | '.join(TASKS)
 
 
 def _task(name: str):
-    from mcqa.cli import fail
-
     try:
         return get_task(name)
     except ValueError as exc:
@@ -36,7 +35,6 @@ def bundle_cmd(task: str = TaskOpt,
                                                               "for resolving (e.g. the CPU torch index)."),
                no_wheels: bool = typer.Option(False, "--no-wheels", help="Skip the wheels (a quick look at the rest).")) -> None:
     """Write a folder that installs and runs offline on Kaggle: wheels, models, indexes, config, notebook, script."""
-    from mcqa.cli import err, fail
     from mcqa.kaggle.bundle import build_bundle
 
     spec = _task(task)
@@ -59,7 +57,6 @@ def run_cmd(task: str = TaskOpt,
             limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1,
                                                 help="Solve only the first N items (the rest get fallback rows).")) -> None:
     """Run a bundle here, as its script does on Kaggle (mcqa already installed), and write the submission."""
-    from mcqa.cli import fail
     from mcqa.kaggle.run import run
 
     spec = _task(task)
@@ -77,7 +74,6 @@ def validate_cmd(submission: Path = typer.Argument(..., help="The submission.csv
                                                        "the one beside the test file, if any)."),
                  as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Check columns, row set, id format and labels per row; exit 1 if anything is wrong."""
-    from mcqa.cli import fail
     from mcqa.datasets import DatasetError
     from mcqa.kaggle.validate import validate
 

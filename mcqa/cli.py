@@ -7,54 +7,29 @@ long work.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from mcqa.agent.cli import trace_app
+from mcqa.cli_common import ColumnsOpt, DataDir, console, err, fail, open_split, progress_bar, report_skips
 from mcqa.config import data_dir, load_config
-from mcqa.datasets import DATASETS, Columns, DatasetError, Split, load_file, load_split
+from mcqa.datasets import DATASETS, DatasetError, load_split
+from mcqa.eval.cli import eval_app
+from mcqa.finetune.cli import train_app
+from mcqa.kaggle.cli import kaggle_app
+from mcqa.llm.cli import convert_cmd, serve_cmd
 from mcqa.models import REGISTRY, ModelNotFound
+from mcqa.rag.cli import index_app, mine_cmd, retrieval_cmd
 
 app = typer.Typer(help="mcqa: solve multiple-choice benchmarks with an LLM agent and find the misconception "
                        "behind a wrong answer.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Inspect the benchmark datasets (counts, skipped rows, items).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-console = Console()
-err = Console(stderr=True)
-
-DataDir = typer.Option(None, "--data-dir", help="Folder holding the dataset folders (eedi/, map/, ...). "
-                       "Default: $MCQA_DATA_DIR, else ../shared/data beside the repository.")
-ColumnsOpt = typer.Option(None, "--column", "-c", help="For a file of your own: field=column, repeatable, e.g. "
-                          "-c question=Question -c choices=A,B,C,D -c answer=Answer (answer: letter, 0-based index or text).")
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def open_split(dataset: str, split: str, root: Optional[Path], columns: Optional[list[str]] = None) -> Split:
-    """A registered dataset's split, or a user's file (when `dataset` is a path) through the column mapping."""
-    try:
-        if dataset not in DATASETS and (Path(dataset).suffix or os.sep in dataset):
-            return load_file(dataset, Columns.parse(columns))
-        return load_split(dataset, split, root)
-    except (DatasetError, ValueError) as exc:
-        fail(str(exc))
-
-
-def report_skips(split: Split) -> None:
-    if split.n_skipped:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in split.skipped.most_common())
-        err.print(f"[yellow]skipped {split.n_skipped} row(s) of {split.path}:[/] {reasons}", highlight=False)
 
 
 @data_app.command("list")
@@ -122,12 +97,6 @@ def models() -> None:
     console.print(table)
 
 
-def progress_bar() -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=err, disable=not err.is_terminal and not os.environ.get("MCQA_PROGRESS"))
-
-
 @app.command("solve")
 def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset name (see `mcqa data list`) or a path to your own file."),
               split: str = typer.Option("test", "--split", "-s", help="Which split."),
@@ -183,27 +152,16 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
         console.print("no labels in this split: no accuracy")
 
 
-# --- command groups owned by the subpackages (each keeps heavy imports inside its commands) -------
-from mcqa.agent.cli import trace_app  # noqa: E402
-
+# --- command groups owned by the subpackages (each keeps heavy imports inside its commands; their
+# shared helpers live in mcqa.cli_common, so none of them imports this module) --------------------
 app.add_typer(trace_app, name="trace")
-from mcqa.rag.cli import index_app, mine_cmd, retrieval_cmd  # noqa: E402
-
 app.add_typer(index_app, name="index")
 app.command("mine")(mine_cmd)
-from mcqa.eval.cli import eval_app  # noqa: E402
-
 app.add_typer(eval_app, name="eval")
 eval_app.command("retrieval")(retrieval_cmd)
-from mcqa.llm.cli import convert_cmd, serve_cmd  # noqa: E402
-
 app.command("serve")(serve_cmd)
 app.command("convert")(convert_cmd)
-from mcqa.kaggle.cli import kaggle_app  # noqa: E402
-
 app.add_typer(kaggle_app, name="kaggle")
-from mcqa.finetune.cli import train_app  # noqa: E402
-
 app.add_typer(train_app, name="train")
 
 

@@ -1,8 +1,7 @@
 """`mcqa index build|query`, `mcqa mine` and `mcqa eval retrieval`: the RAG side of the command line.
 
-mcqa.cli imports this module at its end (after defining the shared helpers used here), so reach these
-commands through `mcqa.cli.app`; importing this module first would be a circular import. FAISS and
-sentence-transformers load inside the commands, never at start-up.
+mcqa.cli registers these commands on its app; the helpers they share come from mcqa.cli_common.
+FAISS and sentence-transformers load inside the commands, never at start-up.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mcqa.cli import DataDir, console, err, fail, progress_bar
+from mcqa.cli_common import DataDir, console, err, fail, progress_bar
 from mcqa.datasets import DatasetError, get_spec, load_misconceptions, load_split
 from mcqa.models import DEFAULT_EMBEDDER, ModelNotFound
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import mcqa.cli  # noqa: F401  (mcqa.finetune.cli is imported through it)
 from mcqa.config import load_config, read_yaml_mapping
 from mcqa.finetune.cli import RECIPES
 from mcqa.finetune.common import load_train_config

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from mcqa.cli_common import console, err, fail
+
 ModelArg = typer.Option(None, "--model", "-m", help="Registry name, GGUF path or (vLLM) safetensors folder "
                         "(default: the config's llm.model).")
 
@@ -24,7 +26,6 @@ def serve_cmd(model: Optional[str] = ModelArg,
 
     Point `llm.backend: openai` and `llm.base_url` at the printed URL to solve through it.
     """
-    from mcqa.cli import console, err, fail
     from mcqa.config import load_config
     from mcqa.llm.serve import Server, ServeError
     from mcqa.llm.vllm_engine import VLLMError
@@ -69,7 +70,6 @@ def convert_cmd(model: str = typer.Argument(..., help="Registry name, GGUF path 
                 dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 (default), float16 or float32 (closest to the GGUF's numbers on CPU)."),
                 overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists.")) -> None:
     """Write a model as the safetensors folder vLLM loads (vLLM reads no GGUF on CPU)."""
-    from mcqa.cli import console, fail
     from mcqa.llm.convert import ConvertError, convert
     from mcqa.models import ModelNotFound
 
