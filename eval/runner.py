@@ -15,8 +15,8 @@ twice or lost: a resumed run ends with exactly the lines an uninterrupted run wr
 
 A backend error on a batch is retried; if it persists, each item of the batch is tried alone once
 (so one bad item does not sink its batch mates), and what still fails is recorded as a Prediction
-with `error` set. Those count as done (the file stays one line per item); `--retry-errors` drops
-them from the log and solves them again.
+with `error` set (mcqa.solve's `solve_batches`, the loop the Kaggle run uses too). Those count as
+done (the file stays one line per item); `--retry-errors` drops them from the log and solves them again.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from pathlib import Path
 import yaml
 
 from mcqa.config import Config
-from mcqa.solve import Solver, batched, read_predictions, write_jsonl
+from mcqa.solve import Solver, read_predictions, solve_batches, write_jsonl
+from mcqa.solve import solve_with_retries  # noqa: F401 - where the runner's callers and tests find it
 from mcqa.types import Item, Prediction
 
 # Config keys that change how fast a run goes, never what it answers: a resumed run may change them.
 SPEED_ONLY = frozenset({"llm.n_threads", "llm.prompt_cache_mb", "agent.batch_size"})
-ERROR_CHARS = 500
 
 
 class RunError(ValueError):
@@ -106,42 +106,6 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-# --- solving with retries ---------------------------------------------------------------------------
-
-
-def error_prediction(item: Item, exc: BaseException) -> Prediction:
-    message = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
-    return Prediction(item_id=item.id, error=message, correct=None if item.answer is None else False)
-
-
-def _checked(batch: list[Item], predictions: list[Prediction]) -> list[Prediction]:
-    """The solver's predictions, after checking they are one per item, in order."""
-    ids = [p.item_id for p in predictions]
-    if ids != [it.id for it in batch]:
-        raise ValueError(f"solver returned predictions for {ids[:3]}... instead of one per item in order")
-    return predictions
-
-
-def solve_with_retries(solver: Solver, batch: list[Item], retries: int = 2, backoff: float = 1.0,
-                       sleep: Callable[[float], None] = time.sleep) -> list[Prediction]:
-    """One prediction per item, never an exception (KeyboardInterrupt aside).
-
-    The batch is tried `retries` + 1 times (waiting `backoff`, then twice that, ...); then each item
-    alone once; an item that still fails gets an error prediction.
-    """
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            sleep(backoff * 2 ** (attempt - 1))
-        try:
-            return _checked(batch, solver(batch))
-        except Exception as exc:  # noqa: BLE001 - any backend failure is recorded, never fatal
-            last = exc
-    if len(batch) == 1:
-        return [error_prediction(batch[0], last)]
-    return [p for item in batch for p in solve_with_retries(solver, [item], 0, backoff, sleep)]
-
-
 @dataclass
 class RunStats:
     """What one invocation did (the report's throughput figures)."""
@@ -182,8 +146,7 @@ def run_items(solver: Solver, items: list[Item], log: PredictionLog, batch_size:
         stats.errors += sum(p.error is not None for p in predictions)
 
     try:
-        for batch in batched(pending, batch_size):
-            predictions = solve_with_retries(solver, batch, retries, backoff)
+        for predictions in solve_batches(solver, pending, batch_size, retries, backoff):
             if all(p.error is not None for p in predictions):
                 held.append(predictions)
                 if len(held) >= max_failed_batches:

@@ -55,13 +55,18 @@ def run_cmd(task: str = TaskOpt,
             out: Path = typer.Option(Path("submission.csv"), "--out", "-o"),
             threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1),
             limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1,
-                                                help="Solve only the first N items (the rest get fallback rows).")) -> None:
+                                                help="Solve only the first N items (the rest get fallback rows)."),
+            deadline_minutes: Optional[float] = typer.Option(
+                None, "--deadline-minutes", min=0, help="Time budget from the start: stop solving while there is "
+                "time to write the submission (twice the slowest batch, plus the write); the rest get fallback rows.")
+            ) -> None:
     """Run a bundle here, as its script does on Kaggle (mcqa already installed), and write the submission."""
     from mcqa.kaggle.run import run
 
     spec = _task(task)
     try:
-        run(spec.name, bundle, input_dir, out, threads, limit, log=lambda m: typer.echo(m, err=True))
+        run(spec.name, bundle, input_dir, out, threads, limit, log=lambda m: typer.echo(m, err=True),
+            deadline_minutes=deadline_minutes)
     except (OSError, ValueError) as exc:
         fail(str(exc))
 

@@ -117,16 +117,31 @@ def _bundled_examples(bundle: Path, dataset: str, embedder, log):
     return store
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int | None = None,
-        limit: int | None = None, log=print) -> dict:
-    """Solve the test file of `input_dir` with the bundle and write `out`; returns the run's figures."""
+        limit: int | None = None, log=print, deadline_minutes: float | None = None, *,
+        clock=time.perf_counter) -> dict:
+    """Solve the test file of `input_dir` with the bundle and write `out`; returns the run's figures.
+
+    Once the bundle is loaded, `out` is always a valid submission: an all-fallback one is written
+    before the first item (so a crash later still leaves one), and the loop never raises for an item:
+    a failing batch is retried once, then solved item by item, and an item that still fails gets
+    the fallback row (counted in `failed_items`, logged with its error). `deadline_minutes` counts
+    from the start of this call (set it below the notebook's limit minus the install time): solving
+    stops while there is time left to write (see mcqa.solve.Deadline) and the items left get
+    fallback rows (`deadline_fallbacks`). `clock` is the deadline's clock (tests pass one that steps).
+    """
     from mcqa.agent.solver import AgentSolver
     from mcqa.datasets import get_spec
     from mcqa.kaggle.submission import submission_rows, write_submission
-    from mcqa.solve import batched
+    from mcqa.solve import Deadline, solve_batches
 
     set_offline()
     started = time.perf_counter()
+    deadline = Deadline(deadline_minutes * 60, clock=clock) if deadline_minutes is not None else None
     task, bundle, input_dir = get_task(task_name), Path(bundle).resolve(), Path(input_dir)
     manifest = read_manifest(bundle)
     if manifest.get("task") != task.name:
@@ -154,22 +169,36 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
                                                            config.agent.query_format or DEFAULT_QUERY_FORMAT, input_dir, log)
     if "answer" in solver.tasks and config.agent.few_shot:
         resources.__dict__["examples"] = _bundled_examples(bundle, task.dataset, resources.embedder, log)
+    if "answer" in solver.tasks:
+        resources.llm  # loaded now: a model that cannot load fails here once, not once per item
+    writing = time.perf_counter()
+    write_submission(out, task, submission_rows(task, test_file, split.items, [], fill)[0])
+    if deadline is not None:
+        deadline.write_s = time.perf_counter() - writing
     loaded = time.perf_counter()
 
-    predictions, done = [], 0
-    for batch in batched(items, config.agent.batch_size):
-        predictions.extend(solver(batch))
-        done += len(batch)
-        if done == len(items) or done % max(config.agent.batch_size, 50) < config.agent.batch_size:
-            rate = done / max(time.perf_counter() - loaded, 1e-9)
-            log(f"  {done}/{len(items)} items, {rate:.2f} items/s")
+    predictions, batch_size = [], config.agent.batch_size
+    for solved_batch in solve_batches(solver, items, batch_size, retries=1, backoff=0.0,
+                                      stop=deadline.reached if deadline else None):
+        predictions.extend(solved_batch)
+        for failed in (p for p in solved_batch if p.error is not None):
+            log(f"  item {failed.item_id} failed, it gets the fallback row: {one_line(failed.error)}")
+        done = len(predictions)
+        if done == len(items) or done % max(batch_size, 50) < batch_size:
+            log(f"  {done}/{len(items)} items, {done / max(time.perf_counter() - loaded, 1e-9):.2f} items/s")
     solved = time.perf_counter()
+    failed_items = sum(p.error is not None for p in predictions)
+    left = len(items) - len(predictions)
+    if left:
+        log(f"deadline: {left} item(s) left to fallback rows, {deadline.left():.0f}s of "
+            f"{deadline.seconds:.0f}s left, margin {deadline.margin:.1f}s")
     rows, fallbacks = submission_rows(task, test_file, split.items, predictions, fill)
     write_submission(out, task, rows)
     figures = {
         "task": task.name, "items": len(items), "rows": len(rows), "fallback_rows": fallbacks,
+        "failed_items": failed_items, "deadline_fallbacks": left,
         "load_s": round(loaded - started, 2), "solve_s": round(solved - loaded, 2),
-        "items_per_s": round(len(items) / max(solved - loaded, 1e-9), 3),
+        "items_per_s": round(len(predictions) / max(solved - loaded, 1e-9), 3),
         "total_s": round(time.perf_counter() - started, 2), "threads": config.llm.n_threads,
         "llm": Path(config.llm.model).name if "answer" in solver.tasks else None, "submission": str(out),
     }
@@ -188,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=Path("/kaggle/working/submission.csv"), type=Path)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit", type=int, default=None, help="solve only the first N items (rows past them get fallbacks)")
+    parser.add_argument("--deadline-minutes", type=float, default=None, help="time budget from the start: stop "
+                        "solving while there is time to write the submission (the items left get fallbacks)")
     args = parser.parse_args(argv)
-    run(args.task, args.bundle, args.input, args.out, args.threads, args.limit, log=lambda m: print(m, flush=True))
+    run(args.task, args.bundle, args.input, args.out, args.threads, args.limit, log=lambda m: print(m, flush=True),
+        deadline_minutes=args.deadline_minutes)
     return 0
 
 

@@ -9,6 +9,7 @@ scores (25 for Eedi, 3 for MAP) and never repeat a label.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from mcqa.eval.metrics import dedupe
@@ -81,11 +82,17 @@ def submission_rows(task: Task, test_file: Path, items: list[Item], predictions:
 
 
 def write_submission(path: Path, task: Task, rows: list[tuple[str, str]]) -> Path:
-    """Write the CSV with the competition's header (plain `\\n` line ends, as Kaggle's samples)."""
+    """Write the CSV with the competition's header (plain `\\n` line ends, as Kaggle's samples).
+
+    Written beside and then moved over `path`, so a kill mid-write leaves the previous file whole
+    (the Kaggle run writes an all-fallback submission first, then the real one over it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(task.columns)
         writer.writerows(rows)
+    os.replace(tmp, path)
     return path

@@ -1,13 +1,16 @@
-"""Solving: the solver a run uses, zero-shot streaming for `mcqa solve`, and prediction files.
+"""Solving: the solver a run uses, the one batch loop, zero-shot streaming for `mcqa solve`, and prediction files.
 
-The seed of the batch runner: items go through the LLM in batches, predictions stream out one by one
-(so a caller can write them as they come), and accuracy is computed from the predictions alone.
+Items go through the solver in batches, predictions stream out batch by batch (so a caller can write
+them as they come), and accuracy is computed from the predictions alone. `solve_batches` is the loop
+the eval runner and the Kaggle run share: a failing batch is retried, then solved item by item, and
+an item that still fails becomes a Prediction with `error` set, never an exception that ends a run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -24,6 +27,88 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 Solver = Callable[[list[Item]], list[Prediction]]  # a batch of items -> one prediction each, in order
+ERROR_CHARS = 500  # an error prediction keeps this much of the message
+
+
+# --- the batch loop: retries, then item by item, then an error prediction ---------------------------
+
+
+def error_prediction(item: Item, exc: BaseException) -> Prediction:
+    message = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    return Prediction(item_id=item.id, error=message, correct=None if item.answer is None else False)
+
+
+def _checked(batch: list[Item], predictions: list[Prediction]) -> list[Prediction]:
+    """The solver's predictions, after checking they are one per item, in order."""
+    ids = [p.item_id for p in predictions]
+    if ids != [it.id for it in batch]:
+        raise ValueError(f"solver returned predictions for {ids[:3]}... instead of one per item in order")
+    return predictions
+
+
+def solve_with_retries(solver: Solver, batch: list[Item], retries: int = 2, backoff: float = 1.0,
+                       sleep: Callable[[float], None] = time.sleep) -> list[Prediction]:
+    """One prediction per item, never an exception (KeyboardInterrupt aside).
+
+    The batch is tried `retries` + 1 times (waiting `backoff`, then twice that, ...); then each item
+    alone once; an item that still fails gets an error prediction.
+    """
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            sleep(backoff * 2 ** (attempt - 1))
+        try:
+            return _checked(batch, solver(batch))
+        except Exception as exc:  # noqa: BLE001 - any backend failure is recorded, never fatal
+            last = exc
+    if len(batch) == 1:
+        return [error_prediction(batch[0], last)]
+    return [p for item in batch for p in solve_with_retries(solver, [item], 0, backoff, sleep)]
+
+
+def solve_batches(solver: Solver, items: Iterable[Item], batch_size: int, retries: int = 2, backoff: float = 1.0,
+                  stop: Callable[[], bool] | None = None) -> Iterator[list[Prediction]]:
+    """Each batch's predictions in turn (see `solve_with_retries`: one per item, never an exception).
+
+    `stop()` is asked before each batch (so the time between two asks is one batch); once it says
+    yes, the loop ends and the items not yet yielded are left unsolved, for the caller to count.
+    Being a generator, the loop also ends wherever the caller stops iterating.
+    """
+    for batch in batched(items, batch_size):
+        if stop is not None and stop():
+            return
+        yield solve_with_retries(solver, batch, retries, backoff)
+
+
+class Deadline:
+    """A time budget for a batch loop (its `stop`): stop while there is still time to write the output.
+
+    `reached()` is asked before each batch and says yes when the time left is shorter than a safety
+    margin: twice the slowest batch so far (the next batch may be as slow, and slower on a busy
+    machine) plus `write_s`, what writing the output takes (the Kaggle run measures it on the
+    fallback submission it writes before solving). The budget counts from when the Deadline is made.
+    `clock` is a monotonic clock in seconds (tests pass one that steps).
+    """
+
+    def __init__(self, seconds: float, write_s: float = 0.0, clock: Callable[[], float] = time.perf_counter):
+        self.seconds, self.write_s, self.clock = seconds, write_s, clock
+        self.start = clock()
+        self.slowest = 0.0
+        self._asked: float | None = None  # when `reached` was last asked, i.e. when the last batch began
+
+    @property
+    def margin(self) -> float:
+        return 2 * self.slowest + self.write_s
+
+    def left(self, now: float | None = None) -> float:
+        return self.seconds - ((self.clock() if now is None else now) - self.start)
+
+    def reached(self) -> bool:
+        now = self.clock()
+        if self._asked is not None:
+            self.slowest = max(self.slowest, now - self._asked)
+        self._asked = now
+        return self.left(now) < self.margin
 
 
 def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = None, split: str | None = None,
