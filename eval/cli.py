@@ -76,15 +76,16 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
             all_items = load_items(dataset, split, data)
         except DatasetError as exc:
             fail(f"{exc} ({split} is a side of the train split, which {dataset} lacks)")
+        where = f"{dataset}/{split}"
     else:
         loaded = open_split(dataset, split, data, columns)
         report_skips(loaded)
-        all_items = loaded.items
+        all_items, where = loaded.items, str(loaded.path)
     items = all_items[:limit] if limit else all_items
     if not items:
-        fail(f"{dataset}/{split} has no items to solve")
+        fail(f"{where}: no items to solve")
     if len({it.id for it in items}) != len(items):
-        fail(f"{dataset}/{split} has repeated item ids: a run is resumed by id, so ids must be unique")
+        fail(f"{where} has repeated item ids: a run is resumed by id, so ids must be unique")
     source = ({"dataset": dataset, "split": split} if registered
               else {"file": str(Path(dataset).resolve()), "split": loaded.split, "columns": columns or None})
     run = RunDir(out)

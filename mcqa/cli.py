@@ -120,7 +120,7 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
     report_skips(loaded)
     items = loaded.items[:limit] if limit else loaded.items
     if not items:
-        fail(f"{dataset}/{split} has no items to solve")
+        fail(f"{loaded.path}: no items to solve (every row was skipped)")
     out = out or Path("predictions") / f"{loaded.dataset}-{loaded.split}.jsonl"
     if out.exists():
         out.unlink()  # a fresh run; the resumable runner is `mcqa eval run`

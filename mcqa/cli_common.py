@@ -9,11 +9,13 @@ imports no command module, and every command module (mcqa.cli included) imports 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mcqa.datasets import DATASETS, Columns, DatasetError, Split, load_file, load_split
@@ -28,26 +30,42 @@ ColumnsOpt = typer.Option(None, "--column", "-c", help="For a file of your own: 
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print `message` as one red line on stderr and exit (2: bad input), instead of a traceback."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `message` as one red line on stderr and exit (2: bad input), instead of a traceback.
+
+    The message is printed as it is (a '[/]' in a file name or a column is text, not markup) and not
+    wrapped to the terminal's width, so a long path stays on one line that a script can grep.
+    """
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def open_split(dataset: str, split: str, root: Optional[Path], columns: Optional[list[str]] = None) -> Split:
-    """A registered dataset's split, or a user's file (when `dataset` is a path) through the column mapping."""
+    """A registered dataset's split, or a user's file (when `dataset` is a path) through the column mapping.
+
+    A file that cannot be read, or that holds no record at all (only a header, an empty list), is one
+    error line naming the file; rows that could not be used are the split's counted skips.
+    """
     try:
         if dataset not in DATASETS and (Path(dataset).suffix or os.sep in dataset):
-            return load_file(dataset, Columns.parse(columns))
-        return load_split(dataset, split, root)
+            loaded = load_file(dataset, Columns.parse(columns))
+        else:
+            loaded = load_split(dataset, split, root)
     except (DatasetError, ValueError) as exc:
-        fail(str(exc))
+        fail(re.sub(r"\s*\n\s*", " ", str(exc)))
+    except OSError as exc:
+        fail(f"{exc.filename or dataset}: cannot read: {exc.strerror or exc}")
+    if not loaded.items and not loaded.n_skipped:
+        fail(f"{loaded.path}: no records (the file holds only a header, or an empty list)")
+    return loaded
 
 
 def report_skips(split: Split) -> None:
     """Say on stderr how many rows of the file were skipped and why, so a short split is never a surprise."""
     if split.n_skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in split.skipped.most_common())
-        err.print(f"[yellow]skipped {split.n_skipped} row(s) of {split.path}:[/] {reasons}", highlight=False)
+        first = f" (first: {split.examples[0]})" if split.examples else ""
+        err.print(f"[yellow]skipped {split.n_skipped} row(s) of {escape(str(split.path))}:[/] "
+                  f"{escape(reasons + first)}", highlight=False, soft_wrap=True)
 
 
 def progress_bar() -> Progress:

@@ -109,11 +109,17 @@ def test_bad_rows_are_skipped_and_counted_not_fatal(tmp_path):
     assert loaded.examples[0].startswith("arc_challenge.jsonl row 2: answer index beyond the choices")
 
 
-def test_broken_json_line_names_file_and_row(tmp_path):
+def test_broken_json_line_is_a_counted_skip_with_its_line(tmp_path):
     folder = tmp_path / "mmlu_stem"
     folder.mkdir()
-    (folder / "test.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n{"question": \n')
-    with pytest.raises(DatasetError, match=r"test\.jsonl, row 2: invalid JSON on line 2"):
+    good = '{"question": "q", "choices": ["a", "b"], "answer": 0}\n'
+    (folder / "test.jsonl").write_text(good + '{"question": \n' + good)
+    loaded = load_split("mmlu_stem", "test", tmp_path)
+    assert [it.id for it in loaded.items] == ["1", "3"]  # the rows after it keep their numbers
+    assert loaded.skipped == {"invalid JSON": 1}
+    assert loaded.examples == ["test.jsonl row 2: invalid JSON (line 2: Expecting value)"]
+    (folder / "test.jsonl").write_text('{"question": \n')
+    with pytest.raises(DatasetError, match=r"test\.jsonl: no record is a JSON object .*line 1: invalid JSON"):
         load_split("mmlu_stem", "test", tmp_path)
 
 

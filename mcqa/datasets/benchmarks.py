@@ -5,11 +5,10 @@ They carry no ids, so an item's id is its row number in the file (stable for a g
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
-from mcqa.datasets.base import SkipRow, Split, build_split, strip_prefix
+from mcqa.datasets.base import SkipRow, Split, answer_letter, build_split, choice_list, python_literal, strip_prefix
 from mcqa.types import Item, letter
 
 
@@ -24,13 +23,13 @@ def _gold(index, n_choices: int) -> str:
 
 
 def _mmlu(number: int, row: dict) -> Item:
-    choices = [str(c) for c in row["choices"]]
+    choices = choice_list(row["choices"])
     return Item(id=str(number), question=row["question"], choices=choices,
                 answer=_gold(row["answer"], len(choices)), subject=row.get("type"))
 
 
 def _arc(number: int, row: dict) -> Item:
-    choices = [str(c) for c in row["choices"]]
+    choices = choice_list(row["choices"])
     return Item(id=str(number), question=strip_prefix(row["query"], "Question:"), choices=choices,
                 answer=_gold(row["gold"], len(choices)))
 
@@ -40,13 +39,13 @@ AQUA_OPTION = re.compile(r"^\s*([A-Ea-e])\s*\)\s*(.*)$", re.DOTALL)
 
 def _aqua(number: int, row: dict) -> Item:
     choices = []
-    for position, option in enumerate(row["options"]):
+    for position, option in enumerate(choice_list(row["options"])):
         match = AQUA_OPTION.match(option)
         if not match or match.group(1).upper() != letter(position):
             raise SkipRow("option not lettered in order", repr(option[:30]))
         choices.append(match.group(2).strip())
     return Item(id=str(number), question=row["question"], choices=choices,
-                answer=str(row["correct"]).strip().upper(), metadata={"rationale": row.get("rationale", "")})
+                answer=answer_letter(row["correct"], len(choices)), metadata={"rationale": row.get("rationale", "")})
 
 
 MATHQA_OPTION = re.compile(r"([a-e])\s*\)\s*(.*?)\s*(?=,\s*[a-e]\s*\)|$)")
@@ -58,10 +57,9 @@ def parse_mathqa_options(options: str | list) -> list[str]:
     Some rows hold a Python list literal of lettered options ("['a ) 462 cm ²', ...]") instead.
     """
     if isinstance(options, str) and options.lstrip().startswith("["):
-        try:
-            options = ast.literal_eval(options.strip())
-        except (ValueError, SyntaxError) as exc:
-            raise SkipRow("options list literal does not parse", str(exc)) from exc
+        options = python_literal(options, "options list literal does not parse")
+    if not isinstance(options, (str, list)):
+        raise SkipRow("options are neither text nor a list", type(options).__name__)
     if isinstance(options, list):
         found = [m.groups() if (m := MATHQA_OPTION.fullmatch(str(o).strip())) else ("?", o) for o in options]
         return _in_order(found, options)
@@ -75,8 +73,9 @@ def _in_order(found: list[tuple[str, str]], raw) -> list[str]:
 
 
 def _mathqa(number: int, row: dict) -> Item:
-    return Item(id=str(number), question=row["problem"], choices=parse_mathqa_options(row["options"]),
-                answer=str(row["correct"]).strip().upper(), subject=row.get("type"),
+    choices = parse_mathqa_options(row["options"])
+    return Item(id=str(number), question=row["problem"], choices=choices,
+                answer=answer_letter(row["correct"], len(choices)), subject=row.get("type"),
                 metadata={"rationale": row.get("rationale", "")})
 
 

@@ -6,11 +6,10 @@ Labels seen: `A`..`D`, `ANSWER: X`, a letter beyond the choices (`E` on 4 choice
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
-from mcqa.datasets.base import SkipRow, Split, blank, build_split, strip_prefix
+from mcqa.datasets.base import SkipRow, Split, blank, build_split, choice_list, python_literal, strip_prefix
 from mcqa.types import Item
 
 NAME = "codemmlu_fpt"
@@ -21,13 +20,7 @@ LABEL = re.compile(r"^\s*(?:ANSWER\s*[:=]?\s*)?\(?([A-Za-z])\)?\s*\.?\s*$", re.I
 
 def parse_choices(text: str) -> list[str]:
     """A Python list literal of strings, parsed with `ast.literal_eval` (never `eval`)."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
-        raise SkipRow("choices are not a Python list literal", str(exc)) from exc
-    if not isinstance(value, (list, tuple)):
-        raise SkipRow("choices are not a list", type(value).__name__)
-    return [str(c) for c in value]
+    return choice_list(python_literal(text, "choices are not a Python list literal"))
 
 
 def normalise_label(raw: str | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcqa.datasets.base import SkipRow, Split, blank, build_split, read_rows
+from mcqa.datasets.base import SkipRow, Split, answer_letter, blank, build_split, read_rows
 from mcqa.types import Item, Misconception
 
 NAME = "eedi"
@@ -33,7 +33,7 @@ def parse_row(number: int, row: dict) -> Item:
         id=str(row["QuestionId"]).strip(),
         question=row["QuestionText"],
         choices=choices,
-        answer=row["CorrectAnswer"].strip() or None,
+        answer=None if blank(row["CorrectAnswer"]) else answer_letter(row["CorrectAnswer"], len(choices)),
         subject=row.get("SubjectName") or None,
         construct=row.get("ConstructName") or None,
         misconceptions=labels,

@@ -7,14 +7,14 @@ Python list literal) or several columns joined by commas (`A,B,C,D`). `answer` m
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mcqa.datasets.base import DatasetError, SkipRow, Split, blank, build_split, read_rows
-from mcqa.types import Item, letter
+from mcqa.datasets.base import (DatasetError, SkipRow, Split, answer_letter, blank, build_split, check_file,
+                                choice_list, python_literal)
+from mcqa.types import LETTERS, Item, letter
 
 
 class Columns(BaseModel):
@@ -38,7 +38,14 @@ class Columns(BaseModel):
             if not sep:
                 raise ValueError(f"column mapping {pair!r} must look like field=column")
             mapping[key.strip()] = value.strip()
-        return cls.model_validate(mapping)
+        try:
+            return cls.model_validate(mapping)
+        except ValidationError:
+            unknown = sorted(set(mapping) - set(cls.model_fields))
+            if not unknown:
+                raise
+            raise ValueError(f"unknown field(s) {unknown} in the column mapping; known: "
+                             f"{', '.join(cls.model_fields)}") from None
 
     def choice_columns(self) -> list[str]:
         return [c.strip() for c in self.choices.split(",")]
@@ -50,52 +57,58 @@ def _choices(row: dict, columns: Columns) -> list[str]:
         return [str(row[n]) for n in names if not blank(row.get(n))]
     value = row.get(names[0])
     if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError) as exc:
-            raise SkipRow("choices are not a list", repr(value[:40])) from exc
-    if not isinstance(value, (list, tuple)):
-        raise SkipRow("choices are not a list", type(value).__name__)
-    return [str(c) for c in value]
+        value = python_literal(value, "choices are not a list")
+    return choice_list(value)
 
 
 def _answer(raw, choices: list[str]) -> str | None:
     if blank(raw):
         return None
     text = str(raw).strip()
-    if len(text) == 1 and text.isalpha():
+    if len(text) == 1 and text.upper() in LETTERS[:len(choices)]:
         return text.upper()
-    if text.lstrip("-").isdigit():
+    if text.lstrip("-").isdecimal():
         position = int(text)
         if 0 <= position < len(choices):
             return letter(position)
-        raise SkipRow("answer index beyond the choices", text)
+        raise SkipRow("answer index beyond the choices", f"{text} with {len(choices)} choices")
     if text in choices:
         return letter(choices.index(text))
+    if len(text) == 1 and text.isalpha():
+        answer_letter(text, len(choices))  # says why: a letter beyond the choices, or no letter at all
     raise SkipRow("answer is neither a letter, an index nor a choice", repr(text[:40]))
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    from datasets import Dataset  # heavy import, only for Parquet
+def _parquet_rows(path: Path, required: set[str]) -> Iterator[tuple[int, dict]]:
+    """Records of a Parquet file, read with pyarrow a batch at a time (no cache, no progress bars)."""
+    import pyarrow.parquet as pq
 
     try:
-        table = Dataset.from_parquet(str(path))
+        reader = pq.ParquetFile(path)
+        names = reader.schema_arrow.names
     except Exception as exc:  # noqa: BLE001 - any reader failure is a file-level error
-        raise DatasetError(path, f"cannot read Parquet: {exc}") from exc
-    for number, record in enumerate(table, start=1):
-        yield number, record
+        raise DatasetError(path, f"not a readable Parquet file: {exc}") from exc
+    missing = required - set(names)
+    if missing:
+        raise DatasetError(path, f"missing column(s) {sorted(missing)}; found {names}")
+    number = 0
+    try:
+        for batch in reader.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record
+    except Exception as exc:  # noqa: BLE001 - a corrupt page after a good footer
+        raise DatasetError(path, f"cannot read Parquet after row {number}: {exc}") from exc
 
 
 def load_file(path: Path | str, columns: Columns | None = None, split: str = "file") -> Split:
     """Items from a user's file; rows that do not fit the mapping are skipped with a reason."""
     path, columns = Path(path), columns or Columns()
     required = {columns.question, *columns.choice_columns()}
-    if path.suffix.lower() == ".parquet":
-        if not path.is_file():
-            raise DatasetError(path, "file not found")
-        rows = _parquet_rows(path)
-    else:
-        rows = read_rows(path, required)
+    required |= {getattr(columns, name) for name in columns.model_fields_set & {"id", "answer", "subject", "construct"}
+                 if getattr(columns, name)}  # a column the user named must be there
+    check_file(path)
+    rows = _parquet_rows(path, required) if path.suffix.lower() == ".parquet" else None
 
     def parse_row(number: int, row: dict) -> Item:
         if blank(row.get(columns.question)):
@@ -110,4 +123,4 @@ def load_file(path: Path | str, columns: Columns | None = None, split: str = "fi
             construct=row.get(columns.construct) if columns.construct else None,
         )
 
-    return build_split(path.stem, split, path, parse_row, rows=rows)
+    return build_split(path.stem, split, path, parse_row, required, rows=rows)

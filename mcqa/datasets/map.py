@@ -37,6 +37,10 @@ def full_label(right: bool, rest: str) -> str:
     return f"{'True' if right else 'False'}_{rest}"
 
 
+def _counted_when_loaded(row: int, reason: str, detail: str = "") -> None:
+    """A row the reader cannot split adds no choice here; `load` counts it when its split is read."""
+
+
 def _question_choices(folder: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Per question: its sorted distinct answers, and the correct one where a label shows it."""
     answers: dict[str, set[str]] = defaultdict(set)
@@ -45,7 +49,7 @@ def _question_choices(folder: Path) -> tuple[dict[str, list[str]], dict[str, str
         path = folder / filename
         if not path.is_file():
             continue
-        for _, row in read_rows(path, REQUIRED):
+        for _, row in read_rows(path, REQUIRED, on_skip=_counted_when_loaded):
             qid, answer = str(row["QuestionId"]).strip(), (row["MC_Answer"] or "").strip()
             if answer:
                 answers[qid].add(answer)
