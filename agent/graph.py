@@ -25,6 +25,7 @@ from mcqa.agent.state import AgentState, examples_of, items_of
 from mcqa.eval.bias import permute_item
 from mcqa.types import Item, Prediction
 
+RESOURCES = ("llm", "embedder", "examples", "misconceptions", "labels", "classifier", "cross_encoder")
 NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
 
 
@@ -302,12 +303,30 @@ class Agent:
         }
         return [name for name in NODES if wanted[name]]
 
+    def resources_used(self) -> set[str]:
+        """The resources the nodes of this config call, named as the attributes of
+        mcqa.agent.resources.Resources (RESOURCES). The one place that decides it: loaders, bundles
+        (mcqa.kaggle.bundle), runners (mcqa.kaggle.run, mcqa.eval.cli) ask here instead of deciding again."""
+        cfg, nodes = self.config, set(self.nodes())
+        used = set()
+        if nodes & {"answer", "verify", "reconsider", "think"} or ("rerank" in nodes and cfg.reranker == "llm"):
+            used.add("llm")
+        if "retrieve_examples" in nodes:
+            used |= {"examples", "embedder"}
+        if "propose_misconceptions" in nodes:
+            used |= {"misconceptions", "embedder"}
+            if cfg.votes:  # _with_votes: the label store, and the classifier beside it
+                used.add("labels")
+                if cfg.uses_classifier:
+                    used.add("classifier")
+        if "rerank" in nodes and cfg.reranker != "llm":
+            used.add("cross_encoder")
+        return used
+
     @property
     def uses_llm(self) -> bool:
         """Whether any node this config runs calls the LLM (Eedi and MAP misconception runs do not)."""
-        nodes = set(self.nodes())
-        return bool(nodes & {"answer", "verify", "reconsider", "think"}) or (
-            "rerank" in nodes and self.config.reranker == "llm")
+        return "llm" in self.resources_used()
 
     def build(self) -> StateGraph:
         names = self.nodes()

@@ -114,7 +114,7 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
         try:
             solver = build_solver(cfg, dataset=dataset if registered else None, split=split, data_root=data,
                                   traces=run.file("traces.sqlite") if traces else None)
-            if solver.agent.uses_llm:  # a wrong model name fails here, not as an error on every item
+            if "llm" in solver.agent.resources_used():  # a wrong model name fails here, not on every item
                 resolve(cfg.llm.model, "llm")
         except (ModelNotFound, ValueError) as exc:
             fail(str(exc))

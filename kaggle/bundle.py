@@ -87,13 +87,12 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
     config: Config = load_config(config_path)
     tasks = config.agent.tasks or default_tasks(task.dataset)
     config.agent.tasks = list(tasks)
-    answers, misconceptions = "answer" in tasks, "misconceptions" in tasks
-    needs_llm = Agent(config.agent.for_dataset(task.dataset), None, tasks).uses_llm  # what its nodes call
-    needs_embedder = misconceptions or (answers and config.agent.few_shot > 0)
+    agent = config.agent.for_dataset(task.dataset)
+    used = Agent(agent, None, tasks).resources_used()  # what its nodes call, and so what the bundle ships
     relative: dict[str, str] = {}
     requirements: list[str] = ["mcqa-agent"]
 
-    if needs_llm:
+    if "llm" in used:
         gguf = resolve(config.llm.model, "llm")
         relative["llm.model"] = f"models/{gguf.name}"
         log(f"model: {gguf} ({folder_size(gguf) / 1e6:.0f} MB)")
@@ -102,11 +101,11 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
             lora = Path(config.llm.lora).expanduser()
             relative["llm.lora"] = f"models/lora/{lora.name}"
             _copy(lora, out / relative["llm.lora"])
-    if misconceptions and config.agent.reranker not in ("none", "llm"):
+    if "cross_encoder" in used:
         relative["agent.reranker"] = "models/reranker"
         _copy(Path(config.agent.reranker).expanduser(), out / relative["agent.reranker"])
 
-    if needs_embedder:
+    if "embedder" in used:
         if config.agent.embedder in REGISTRY:
             embedder = Embedder(config.agent.embedder)
             requirements.append(_package_requirement(EMBEDDER_PACKAGES[config.agent.embedder]))
@@ -115,22 +114,21 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
             _copy(Path(config.agent.embedder).expanduser(), out / relative["agent.embedder"])
             embedder = Embedder(str(out / relative["agent.embedder"]))
             embedder.name = EMBEDDER_MARK + relative["agent.embedder"]
-        if misconceptions:
+        if "misconceptions" in used:
             index = load_or_build_misconception_index(task.dataset, embedder, data_root)
             index.save(out / "indexes" / f"misconceptions-{task.dataset}")
             log(f"index: {len(index)} misconceptions of {task.dataset}")
-            agent = config.agent.for_dataset(task.dataset)
-            if agent.votes:
+            if "labels" in used:
                 labels = load_or_build_label_store(task.dataset, config.agent.examples_split, embedder,
                                                    config.agent.query_format or DEFAULT_QUERY_FORMAT, data_root)
                 labels.save(out / "indexes" / f"labels-{task.dataset}")
                 log(f"index: {len(labels)} labelled answers of {task.dataset}/{config.agent.examples_split}")
-            if agent.uses_classifier:
+            if "classifier" in used:
                 relative["agent.classifier"] = "models/classifier"
                 _ship_classifier(agent.classifier, labels, Embedder(config.agent.embedder).name,
                                  out / relative["agent.classifier"])
                 log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
-        if answers and config.agent.few_shot > 0:
+        if "examples" in used:
             resources = Resources(config, task.dataset, data_root, split="test")  # the source a run would use
             resources.__dict__["embedder"] = embedder
             store = resources.examples
@@ -166,7 +164,7 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
         "task": task.name, "dataset": task.dataset, "competition": task.competition,
         "install": requirements, "relative_paths": relative, "tasks": list(tasks),
         "llm": Path(relative["llm.model"]).name if "llm.model" in relative else None,
-        "embedder": config.agent.embedder if needs_embedder else None,
+        "embedder": config.agent.embedder if "embedder" in used else None,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wheels": len(wheel_files),
     }

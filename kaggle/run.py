@@ -156,20 +156,21 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
     solver = AgentSolver(config, dataset=task.dataset, split="test", data_root=input_dir.parent)
     resources = solver.resources
     fill: list[str] = []
-    if "misconceptions" in solver.tasks or config.agent.few_shot:
+    used = solver.agent.resources_used()  # what the nodes call: the bundled ones replace what a cache would build
+    if "embedder" in used:
         resources.__dict__["embedder"] = bundle_embedder(bundle, config)
-    if "misconceptions" in solver.tasks:
+    if "misconceptions" in used:
         index = _bundled_misconceptions(bundle, task.dataset, resources.embedder, input_dir, log)
         resources.__dict__["misconceptions"] = index
         fill = [m.id for m in index.misconceptions]
-        if solver.agent.config.votes:
+        if "labels" in used:
             from mcqa.rag import DEFAULT_QUERY_FORMAT
 
             resources.__dict__["labels"] = _bundled_labels(bundle, task.dataset, resources.embedder,
                                                            config.agent.query_format or DEFAULT_QUERY_FORMAT, input_dir, log)
-    if "answer" in solver.tasks and config.agent.few_shot:
+    if "examples" in used:
         resources.__dict__["examples"] = _bundled_examples(bundle, task.dataset, resources.embedder, log)
-    if "answer" in solver.tasks:
+    if "llm" in used:
         resources.llm  # loaded now: a model that cannot load fails here once, not once per item
     writing = time.perf_counter()
     write_submission(out, task, submission_rows(task, test_file, split.items, [], fill)[0])
@@ -200,7 +201,7 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
         "load_s": round(loaded - started, 2), "solve_s": round(solved - loaded, 2),
         "items_per_s": round(len(predictions) / max(solved - loaded, 1e-9), 3),
         "total_s": round(time.perf_counter() - started, 2), "threads": config.llm.n_threads,
-        "llm": Path(config.llm.model).name if "answer" in solver.tasks else None, "submission": str(out),
+        "llm": Path(config.llm.model).name if "llm" in used else None, "submission": str(out),
     }
     log(json.dumps(figures))
     return figures

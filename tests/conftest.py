@@ -37,6 +37,22 @@ def tiny_llm():
     llm.close()
 
 
+def _forget_prompts(llm) -> None:
+    """Make a llama.cpp model cold: drop its saved prompt states (the `PrefixStates` LRU) and its live
+    KV cache, so nothing an earlier test evaluated can be reused."""
+    if llm.states is not None:
+        llm.states.saved.clear()
+        llm.states.size = 0
+    llm.llm.reset()
+
+
+@pytest.fixture
+def forget_prompts():
+    """The function that makes a llama.cpp model cold (see `_forget_prompts`): tests that count cache
+    reuse call it first, so their counts do not depend on which tests ran before."""
+    return _forget_prompts
+
+
 def write_map_folder(root, data_root, per_question=150, test_rows=0):
     """A MAP folder of `per_question` train rows of three questions, spread over the file (rows of a
     label come in runs), and with `test_rows`, a labelled test.csv of rows next to them."""

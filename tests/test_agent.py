@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mcqa.agent.graph import wrong_letters
+from mcqa.agent.config import AgentConfig
+from mcqa.agent.graph import RESOURCES, Agent, default_tasks, wrong_letters
 from mcqa.agent.solver import AgentSolver, open_checkpointer
 from mcqa.agent.trace import export_jsonl, for_item, replay, step_through
 from mcqa.config import load_config
@@ -43,7 +44,11 @@ def test_answer_only_graph_verifies_and_records_flips(tiny_llm, code_items):
         assert p.misconceptions == {}
 
 
-def test_verify_reuses_the_answer_prompt_state(tiny_llm, code_items):
+def test_verify_reuses_the_answer_prompt_state(tiny_llm, code_items, forget_prompts):
+    """With the cache emptied first, every restored state comes from this run: the answer prompts of
+    a batch share only the system prompt (the live cache holds it), so the restores are the verify
+    prompts starting from their item's saved answer state."""
+    forget_prompts(tiny_llm)
     before = dict(tiny_llm.stats)
     AgentSolver(config(reconsider_rounds=0), dataset="codemmlu_fpt", llm=tiny_llm)(code_items)
     restored = tiny_llm.stats["restored_states"] - before.get("restored_states", 0)
@@ -116,6 +121,8 @@ def test_misconception_only_needs_no_llm(eedi_items, data_root):
     assert solver.agent.nodes() == ["propose_misconceptions", "finalize"] and not solver.agent.uses_llm
     predictions = solver(eedi_items)
     assert "llm" not in solver.resources.__dict__, "misconception-only must not load the LLM"
+    loaded = set(solver.resources.__dict__) & set(RESOURCES)
+    assert loaded == solver.agent.resources_used() == {"embedder", "misconceptions"}
     for item, p in zip(eedi_items, predictions):
         assert p.answer is None and p.correct is None
         assert sorted(p.misconceptions) == sorted(x for x in item.letters if x != item.answer)
@@ -123,6 +130,27 @@ def test_misconception_only_needs_no_llm(eedi_items, data_root):
             assert len(ids) == 25 and len(set(ids)) == 25
             scores = p.misconception_scores[letter]
             assert scores == sorted(scores, reverse=True), "retrieval order is best first"
+
+
+def test_resources_used_follow_the_nodes_of_the_config():
+    """What bundles, Kaggle runs and eval runs load: MAP and Eedi by default never the LLM."""
+    def used(dataset, **agent):
+        cfg = AgentConfig(**agent).for_dataset(dataset)
+        return Agent(cfg, None, cfg.tasks or default_tasks(dataset)).resources_used()
+
+    assert used("codemmlu_fpt") == {"llm"}
+    assert used("codemmlu_fpt", few_shot=2) == {"llm", "examples", "embedder"}
+    assert used("eedi") == {"embedder", "misconceptions", "labels"}
+    assert used("eedi", votes=0) == {"embedder", "misconceptions"}
+    assert used("map") == {"embedder", "misconceptions", "labels", "classifier"}
+    assert used("map", votes=0) == {"embedder", "misconceptions"}  # the classifier joins the votes only
+    assert used("eedi", think=True) == used("eedi", reranker="llm") == {"llm", "embedder", "misconceptions", "labels"}
+    assert used("eedi", reranker="/models/ce") == {"cross_encoder", "embedder", "misconceptions", "labels"}
+    assert used("eedi", tasks=["answer"]) == {"llm"}  # few-shot off: no embedder
+    for dataset in ("eedi", "map", "codemmlu_fpt"):
+        cfg = AgentConfig().for_dataset(dataset)
+        agent = Agent(cfg, None, default_tasks(dataset))
+        assert agent.uses_llm == ("llm" in agent.resources_used()) and agent.resources_used() <= set(RESOURCES)
 
 
 def test_both_tasks_with_think_and_llm_reranker(tiny_llm, eedi_items, data_root, tmp_path):

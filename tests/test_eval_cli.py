@@ -127,3 +127,43 @@ def test_a_users_own_file_runs_and_compares_with_itself(tmp_path, config_file):
     assert comparison["items_loaded"]  # the file was found again through run.json
     accuracy = comparison["metrics"][0]
     assert accuracy["shared_items"] == 2 and accuracy["difference"]["value"] == 0 and not accuracy["significant"]
+
+
+@pytest.fixture
+def no_llm(tmp_path, monkeypatch):
+    """A model cache (MCQA_CACHE_DIR) with no model in it and, as the LLM, a GGUF path in its empty `models/`:
+    resolving or loading the LLM raises ModelNotFound. The embedder still resolves (a pip package's folder),
+    and `indexes/` and `vectors/` are the usual cache's, so the Eedi indexes are not encoded again (minutes)."""
+    from mcqa.config import cache_dir
+    from mcqa.models import ModelNotFound, resolve
+
+    shared, cache = cache_dir(), tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    for part in ("indexes", "vectors"):
+        (shared / part).mkdir(exist_ok=True)
+        (cache / part).symlink_to(shared / part, target_is_directory=True)
+    monkeypatch.setenv("MCQA_CACHE_DIR", str(cache))
+    missing = cache / "models" / "absent.gguf"
+    with pytest.raises(ModelNotFound):
+        resolve(str(missing), "llm")
+    assert resolve("minilm-l6", "embedder").is_dir()
+    return missing
+
+
+@pytest.mark.parametrize("dataset", ["eedi", "map"])
+def test_a_misconception_run_never_touches_the_llm(dataset, no_llm, data_root, small_map, tmp_path):
+    """Eedi and MAP runs (misconceptions only, their default config, votes and all) never resolve or load
+    the LLM (eval/cli.py asks the agent's `resources_used`): with an LLM that cannot be found the run
+    succeeds, and no item has an error (a node loading the LLM lazily would record one on every item)."""
+    out = tmp_path / "run"
+    data = data_root if dataset == "eedi" else small_map  # MAP's shared train file takes minutes to encode
+    result = runner.invoke(app, ["eval", "run", "--dataset", dataset, "--split", "validation", "--limit", "3",
+                                 "--model", str(no_llm), "--out", str(out), "--data-dir", str(data), "--no-traces"])
+    assert result.exit_code == 0, result.output
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3 and all(p.get("error") is None and p["misconceptions"] for p in predictions)
+    assert all(p.get("answer") is None for p in predictions)  # no node asked for a letter
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["errors"] == 0
+    assert (metrics["misconceptions"] if dataset == "eedi" else metrics["map_competition"])["rows"] > 0
+    assert not any(no_llm.parent.iterdir())  # nothing was assembled or fetched into the model cache

@@ -35,7 +35,31 @@ def test_pick_backend_uses_unsloth_only_with_cuda_and_unsloth():
     assert pick_backend("peft", cuda=True, unsloth=True) == "peft"
     with pytest.raises(TrainError, match="CUDA"):
         pick_backend("unsloth", cuda=False, unsloth=True)
-    assert pick_backend("auto") == "peft"  # this machine: no GPU
+
+
+def test_pick_backend_detects_cuda_and_unsloth_when_not_told(monkeypatch):
+    """Left to detect, the choice follows torch.cuda.is_available() and whether unsloth is installed,
+    whatever machine runs the test (both are faked here)."""
+    import importlib.util
+
+    import torch
+
+    real_find_spec, machine = importlib.util.find_spec, {}
+
+    def find_spec(name, *args, **kwargs):
+        if name == "unsloth":
+            return object() if machine["unsloth"] else None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: machine["cuda"])
+    for cuda in (False, True):
+        for unsloth in (False, True):
+            machine.update(cuda=cuda, unsloth=unsloth)
+            assert pick_backend("auto") == ("unsloth" if cuda and unsloth else "peft"), machine
+    machine.update(cuda=False, unsloth=True)
+    with pytest.raises(TrainError, match="CUDA"):
+        pick_backend("unsloth")
 
 
 def test_examples_are_the_agents_prompts_and_seeded(data_root):

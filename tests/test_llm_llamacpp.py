@@ -21,16 +21,23 @@ def test_score_options_is_a_distribution_per_chat(tiny_llm):
     np.testing.assert_allclose(np.exp(scores).sum(axis=1), 1.0, rtol=1e-9)
 
 
-def test_cached_prefix_gives_the_same_scores_as_a_cold_start(tiny_llm):
-    """The KV-cache reuse must not change a single score: compare with a fully reset context."""
+def test_cached_prefix_gives_the_same_scores_as_a_cold_start(tiny_llm, forget_prompts):
+    """The KV-cache reuse must not change a single score: compare with a fully reset context, where
+    nothing is restored and nothing comes from the cache (stats deltas measured around each call)."""
     chats = [answer_chat(it) for it in ITEMS]
+    forget_prompts(tiny_llm)
+    before = dict(tiny_llm.stats)
     warm = tiny_llm.score_options(chats, ["A", "B", "C"])
+    warm_cached = tiny_llm.stats["cached_tokens"] - before.get("cached_tokens", 0)
+    assert warm_cached > 0, "the shared system prompt should come from the cache"
     cold = []
     for chat in chats:
-        tiny_llm.llm.reset()
+        forget_prompts(tiny_llm)
+        before = dict(tiny_llm.stats)
         cold.append(tiny_llm.score_options([chat], ["A", "B", "C"])[0])
+        assert tiny_llm.stats["cached_tokens"] == before.get("cached_tokens", 0), "a cold run reused a cache"
+        assert tiny_llm.stats["restored_states"] == before.get("restored_states", 0), "a cold run restored a state"
     np.testing.assert_allclose(warm, np.array(cold), atol=1e-4)
-    assert tiny_llm.stats["cached_tokens"] > 0, "the shared system prompt should come from the cache"
 
 
 def test_multi_token_options_are_scored_whole(tiny_llm):
