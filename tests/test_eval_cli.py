@@ -53,7 +53,8 @@ def test_a_run_folder_holds_config_predictions_metrics_and_reports(run_a):
     assert sum(metrics["position"]["predicted_letters"].values()) == 4
     assert metrics["permutation"]["items"] == 4 and 0 <= metrics["permutation"]["consistency"] <= 1
     assert sum(metrics["debias"]["prior"]["4"].values()) == pytest.approx(1.0)
-    assert metrics["flips"]["flips"] == 0  # verify is off: nothing to flip
+    assert "reconsider" not in metrics["flips"]["by_step"]  # verify is off: only the shifts may flip an answer
+    assert metrics["flips"]["flips"] == sum(len(p.get("flips", [])) for p in predictions)
     assert json.loads((out / "run.json").read_text())["source"] == {"dataset": "arc_challenge", "split": "test"}
     html = (out / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 2  # letters and flips, embedded

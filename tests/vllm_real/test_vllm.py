@@ -101,7 +101,8 @@ def test_agent_letters_agree_across_backends(engine, served, tiny_llm, data_root
     """answer + verify, greedy, on fixed real items: llama.cpp, vLLM engine, vLLM server."""
     items = load_split("arc_challenge", "test", data_root).items[:6]
     cfg = load_config(**{"llm.model": "smollm2-135m", "agent.tasks": ["answer"], "agent.verify": True,
-                         "agent.reconsider_rounds": 0, "agent.few_shot": 0})
+                         "agent.reconsider_rounds": 0, "agent.few_shot": 0,
+                         "agent.permutations": 1})
     letters = {name: [p.answer for p in AgentSolver(cfg, dataset="arc_challenge", llm=llm)(items)]
                for name, llm in (("llamacpp", tiny_llm), ("vllm", engine), ("vllm-server", served))}
     print(letters)
