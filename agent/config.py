@@ -28,11 +28,17 @@ Task = Literal["answer", "misconceptions"]
 # - map classifier: `auto` (a logistic regression on the label store's vectors, fitted at first use in
 #   about 20 s and cached) fused at weight 3: MAP@3 0.905 against the votes' 0.888; alone 0.909, fused
 #   at 10 0.909 (`mcqa train classifier` scores these offline).
+# Answer permutations by dataset, with the 1.5B model (`mcqa eval run ... --set agent.verify=false --set
+# agent.permutations=K`, paired with `mcqa eval compare`; README "Answer quality"):
+# - codemmlu_fpt `validation`, first 80: K 1: 0.425, K 4: 0.537 (+0.112 [+0.000, +0.225]; 17 fixed, 8 broken).
+# - arc_challenge `test`, first 100: K 1: 0.660, K 4: 0.610 (-0.050 [-0.130, +0.030]), at 3x the time.
+# So the shifts are CodeMMLU's default only; elsewhere the plain prompt.
 DATASET_DEFAULTS = {
     "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
     "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none"},
+    "codemmlu_fpt": {"permutations": 4},
 }
-OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none"}
+OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1}
 
 
 class AgentConfig(BaseModel):
@@ -55,13 +61,12 @@ class AgentConfig(BaseModel):
         None, description="For a file in `examples`: which column holds what, as the CLI's --column pairs, e.g. "
                           "['question=Question', 'choices=A,B,C,D', 'answer=Answer'] (answer: letter, 0-based index "
                           "or text). None: columns named question, choices (a list) and answer.")
-    # CodeMMLU `validation` (first 80 items, 1.5B model): zero-shot 0.425, permutations 4: 0.537 (+0.112
-    # [+0.000, +0.225] paired; 17 answers fixed, 8 broken; README "Answer quality").
-    permutations: int = Field(
-        4, ge=1, description="Score each item under this many cyclic shifts of its choices and average each "
-                             "choice's probability (1: as shown, the plain prompt; 4: every choice of a 4-choice "
-                             "item at every position once, so the model's letter preference cancels). Costs up to "
-                             "that many prompts an item; they share the question's tokens as a prefix.")
+    permutations: int | None = Field(
+        None, ge=1, description="Score each item under this many cyclic shifts of its choices and average each "
+                                "choice's probability (1: as shown, the plain prompt; 4: every choice of a 4-choice "
+                                "item at every position once, so the model's letter preference cancels). Costs up to "
+                                "that many prompts an item; they share the question's tokens as a prefix. None: by "
+                                "dataset (codemmlu_fpt 4, others 1; see DATASET_DEFAULTS).")
     pride: int = Field(
         0, ge=0, description="PriDe: score the first N items of a run under every cyclic shift, estimate the model's "
                              "letter prior from them, and divide it out of every later item's probabilities (0: off).")
@@ -106,9 +111,9 @@ class AgentConfig(BaseModel):
     prompts: Prompts = Field(default_factory=Prompts)
 
     def for_dataset(self, dataset: str | None) -> "AgentConfig":
-        """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier), as a
-        run uses it."""
-        defaults = DATASET_DEFAULTS.get(dataset or "", OTHER_DEFAULTS)
+        """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier,
+        permutations), as a run uses it."""
+        defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {})}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 
     @property

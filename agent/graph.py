@@ -67,7 +67,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, resources: Resources, tasks: list[str], record_prompts: bool = False):
         self.config, self.resources, self.tasks, self.record_prompts = config, resources, tasks, record_prompts
-        self.debias = AnswerDebias(config.permutations, config.pride)  # holds the run's PriDe prior
+        self.debias = AnswerDebias(config.permutations or 1, config.pride)  # holds the run's PriDe prior
 
     # -- nodes ---------------------------------------------------------------------------------
     def retrieve_examples(self, state: AgentState) -> AgentState:

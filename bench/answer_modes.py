@@ -17,13 +17,13 @@ from pathlib import Path
 
 from mcqa.agent.solver import AgentSolver
 from mcqa.config import load_config
-from mcqa.datasets import load_split
+from mcqa.rag.splits import load_items
 from mcqa.llm import load_llm
 
 from agent_throughput import timed  # noqa: E402  (bench/ is run as a folder of scripts)
 
-MODES = {"zero-shot": {}, "pride-8": {"pride": 8}, "permutations-2": {"permutations": 2},
-         "permutations-4": {"permutations": 4}}
+MODES = {"zero-shot": {"permutations": 1}, "pride-8": {"permutations": 1, "pride": 8},
+         "permutations-2": {"permutations": 2}, "permutations-4": {"permutations": 4}}
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = {"llm.model": args.model, "llm.n_threads": args.threads, "agent.tasks": ["answer"], "agent.verify": False}
-    items = load_split(args.dataset, args.split).items[: args.n]
+    items = load_items(args.dataset, args.split)[: args.n]  # validation: a side of train, as `eval run` reads it
     llm = load_llm(load_config(**base).llm)
     rounds = {mode: [] for mode in MODES}
     tokens = {}

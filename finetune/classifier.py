@@ -162,7 +162,7 @@ def train(config: Config, run: TrainRun) -> dict:
     out = head.save(run.path / "model")
 
     # Scored as the agent ranks: votes of the label store (from the same vectors) + weight * P(label).
-    defaults = DATASET_DEFAULTS.get(config.dataset, OTHER_DEFAULTS)
+    defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(config.dataset, {})}
     votes_k, threshold = defaults["votes"] or 25, defaults["vote_threshold"]
     store = LabelStore(fit_records, build_index(vectors), embedder)
     v_groups = [r["group"] for r in val_records]
