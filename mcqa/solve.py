@@ -135,12 +135,13 @@ def zero_shot_solver(llm: LLM) -> Solver:
 
 def solve(llm: LLM, items: list[Item], batch_size: int = 8,
           on_batch: Callable[[int], None] | None = None) -> Iterator[Prediction]:
-    """Zero-shot predictions for `items`, streamed batch by batch; `on_batch(n)` is told after each."""
-    solver = zero_shot_solver(llm)
-    for batch in batched(items, batch_size):
-        yield from solver(batch)
+    """Zero-shot predictions for `items`, streamed batch by batch through the one batch loop
+    (`solve_batches`: an item the backend fails on becomes a prediction with `error`, not the end of
+    the run); `on_batch(n)` is told after each."""
+    for predictions in solve_batches(zero_shot_solver(llm), items, batch_size):
+        yield from predictions
         if on_batch:
-            on_batch(len(batch))
+            on_batch(len(predictions))
 
 
 def accuracy(predictions: Iterable[Prediction]) -> tuple[float, int]:

@@ -130,3 +130,29 @@ def test_another_config_is_refused_and_speed_settings_are_not(tmp_path):
     run.clear()
     assert not run.predictions.exists() and not run.file("config.yaml").exists()
     run.check(load_config(None), source)  # after --force anything goes
+
+
+class FailingOn:
+    """The real model, except that scoring a prompt holding `question` raises (a backend fault)."""
+
+    def __init__(self, llm, question):
+        self.llm, self.question, self.stats = llm, question, llm.stats
+
+    def score_options(self, chats, options):
+        if any(self.question in m["content"] for chat in chats for m in chat):
+            raise RuntimeError("injected backend failure")
+        return self.llm.score_options(chats, options)
+
+    def generate(self, *args, **kwargs):
+        return self.llm.generate(*args, **kwargs)
+
+
+def test_mcqa_solve_goes_through_the_one_batch_loop(tiny_llm, items):
+    """`mcqa solve` streams an error prediction for an item the backend fails on and goes on."""
+    from mcqa.solve import solve
+
+    told = []
+    predictions = list(solve(FailingOn(tiny_llm, items[1].question), items[:3], batch_size=3, on_batch=told.append))
+    assert [p.item_id for p in predictions] == [it.id for it in items[:3]] and told == [3]
+    assert "injected backend failure" in predictions[1].error and predictions[1].correct is False
+    assert all(p.error is None and p.answer in "ABCDE" for p in (predictions[0], predictions[2]))
