@@ -30,7 +30,8 @@ Task = Literal["answer", "misconceptions"]
 #   at 10 0.909 (`mcqa train classifier` scores these offline).
 # Answer permutations by dataset, with the 1.5B model (`mcqa eval run ... --set agent.verify=false --set
 # agent.permutations=K`, paired with `mcqa eval compare`; README "Answer quality"):
-# - codemmlu_fpt `validation`, first 80: K 1: 0.425, K 4: 0.537 (+0.112 [+0.000, +0.225]; 17 fixed, 8 broken).
+# - codemmlu_fpt `validation`, first 150: K 1: 0.360, K 4: 0.507 (+0.147 [+0.060, +0.233]; 33 fixed, 11 broken;
+#   position-bias RStd 20.2 -> 8.8).
 # - arc_challenge `test`, first 100: K 1: 0.660, K 4: 0.610 (-0.050 [-0.130, +0.030]), at 3x the time.
 # So the shifts are CodeMMLU's default only; elsewhere the plain prompt.
 DATASET_DEFAULTS = {
