@@ -33,10 +33,6 @@ class AnswerDebias:
         self.priors: dict[int, list[np.ndarray]] = defaultdict(list)  # n choices -> per-item prior estimates
         self.claimed: dict[int, int] = defaultdict(int)  # sample places handed out (a batch claims before scoring)
 
-    @property
-    def active(self) -> bool:
-        return self.permutations > 1 or self.pride > 0
-
     def orders(self, n: int) -> list[list[int]]:
         """The presentations to score (order[j] = the original choice shown at position j), the
         original first. Every cyclic shift while the PriDe sample for n choices is still filling."""

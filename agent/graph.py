@@ -82,12 +82,12 @@ class Agent:
         items = items_of(state)
         prompts = self.config.prompts
         chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in items}
-        orders = {it.id: self.debias.orders(len(it.choices)) if self.debias.active else [list(range(len(it.choices)))]
-                  for it in items}
+        orders = {it.id: self.debias.orders(len(it.choices)) for it in items}  # the item as shown first
         requests, shown = [], {}
         for it in items:  # an item's shifts right after it: they share its question as a token prefix
+            examples = examples_of(state, it.id)
             for k, order in enumerate(orders[it.id]):
-                chat = chats[it.id] if k == 0 else base_chat(permute_item(it, order), examples_of(state, it.id), prompts)
+                chat = chats[it.id] if k == 0 else base_chat(permute_item(it, order), examples, prompts)
                 requests.append(((it.id, k), chat, it.letters))
                 shown[(it.id, k)] = chat
         scores = _score_grouped(self.resources.llm, requests)
@@ -95,7 +95,7 @@ class Agent:
         for it in items:
             rows = [np.exp(scores[(it.id, k)]) for k in range(len(orders[it.id]))]
             plain = it.letters[int(np.argmax(rows[0]))]
-            combined, step = self.debias.combine(orders[it.id], rows) if self.debias.active else (rows[0], None)
+            combined, step = self.debias.combine(orders[it.id], rows)
             probs = _distribution(it.letters, np.log(np.clip(combined, 1e-300, None)), it.letters)
             letter = max(probs, key=probs.get)
             answers[it.id] = {"letter": letter, "probs": probs}
