@@ -39,7 +39,8 @@ DATASET_DEFAULTS = {
     "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none"},
     "codemmlu_fpt": {"permutations": 4},
 }
-OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1}
+OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
+                  "scoring": "letter"}
 
 
 class AgentConfig(BaseModel):
@@ -68,6 +69,12 @@ class AgentConfig(BaseModel):
                                 "item at every position once, so the model's letter preference cancels). Costs up to "
                                 "that many prompts an item; they share the question's tokens as a prefix. None: by "
                                 "dataset (codemmlu_fpt 4, others 1; see DATASET_DEFAULTS).")
+    scoring: Literal["letter", "cloze", "both"] | None = Field(
+        None, description="How a choice is scored: `letter` (the probability of its letter after the lettered "
+                          "question), `cloze` (the log-likelihood of the choice's own text as the answer to the bare "
+                          "question, per byte: lm-evaluation-harness's acc_norm; position bias cannot arise) or "
+                          "`both` (the mean of the two distributions). Cloze costs one prompt an item plus every "
+                          "choice's tokens. None: by dataset (see DATASET_DEFAULTS).")
     pride: int = Field(
         0, ge=0, description="PriDe: score the first N items of a run under every cyclic shift, estimate the model's "
                              "letter prior from them, and divide it out of every later item's probabilities (0: off).")
@@ -113,7 +120,7 @@ class AgentConfig(BaseModel):
 
     def for_dataset(self, dataset: str | None) -> "AgentConfig":
         """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier,
-        permutations), as a run uses it."""
+        permutations, scoring), as a run uses it."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {})}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 

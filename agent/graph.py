@@ -19,10 +19,11 @@ from langgraph.graph import END, START, StateGraph
 
 from mcqa.agent.config import AgentConfig
 from mcqa.agent.debias import AnswerDebias
-from mcqa.agent.prompts import VERDICTS, YES_NO, base_chat, rerank_chat, reconsider_chat, think_chat, verify_chat
+from mcqa.agent.prompts import VERDICTS, YES_NO, base_chat, cloze_chat, rerank_chat, reconsider_chat, think_chat, verify_chat
 from mcqa.agent.resources import Resources
 from mcqa.agent.state import AgentState, examples_of, items_of
 from mcqa.eval.bias import permute_item
+from mcqa.llm.base import normalise_logprobs
 from mcqa.types import Item, Prediction
 
 RESOURCES = ("llm", "embedder", "examples", "misconceptions", "labels", "classifier", "cross_encoder")
@@ -57,6 +58,18 @@ def _score_grouped(llm, requests: list[tuple[object, list, list[str]]]) -> dict[
     return out
 
 
+def cloze_probs(choices: list[str], loglikelihoods: np.ndarray) -> np.ndarray:
+    """One probability per choice from the raw log-likelihoods of the choice texts.
+
+    The argmax is lm-evaluation-harness's acc_norm (log-likelihood per byte, so a long choice is not
+    punished for its length); the spread is that of a choice of the mean length (per-byte scores
+    times the mean byte count), so the distribution is as sharp as a sequence probability and can be
+    averaged with the letter's."""
+    lengths = np.array([max(1, len(c.encode("utf-8"))) for c in choices], dtype=np.float64)
+    scaled = np.asarray(loglikelihoods, dtype=np.float64) / lengths * lengths.mean()
+    return np.exp(normalise_logprobs(scaled))
+
+
 def _distribution(letters: list[str], logprobs: np.ndarray, all_letters: list[str]) -> dict[str, float]:
     probs = dict(zip(letters, np.exp(logprobs)))
     return {x: round(float(probs.get(x, 0.0)), 6) for x in all_letters}
@@ -80,22 +93,36 @@ class Agent:
         from shifted presentations of the choices (mcqa.agent.debias). A debiased answer that differs
         from the plain one is recorded as a flip ("permute: B->C" or "pride: B->C")."""
         items = items_of(state)
-        prompts = self.config.prompts
-        chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in items}
-        orders = {it.id: self.debias.orders(len(it.choices)) for it in items}  # the item as shown first
+        prompts, scoring = self.config.prompts, self.config.scoring or "letter"
+        letter_items = items if scoring != "cloze" else []
+        chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in letter_items}
+        orders = {it.id: self.debias.orders(len(it.choices)) for it in letter_items}  # the item as shown first
         requests, shown = [], {}
-        for it in items:  # an item's shifts right after it: they share its question as a token prefix
+        for it in letter_items:  # an item's shifts right after it: they share its question as a token prefix
             examples = examples_of(state, it.id)
             for k, order in enumerate(orders[it.id]):
                 chat = chats[it.id] if k == 0 else base_chat(permute_item(it, order), examples, prompts)
                 requests.append(((it.id, k), chat, it.letters))
                 shown[(it.id, k)] = chat
         scores = _score_grouped(self.resources.llm, requests)
+        cloze = {}
+        if scoring != "letter":
+            for it in items:
+                chat = cloze_chat(it, examples_of(state, it.id), prompts)
+                cloze[it.id] = cloze_probs(it.choices, self.resources.llm.score_options([chat], it.choices, normalise=False)[0])
+                shown[(it.id, "cloze")] = chat
         answers, first, flips = {}, {}, {}
         for it in items:
-            rows = [np.exp(scores[(it.id, k)]) for k in range(len(orders[it.id]))]
-            plain = it.letters[int(np.argmax(rows[0]))]
-            combined, step = self.debias.combine(orders[it.id], rows)
+            step = None
+            if it.id in orders:
+                rows = [np.exp(scores[(it.id, k)]) for k in range(len(orders[it.id]))]
+                plain = it.letters[int(np.argmax(rows[0]))]
+                combined, step = self.debias.combine(orders[it.id], rows)
+                if it.id in cloze:  # both: the letter's distribution and the choice texts' together
+                    combined, step = (combined + cloze[it.id]) / 2, "cloze"
+            else:
+                combined = cloze[it.id]
+                plain = it.letters[int(np.argmax(combined))]
             probs = _distribution(it.letters, np.log(np.clip(combined, 1e-300, None)), it.letters)
             letter = max(probs, key=probs.get)
             answers[it.id] = {"letter": letter, "probs": probs}

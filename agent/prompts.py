@@ -22,6 +22,7 @@ class Prompts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     system: str = ANSWER_SYSTEM
+    cloze: str = "Answer the following question.\n\nQuestion: {question}\n\nReply with only the answer."
     verify: str = ("Verify the answer above. Work out the question yourself and check whether "
                    "{letter}. {choice} is correct. Reply with only TRUE or FALSE.")
     reconsider: str = ("That answer was checked and judged wrong. Reconsider the question and choose the "
@@ -38,6 +39,17 @@ YES_NO = ["Yes", "No"]
 
 def base_chat(item: Item, examples: Sequence[Item], prompts: Prompts) -> Chat:
     return answer_chat(item, examples, system=prompts.system)
+
+
+def cloze_chat(item: Item, examples: Sequence[Item], prompts: Prompts) -> Chat:
+    """The bare question (no lettered choices), so the reply scored is a choice's own text; solved
+    examples come first as earlier turns, answered with their right choice's text."""
+    chat: Chat = [{"role": "system", "content": prompts.system}]
+    for example in examples:
+        if example.answer is not None:
+            chat += [{"role": "user", "content": prompts.cloze.format(question=example.question.strip())},
+                     {"role": "assistant", "content": example.choice(example.answer)}]
+    return chat + [{"role": "user", "content": prompts.cloze.format(question=item.question.strip())}]
 
 
 def verify_chat(item: Item, examples: Sequence[Item], letter: str, prompts: Prompts) -> Chat:

@@ -112,8 +112,9 @@ def cyclic_orders(n: int) -> list[list[int]]:
     return [[(j + shift) % n for j in range(n)] for shift in range(1, n)]
 
 
-def debias_sample(items: list[Item], size: int, seed: int = 0) -> list[Item]:
-    """A fixed random sample of `size` items (by id, so the same items on every resume)."""
+def seeded_sample(items: list[Item], size: int, seed: int = 0) -> list[Item]:
+    """A fixed random sample of `size` items, in random order. Drawn by id, so the same items on every
+    resume and whatever the file order; a larger `size` keeps the smaller sample and adds to it."""
     ranked = sorted(items, key=lambda it: random.Random(f"{seed}:sample:{it.id}").random())
     return ranked[:size]
 
@@ -124,7 +125,7 @@ def permuted_copies(items: list[Item], k: int, debias: int, seed: int = 0) -> tu
     as its ids are equal, but each list keeps it: consistency is measured over the random copies
     only, so it does not depend on which items the debias sample drew."""
     shuffled = [permute_item(item, order) for item in (items if k else []) for order in random_orders(item, k, seed)]
-    shifted = [permute_item(item, order) for item in (debias_sample(items, debias, seed) if debias else [])
+    shifted = [permute_item(item, order) for item in (seeded_sample(items, debias, seed) if debias else [])
                for order in cyclic_orders(len(item.choices))]
     return shuffled, shifted
 

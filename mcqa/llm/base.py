@@ -17,6 +17,7 @@ from collections import Counter
 import numpy as np
 
 Chat = list[dict[str, str]]  # [{"role": "system" | "user" | "assistant", "content": "..."}]
+OPTION_CACHE = 4096  # option strings whose tokens a backend keeps (letters repeat; cloze choice texts do not)
 
 
 class LLM(abc.ABC):
@@ -34,8 +35,11 @@ class LLM(abc.ABC):
         `grammar` (GBNF) to that grammar. Greedy unless `temperature` > 0."""
 
     @abc.abstractmethod
-    def score_options(self, chats: list[Chat], options: list[str]) -> np.ndarray:
-        """Array (len(chats), len(options)) of log-probabilities, each row normalised over `options`."""
+    def score_options(self, chats: list[Chat], options: list[str], normalise: bool = True) -> np.ndarray:
+        """Array (len(chats), len(options)) of log-probabilities, each row normalised over `options`.
+
+        `normalise=False` gives each option's raw log-likelihood instead (the sum over its tokens, as
+        lm-evaluation-harness's `loglikelihood`): what cloze scoring divides by the option's length."""
 
     def close(self) -> None:
         """Free the model (a no-op where nothing needs freeing)."""

@@ -25,7 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from mcqa.config import LLMConfig
-from mcqa.llm.base import LLM, Chat, choices_grammar, normalise_logprobs
+from mcqa.llm.base import OPTION_CACHE, LLM, Chat, choices_grammar, normalise_logprobs
 from mcqa.models import resolve
 
 MIN_EVAL = 2  # tokens re-run on every evaluation, so logits never come from the one-token kernels
@@ -106,11 +106,13 @@ class LlamaCppLLM(LLM):
             tokens = self.llm.tokenize(option.encode("utf-8"), add_bos=False, special=False)
             if not tokens:
                 raise ValueError(f"option {option!r} has no tokens")
+            if len(self._option_tokens) >= OPTION_CACHE:
+                self._option_tokens.clear()
             self._option_tokens[option] = tokens
         return self._option_tokens[option]
 
     # -- the protocol --------------------------------------------------------------------------
-    def score_options(self, chats: list[Chat], options: list[str]) -> np.ndarray:
+    def score_options(self, chats: list[Chat], options: list[str], normalise: bool = True) -> np.ndarray:
         if not options:
             raise ValueError("options must not be empty")
         option_tokens = [self._tokens_of(o) for o in options]
@@ -119,17 +121,33 @@ class LlamaCppLLM(LLM):
             prompt = self.prompt_tokens(chat, reserve=max(map(len, option_tokens)) + 1)
             first = _log_softmax(self._eval_prompt(prompt))
             for col, tokens in enumerate(option_tokens):
-                total = first[tokens[0]]
-                if len(tokens) > 1:  # continue the option token by token, then rewind to the prompt
-                    sequence = prompt + tokens
-                    for position in range(len(prompt) + 1, len(sequence)):
-                        self.llm.n_tokens = position - MIN_EVAL
-                        self.llm.eval(sequence[position - MIN_EVAL: position])
-                        total += _log_softmax(self._last_logits())[sequence[position]]
-                    self.llm.n_tokens = len(prompt)
-                out[row, col] = total
+                out[row, col] = first[tokens[0]] + (self._continuation(prompt, tokens) if len(tokens) > 1 else 0.0)
         self.stats["scored"] += len(chats)
-        return normalise_logprobs(out)
+        return normalise_logprobs(out) if normalise else out
+
+    def _continuation(self, prompt: list[int], tokens: list[int]) -> float:
+        """log P(tokens[1:] | prompt + tokens[0]) from one decode with logits at every position (the
+        prompt's last token, then the option's tokens but the last: row j predicts tokens[j]); the KV
+        cache is then rewound to the prompt, so the next option starts from the same place."""
+        import llama_cpp
+
+        llm, start = self.llm, len(prompt) - 1
+        sequence = prompt[-1:] + tokens[:-1]
+        total = 0.0
+        for offset in range(0, len(sequence), llm.n_batch):  # an option longer than a batch: in chunks
+            chunk = sequence[offset: offset + llm.n_batch]
+            llm._ctx.kv_cache_seq_rm(0, start + offset, -1)
+            llm._batch.set_batch(batch=chunk, n_past=start + offset, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm._ctx.ctx), shape=(len(chunk), llm.n_vocab()))
+            for j in range(len(chunk)):
+                position = offset + j  # predicts tokens[position]; tokens[0] was scored from the prompt
+                if position:
+                    total += _log_softmax(logits[j].astype(np.float64))[tokens[position]]
+        self.stats["option_tokens"] += len(tokens)
+        llm._ctx.kv_cache_seq_rm(0, start, -1)  # the prompt's last token is evaluated again by the next eval
+        llm.n_tokens = start
+        return total
 
     def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
                  grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:

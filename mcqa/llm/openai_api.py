@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mcqa.config import LLMConfig
-from mcqa.llm.base import LLM, Chat, choices_grammar, normalise_logprobs
+from mcqa.llm.base import OPTION_CACHE, LLM, Chat, choices_grammar, normalise_logprobs
 
 TOP_LOGPROBS = 20  # the most OpenAI's API allows; vLLM's default --max-logprobs is 20 too
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -213,6 +213,8 @@ class OpenAIServerLLM(LLM):
                     return None
                 if not tokens:
                     raise ValueError(f"option {option!r} has no tokens")
+                if len(self._option_tokens) >= OPTION_CACHE:
+                    self._option_tokens.clear()
                 self._option_tokens[option] = tokens
         return [self._option_tokens[o] for o in options]
 
@@ -300,7 +302,7 @@ class OpenAIServerLLM(LLM):
         self.stats["generated"] += len(chats)
         return texts
 
-    def score_options(self, chats: list[Chat], options: list[str]) -> np.ndarray:
+    def score_options(self, chats: list[Chat], options: list[str], normalise: bool = True) -> np.ndarray:
         if not options:
             raise ValueError("options must not be empty")
         tokens = self._tokens_of(options)
@@ -315,7 +317,7 @@ class OpenAIServerLLM(LLM):
                 self._warn_once("first-token", f"options of several tokens scored by their first token only ({why})")
             out = self._score_first(chats, options, reserve=max(map(len, tokens)) + 1 if tokens else 2)
         self.stats["scored"] += len(chats)
-        return normalise_logprobs(out)
+        return normalise_logprobs(out) if normalise else out
 
     def _score_first(self, chats: list[Chat], options: list[str], reserve: int) -> np.ndarray:
         """One token with top_logprobs per chat; each option's log-prob read from that position."""

