@@ -108,8 +108,13 @@ class AgentConfig(BaseModel):
                           "the label store at first use, cached), a folder from `mcqa train classifier`, or `none`. "
                           "None: by dataset (map auto, others none).")
     classifier_weight: float = Field(3.0, ge=0, description="Votes + classifier_weight * P(label).")
-    reranker: str = Field("none", description="none | llm (Yes/No prompt) | path to a sentence-transformers CrossEncoder folder.")
-    rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores.")
+    reranker: str = Field("none", description="none | llm (a Yes/No prompt per candidate) | llm-list (one prompt per "
+                                              "wrong answer, the candidates lettered as options) | path to a "
+                                              "sentence-transformers CrossEncoder folder.")
+    rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores "
+                                                  "(llm-list: at most 26, one letter each; 10 is its usual size).")
+    rerank_reverse: bool = Field(False, description="llm-list: also score the list reversed and average the two, so "
+                                                    "a candidate's place in the list does not decide its score.")
     rerank_weight: float | None = Field(
         None, ge=0, description="None: order the rescored head by the reranker alone. A number w: by z(retrieval) + "
                                 "w * z(reranker) over the head (mcqa.rag.retrieval.fuse_rerank), for a reranker "

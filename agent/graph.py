@@ -19,7 +19,7 @@ from langgraph.graph import END, START, StateGraph
 
 from mcqa.agent.config import AgentConfig
 from mcqa.agent.debias import AnswerDebias
-from mcqa.agent.prompts import VERDICTS, YES_NO, base_chat, cloze_chat, rerank_chat, reconsider_chat, think_chat, verify_chat
+from mcqa.agent.prompts import LIST_LETTERS, VERDICTS, YES_NO, base_chat, cloze_chat, rerank_chat, rerank_list_chat, reconsider_chat, think_chat, verify_chat
 from mcqa.agent.resources import Resources
 from mcqa.agent.state import AgentState, examples_of, items_of
 from mcqa.eval.bias import permute_item
@@ -27,6 +27,7 @@ from mcqa.llm.base import normalise_logprobs
 from mcqa.types import Item, Prediction
 
 RESOURCES = ("llm", "embedder", "examples", "misconceptions", "labels", "classifier", "cross_encoder")
+LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
 NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
 
 
@@ -273,6 +274,8 @@ class Agent:
             requests = [((i, x, m), rerank_chat(items[i], x, index.name_of(m), self.config.prompts), YES_NO)
                         for i, x, m in pairs]
             scores = {k: float(np.exp(v[0])) for k, v in _score_grouped(self.resources.llm, requests).items()}
+        elif self.config.reranker == "llm-list":
+            scores = self._list_scores(state, items, top)
         else:  # a CrossEncoder folder
             from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
 
@@ -290,6 +293,33 @@ class Agent:
                 head = sorted(zip(fused, (m for m, _ in hits[:top])), key=lambda h: -h[0])
                 ranked[i][letter] = [[m, round(s, 6)] for s, m in head] + hits[top:]
         return {"ranked": dict(ranked)}
+
+    def _list_scores(self, state: AgentState, items: dict[str, Item], top: int) -> dict[tuple, float]:
+        """Listwise LLM reranking: per wrong answer, one prompt with its top candidates lettered as
+        options; each candidate's score is its letter's probability (one forward pass, not one prompt
+        per candidate). With `rerank_reverse` the list is also shown reversed and the two averaged,
+        which cancels the model's preference for early letters (as Eedi's 2nd place did)."""
+        index, prompts = self.resources.misconceptions, self.config.prompts
+        requests, lists = [], {}
+        for i, by_letter in state["candidates"].items():
+            for x, hits in by_letter.items():
+                mids = [m for m, _ in hits[:min(top, len(LIST_LETTERS))]]
+                lists[(i, x)] = mids
+                orders = [mids, mids[::-1]] if self.config.rerank_reverse and len(mids) > 1 else [mids]
+                for k, shown in enumerate(orders):
+                    chat = rerank_list_chat(items[i], x, [index.name_of(m) for m in shown], prompts)
+                    requests.append(((i, x, k), chat, LIST_LETTERS[:len(shown)]))
+        scored = _score_grouped(self.resources.llm, requests) if requests else {}
+        scores: dict[tuple, float] = {}
+        for (i, x), mids in lists.items():
+            probs = np.exp(scored[(i, x, 0)]) if mids else np.array([])
+            if (i, x, 1) in scored:
+                probs = (probs + np.exp(scored[(i, x, 1)])[::-1]) / 2
+            scores.update({(i, x, m): float(p) for m, p in zip(mids, probs)})
+            hits = state["candidates"][i][x]
+            for m, _ in hits[len(mids):top]:  # past the lettered list: below every listed candidate
+                scores[(i, x, m)] = -1.0
+        return scores
 
     def finalize(self, state: AgentState) -> AgentState:
         answers, ranked = state.get("answers", {}), state.get("ranked") or state.get("candidates", {})
@@ -336,7 +366,7 @@ class Agent:
         (mcqa.kaggle.bundle), runners (mcqa.kaggle.run, mcqa.eval.cli) ask here instead of deciding again."""
         cfg, nodes = self.config, set(self.nodes())
         used = set()
-        if nodes & {"answer", "verify", "reconsider", "think"} or ("rerank" in nodes and cfg.reranker == "llm"):
+        if nodes & {"answer", "verify", "reconsider", "think"} or ("rerank" in nodes and cfg.reranker in LLM_RERANKERS):
             used.add("llm")
         if "retrieve_examples" in nodes:
             used |= {"examples", "embedder"}
@@ -346,7 +376,7 @@ class Agent:
                 used.add("labels")
                 if cfg.uses_classifier:
                     used.add("classifier")
-        if "rerank" in nodes and cfg.reranker != "llm":
+        if "rerank" in nodes and cfg.reranker not in LLM_RERANKERS:
             used.add("cross_encoder")
         return used
 

@@ -32,8 +32,13 @@ class Prompts(BaseModel):
     rerank: str = ("A student answered this question with {letter}. {choice}, which is wrong. Does this "
                    "misconception explain the student's answer: \"{misconception}\"? Reply with only Yes or No.")
 
+    rerank_list: str = ("A student answered this question with {letter}. {choice}, which is wrong; the correct "
+                        "answer is {correct}. Which misconception most likely led to the student's answer?\n\n"
+                        "{candidates}\n\nReply with only the letter ({letters}).")
+
 
 VERDICTS = ["TRUE", "FALSE"]
+LIST_LETTERS = [chr(ord("A") + k) for k in range(26)]  # the listwise reranker's options
 YES_NO = ["Yes", "No"]
 
 
@@ -87,3 +92,12 @@ def think_chat(item: Item, letter: str, prompts: Prompts) -> Chat:
 def rerank_chat(item: Item, letter: str, misconception: str, prompts: Prompts) -> Chat:
     """One candidate per chat; the question and wrong answer come first so candidates share a prefix."""
     return _wrong_answer_chat(item, letter, prompts, prompts.rerank, misconception=misconception)
+
+
+def rerank_list_chat(item: Item, letter: str, misconceptions: list[str], prompts: Prompts) -> Chat:
+    """All candidates of one wrong answer in one chat, lettered; the question first, so the wrong
+    answers of one question share a prefix."""
+    letters = LIST_LETTERS[:len(misconceptions)]
+    candidates = "\n".join(f"{x}. {m}" for x, m in zip(letters, misconceptions))
+    return _wrong_answer_chat(item, letter, prompts, prompts.rerank_list, candidates=candidates,
+                              letters=", ".join(letters))
