@@ -1,8 +1,9 @@
-"""What each answer mode costs: seconds per item of zero-shot, PriDe and permutation ensembling.
+"""What each answer mode costs: seconds per item of zero-shot, PriDe, permutation ensembling and cloze scoring.
 
-The modes (the plain answer prompt; `pride: N`; `permutations: K`) run on the same items through one
-loaded model, side by side, alternating for `--repeats` rounds so machine noise hits them all. Each
-round uses a fresh agent (PriDe estimates its prior again) and empties the prefix cache first.
+The modes (the plain answer prompt; `pride: N`; `permutations: K`; `scoring: cloze | both`) run on
+the same items through one loaded model, side by side, alternating for `--repeats` rounds so machine
+noise hits them all. Each round uses a fresh agent (PriDe estimates its prior again) and empties the
+prefix cache first.
 Reports seconds per item (median over rounds), each mode's ratio to zero-shot, and the prompt tokens
 per item against those computed (the shifts of one item share its question as a prefix).
 Writes bench/results/answer_modes.json.
@@ -23,7 +24,8 @@ from mcqa.llm import load_llm
 from agent_throughput import timed  # noqa: E402  (bench/ is run as a folder of scripts)
 
 MODES = {"zero-shot": {"permutations": 1}, "pride-8": {"permutations": 1, "pride": 8},
-         "permutations-2": {"permutations": 2}, "permutations-4": {"permutations": 4}}
+         "permutations-2": {"permutations": 2}, "permutations-4": {"permutations": 4},
+         "cloze": {"permutations": 1, "scoring": "cloze"}, "letter+cloze": {"permutations": 1, "scoring": "both"}}
 
 
 def main() -> None:
@@ -35,16 +37,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
+                        help="Which modes to time (zero-shot is always timed: the ratios are to it).")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "answer_modes.json")
     args = parser.parse_args()
 
     base = {"llm.model": args.model, "llm.n_threads": args.threads, "agent.tasks": ["answer"], "agent.verify": False}
     items = load_items(args.dataset, args.split)[: args.n]  # validation: a side of train, as `eval run` reads it
     llm = load_llm(load_config(**base).llm)
-    rounds = {mode: [] for mode in MODES}
+    modes = {m: MODES[m] for m in MODES if m == "zero-shot" or m in args.modes}
+    rounds = {mode: [] for mode in modes}
     tokens = {}
     for _ in range(args.repeats):
-        for mode, agent in MODES.items():
+        for mode, agent in modes.items():
             cfg = load_config(**base, **{f"agent.{k}": v for k, v in agent.items()})
             seconds, delta = timed(AgentSolver(cfg, dataset=args.dataset, llm=llm), items, args.batch_size)
             rounds[mode].append(seconds / len(items))

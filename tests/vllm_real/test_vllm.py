@@ -97,6 +97,33 @@ def test_vllm_server_answers(served, engine):
     assert picked == engine.generate(chats, choices=["A", "B"])
 
 
+def test_server_scores_whole_options_and_raw_loglikelihoods_as_the_engine(served, engine, tiny_llm):
+    """Options that share their first token ("Yes, ...") and the raw log-likelihoods cloze scoring
+    divides by length: the server (prompt log-probs through /completions with echo) against the engine."""
+    chat = [{"role": "user", "content": "Is 2 + 2 equal to 4? Answer in two words."}]
+    options = ["Yes, always", "Yes, never", "No"]
+    raw = engine.score_options([chat], options, normalise=False)
+    assert (raw < 0).all() and raw[0, 0] != raw[0, 1], "options sharing a first token must still differ"
+    np.testing.assert_allclose(served.score_options([chat], options, normalise=False), raw, atol=0.05)
+    # llama.cpp's Q4_1 kernels: up to 0.15 nats a token (above), so a few tokens' sum within 0.45
+    np.testing.assert_allclose(tiny_llm.score_options([chat], options, normalise=False), raw, atol=0.45)
+    normalised = engine.score_options([chat], options)
+    np.testing.assert_allclose(np.exp(normalised).sum(), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(normalised, raw - np.log(np.exp(raw).sum()), atol=1e-9)
+
+
+def test_overlong_prompts_are_cut_alike_on_server_and_engine(served, engine):
+    """A prompt over the 2048-token context keeps its last tokens on both, and is counted."""
+    filler = " ".join(f"word{n}" for n in range(1500))  # about 3000 tokens
+    chat = [{"role": "user", "content": f"{filler}\nIs the sky blue? Reply Yes or No."}]
+    before = (served.stats["truncated_prompts"], engine.stats["truncated_prompts"])
+    options = ["Yes", "No", "Yes, it is"]
+    scores = engine.score_options([chat], options)
+    np.testing.assert_allclose(served.score_options([chat], options), scores, atol=0.05)
+    assert served.stats["truncated_prompts"] == before[0] + 1
+    assert engine.stats["truncated_prompts"] == before[1] + 1
+
+
 def test_agent_letters_agree_across_backends(engine, served, tiny_llm, data_root):
     """answer + verify, greedy, on fixed real items: llama.cpp, vLLM engine, vLLM server."""
     items = load_split("arc_challenge", "test", data_root).items[:6]
