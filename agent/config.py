@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mcqa.agent.prompts import Prompts
 
@@ -51,6 +51,9 @@ class AgentConfig(BaseModel):
                           "with a misconception catalogue (eedi, map), answer for the rest.")
     few_shot: int = Field(0, ge=0, description="Solved examples retrieved as few-shot turns (0: off), from the train "
                                             "split or `examples`.")
+    few_shot_order: Literal["nearest_first", "nearest_last"] = Field(
+        "nearest_first", description="The order of the few-shot turns: the most similar example first, or last "
+                                     "(right before the question, where a small model attends most).")
     examples_split: str = Field("train", description="The split of the same dataset the few-shot examples come from.")
     examples: str | None = Field(
         None, description="Where few-shot examples come from instead (None: `examples_split` of the dataset solved): "
@@ -89,6 +92,19 @@ class AgentConfig(BaseModel):
     think: bool = Field(False, description="Have the LLM explain each wrong answer first and add that to the retrieval query.")
     think_tokens: int = Field(48, ge=8, description="Token budget of one explanation.")
     embedder: str = Field("minilm-l6", description="Embedder for examples and misconceptions: registry name or a local folder.")
+    embedders: list[str] | None = Field(
+        None, description="An ensemble for misconception retrieval: more embedders (registry names or folders, e.g. "
+                          "['mpnet-base'] or a fine-tuned folder) whose own cached misconception indexes are searched "
+                          "too, `candidates` each; their lists are fused (`fusion`) before votes and reranking. "
+                          "`embedder` stays the first member and alone serves few-shot examples, label votes and the "
+                          "classifier. None: `embedder` alone.")
+    fusion: Literal["zsum", "rrf"] = Field(
+        "zsum", description="How an ensemble's lists are fused (mcqa.rag.retrieval.fuse_lists): `zsum`, the weighted sum "
+                            "of each embedder's z-scored cosines over the union of candidates (each candidate scored "
+                            "by every embedder); `rrf`, reciprocal rank fusion, the weighted sum of 1 / (60 + rank). "
+                            "The fused scores are mapped onto `embedder`'s cosines, so vote_weight keeps its meaning.")
+    fusion_weights: list[float] | None = Field(
+        None, description="One weight per ensemble member, `embedder` first then `embedders` in order. None: all 1.")
     query_format: str | None = Field(None, description="How a wrong answer becomes a retrieval query (mcqa.rag.queries); default: the measured best.")
     candidates: int = Field(50, ge=1, description="Misconception candidates retrieved per wrong answer.")
     votes: int | None = Field(
@@ -122,6 +138,15 @@ class AgentConfig(BaseModel):
     top_k: int = Field(25, ge=1, description="Misconceptions kept per wrong answer (MAP@25).")
     batch_size: int = Field(8, ge=1, description="Items per graph run: every node makes one backend call for the batch.")
     prompts: Prompts = Field(default_factory=Prompts)
+
+    @model_validator(mode="after")
+    def _ensemble_weights(self) -> "AgentConfig":
+        """One weight per member, none negative, not all 0 (checked when the config is read, not mid-run)."""
+        weights, members = self.fusion_weights, 1 + len(self.embedders or [])
+        if weights is not None and (len(weights) != members or min(weights) < 0 or not any(weights)):
+            raise ValueError(f"fusion_weights needs {members} weights >= 0, not all 0 (embedder, then each of "
+                             f"embedders), got {weights}")
+        return self
 
     def for_dataset(self, dataset: str | None) -> "AgentConfig":
         """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier,

@@ -26,7 +26,8 @@ from mcqa.eval.bias import permute_item
 from mcqa.llm.base import normalise_logprobs
 from mcqa.types import Item, Prediction
 
-RESOURCES = ("llm", "embedder", "examples", "misconceptions", "labels", "classifier", "cross_encoder")
+RESOURCES = ("llm", "embedder", "examples", "misconceptions", "extra_misconceptions", "labels", "classifier",
+             "cross_encoder")
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
 NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
 
@@ -86,7 +87,9 @@ class Agent:
     # -- nodes ---------------------------------------------------------------------------------
     def retrieve_examples(self, state: AgentState) -> AgentState:
         items = items_of(state)
-        found = self.resources.examples.search(items, self.config.few_shot)
+        found = self.resources.examples.search(items, self.config.few_shot)  # nearest first
+        if self.config.few_shot_order == "nearest_last":  # the closest example right before the question
+            found = [exs[::-1] for exs in found]
         return {"examples": {it.id: [ex.model_dump() for ex in exs] for it, exs in zip(items, found)}}
 
     def answer(self, state: AgentState) -> AgentState:
@@ -206,7 +209,14 @@ class Agent:
                 queries.append(build_query(item, letter) + (f" ### {extra}" if extra else ""))
         index = self.resources.misconceptions
         vectors = index.embedder.encode(queries, kind="query") if queries else None
-        found = index.search_vectors(vectors, self.config.candidates) if queries else []
+        if queries and self.config.embedders:  # an ensemble: every member retrieves, the lists are fused
+            from mcqa.rag.retrieval import search_fused
+
+            others = self.resources.extra_misconceptions
+            found = search_fused([index, *others], [vectors, *(o.embedder.encode(queries, kind="query") for o in others)],
+                                 self.config.candidates, self.config.fusion, self.config.fusion_weights)
+        else:
+            found = index.search_vectors(vectors, self.config.candidates) if queries else []
         if self.config.votes and queries:
             found = self._with_votes(items_of(state), answers, keys, found, build_query, dict(zip(queries, vectors)))
         candidates: dict[str, dict[str, list[list]]] = defaultdict(dict)
@@ -372,6 +382,8 @@ class Agent:
             used |= {"examples", "embedder"}
         if "propose_misconceptions" in nodes:
             used |= {"misconceptions", "embedder"}
+            if cfg.embedders:  # an ensemble's other members
+                used.add("extra_misconceptions")
             if cfg.votes:  # _with_votes: the label store, and the classifier beside it
                 used.add("labels")
                 if cfg.uses_classifier:

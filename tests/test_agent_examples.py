@@ -158,3 +158,12 @@ def test_the_default_source_is_still_the_solved_datasets_split(code_root, embedd
     named = resources_for(config(examples="codemmlu_fpt:train"), "codemmlu_fpt", code_root, embedder,
                           split="validation")
     assert str(named.examples_source) == "codemmlu_fpt:fit"  # validation's own answers are never examples
+
+
+def test_nearest_last_shows_the_same_examples_reversed(code_root, embedder, arc_items):
+    first = retrieve(resources_for(config(examples="codemmlu_fpt:train"), "arc_challenge", code_root, embedder),
+                     arc_items[:3])
+    last = retrieve(resources_for(config(examples="codemmlu_fpt:train", few_shot_order="nearest_last"),
+                                  "arc_challenge", code_root, embedder), arc_items[:3])
+    assert all(len(ids) == 3 for ids in first.values())
+    assert last == {item_id: ids[::-1] for item_id, ids in first.items()}
