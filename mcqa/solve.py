@@ -73,11 +73,26 @@ def solve_batches(solver: Solver, items: Iterable[Item], batch_size: int, retrie
     `stop()` is asked before each batch (so the time between two asks is one batch); once it says
     yes, the loop ends and the items not yet yielded are left unsolved, for the caller to count.
     Being a generator, the loop also ends wherever the caller stops iterating.
+
+    A solver with a `map_batches(batches, retries, backoff)` method solves several batches at once
+    (mcqa.eval.ray_pool.RayPool: replicas on a Ray cluster, each running `solve_with_retries`): it is
+    handed the batches and yields each one's predictions as it completes, so not in item order.
     """
-    for batch in batched(items, batch_size):
-        if stop is not None and stop():
-            return
+    batches = batched(items, batch_size)
+    if stop is not None:
+        batches = _until(stop, batches)
+    if (map_batches := getattr(solver, "map_batches", None)) is not None:
+        yield from map_batches(batches, retries, backoff)
+        return
+    for batch in batches:
         yield solve_with_retries(solver, batch, retries, backoff)
+
+
+def _until(stop: Callable[[], bool], batches: Iterator[list[Item]]) -> Iterator[list[Item]]:
+    for batch in batches:
+        if stop():
+            return
+        yield batch
 
 
 class Deadline:

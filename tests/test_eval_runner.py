@@ -4,6 +4,7 @@ resuming, torn lines, retries and recorded errors, refusing another config, the 
 import json
 
 import pytest
+import yaml
 
 from mcqa.config import LLMConfig, load_config
 from mcqa.datasets import load_split
@@ -127,6 +128,13 @@ def test_another_config_is_refused_and_speed_settings_are_not(tmp_path):
         run.check(config, {"dataset": "arc_challenge", "split": "dev"})
     with pytest.raises(RunError, match="another `mcqa eval run`"):
         RunDir(tmp_path / "run").lock()
+    # a run made before a setting existed: its default resumes (it keeps the old behaviour), another value does not
+    stored = yaml.safe_load(run.file("config.yaml").read_text())
+    del stored["agent"]["few_shot_order"]
+    run.file("config.yaml").write_text(yaml.safe_dump(stored))
+    run.check(config, source)
+    with pytest.raises(RunError, match=r"agent.few_shot_order: '\(unset\)' -> 'nearest_last'"):
+        run.check(load_config(None, **{"llm.model": "smollm2-135m", "agent.few_shot_order": "nearest_last"}), source)
     run.clear()
     assert not run.predictions.exists() and not run.file("config.yaml").exists()
     run.check(load_config(None), source)  # after --force anything goes
