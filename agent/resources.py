@@ -1,6 +1,7 @@
-"""What the nodes call: the LLM, the embedder, the example store, the misconception index, the
-reranker. Each is loaded on first use and once per process, so a graph that only answers never
-loads an embedder and a replayed trace loads nothing at all.
+"""What the nodes call: the LLM, the embedder, the example store, the misconception index (and an
+ensemble's other ones), the label store, the classifier, the reranker. Each is loaded on first use
+and once per process, so a graph that only answers never loads an embedder and a replayed trace
+loads nothing at all.
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ class Resources:
 
         self._need_dataset("misconception retrieval")
         return load_or_build_misconception_index(self.dataset, self.embedder, self.data_root)
+
+    @cached_property
+    def extra_misconceptions(self):
+        """The misconception index of each of `embedders`, the ensemble's other members, in order: each
+        built with its own embedder on first use and cached, as `misconceptions` is."""
+        from mcqa.rag import Embedder, load_or_build_misconception_index
+
+        self._need_dataset("misconception retrieval")
+        return [load_or_build_misconception_index(self.dataset, Embedder(name), self.data_root)
+                for name in self.agent.embedders or []]
 
     @cached_property
     def labels(self):

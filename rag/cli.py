@@ -270,35 +270,57 @@ def retrieval_cmd(dataset: str = DatasetOpt,
                                                               "repeatable (default: all)."),
                   k: int = typer.Option(25, "--k", "-k", min=1, help="Cut-off of MAP@k and Recall@k (Eedi: 25)."),
                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here."),
-                  model: str = ModelOpt, query_template: str = QueryTemplate, passage_template: str = PassageTemplate,
+                  model: str = ModelOpt,
+                  ensemble: Optional[list[str]] = typer.Option(None, "--ensemble", "-e", help="Another embedder whose "
+                                                               "lists are fused with --model's, repeatable: what the "
+                                                               "agent's `embedders` does (same templates and batch size)."),
+                  fusion: str = typer.Option("zsum", "--fusion", help="Ensembles: zsum (weighted sum of z-scored "
+                                             "cosines over the union of candidates) or rrf (reciprocal rank fusion)."),
+                  fusion_weights: Optional[list[float]] = typer.Option(None, "--fusion-weight", help="Ensembles: one "
+                                                                       "per member, --model's first, repeatable "
+                                                                       "(default: all 1)."),
+                  candidates: int = typer.Option(50, "--candidates", min=1, help="Ensembles: candidates each member "
+                                                 "retrieves before fusion (the agent's `candidates`)."),
+                  query_template: str = QueryTemplate, passage_template: str = PassageTemplate,
                   batch_size: int = BatchSize, fraction: float = Fraction, seed: int = Seed, unseen: bool = Unseen,
                   data: Optional[Path] = DataDir) -> None:
-    """MAP@k and Recall@k of misconception retrieval by the embedder alone, per query format.
+    """MAP@k and Recall@k of misconception retrieval by the embedder alone (or an ensemble), per query format.
 
     Every labelled wrong answer of the split is a query, searched against the whole catalogue."""
     from mcqa.rag.queries import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
-    from mcqa.rag.retrieval import count_queries, score_format
+    from mcqa.rag.retrieval import FUSIONS, count_queries, fusion_weights as check_weights, score_format
     from mcqa.rag.splits import DERIVED_SPLITS
 
     names = formats or list(QUERY_FORMATS)
     if unknown := [f for f in names if f not in QUERY_FORMATS]:
         fail(f"unknown query format(s) {', '.join(unknown)}; known: {', '.join(QUERY_FORMATS)}")
-    embedder = make_embedder(model, query_template, passage_template, batch_size)
+    if fusion not in FUSIONS:
+        fail(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    members = [model, *(ensemble or [])]
+    try:
+        weights = check_weights(len(members), fusion_weights or None)
+    except ValueError as exc:
+        fail(f"--fusion-weight: {exc}")
+    embedders = [make_embedder(m, query_template, passage_template, batch_size) for m in members]
     items = read_items(dataset, split, data, fraction, seed, unseen)
     n_queries = count_queries(items)
     if not n_queries:
         fail(f"{dataset}/{split} has no labelled wrong answers to score")
-    index = open_index("misconceptions", dataset, split, embedder, data, None, fraction, seed, unseen)
+    indexes = [open_index("misconceptions", dataset, split, e, data, None, fraction, seed, unseen) for e in embedders]
+    index, embedder = indexes[0], embedders[0]
     mode = f" ({'unseen' if unseen else 'seen'} misconceptions, fraction {fraction}, seed {seed})" \
         if split in DERIVED_SPLITS else ""
+    fused = f" fused by {fusion} (weights {weights}, {candidates} candidates each)" if len(indexes) > 1 else ""
     err.print(f"{dataset}/{split}{mode}: {len(items)} items, {n_queries} labelled wrong answers; "
-              f"{len(index)} misconceptions; embedder {embedder.name}", highlight=False)
+              f"{len(index)} misconceptions; embedder{'s' if fused else ''} {', '.join(e.name for e in embedders)}"
+              f"{fused}", highlight=False)
     scores = []
     for name in names:
-        with encoding_progress(f"{name} queries", n_queries) as advance:
-            scores.append(score_format(items, index, name, k, on_progress=advance))
+        with encoding_progress(f"{name} queries", n_queries * len(indexes)) as advance:
+            scores.append(score_format(items, indexes if fused else index, name, k, on_progress=advance,
+                                       fusion=fusion, weights=weights, candidates=candidates))
     best = max(scores, key=lambda s: s.map_at_k)
-    table = Table(title=f"misconception retrieval, {dataset}/{split}{mode}")
+    table = Table(title=f"misconception retrieval, {dataset}/{split}{mode}{' (ensemble)' if fused else ''}")
     for column in ("format", "queries", f"MAP@{k}", f"Recall@{k}", "queries/s", "search ms"):
         table.add_column(column, justify="left" if column == "format" else "right", no_wrap=True)
     for s in scores:
@@ -314,5 +336,7 @@ def retrieval_cmd(dataset: str = DatasetOpt,
         out.write_text(json.dumps({
             "dataset": dataset, "split": split, "unseen": unseen, "fraction": fraction, "seed": seed,
             "items": len(items), "embedder": embedder.describe(), "misconceptions": len(index),
+            **({"ensemble": {"embedders": [e.describe() for e in embedders], "fusion": fusion, "weights": weights,
+                             "candidates": candidates}} if fused else {}),
             "best": best.format, "default": DEFAULT_QUERY_FORMAT, "scores": [s.as_dict() for s in scores]}, indent=2) + "\n")
         console.print(f"written {out}")

@@ -108,14 +108,18 @@ class Embedder:
     def fingerprint(self) -> str:
         """A cheap identity of the weights, so a cache never serves vectors of a retrained model.
 
-        Registry models: the package version. Local folders: names, sizes and modification times of
-        the files (hashing gigabytes of weights on every start would cost more than it saves).
+        Registry models: the package version, or for one assembled from parts (mpnet-base) the sha256
+        its assembly was checked against (the unpacked files' times change with every assembly). Local
+        folders: names, sizes and modification times of the files (hashing gigabytes of weights on
+        every start would cost more than it saves).
         """
         if self.name in PACKAGE_OF:
             try:
                 return f"{PACKAGE_OF[self.name]}=={importlib.metadata.version(PACKAGE_OF[self.name])}"
             except importlib.metadata.PackageNotFoundError:  # pragma: no cover - resolve() found it above
                 pass
+        if self.name in REGISTRY and REGISTRY[self.name].sha256:
+            return f"sha256:{REGISTRY[self.name].sha256[:16]}"
         digest = hashlib.sha256()
         files = [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
         for file in files:

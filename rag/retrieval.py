@@ -1,4 +1,6 @@
-"""How well the embedder alone finds the labelled misconception of a wrong answer, per query format.
+"""How well the embedder alone finds the labelled misconception of a wrong answer, per query format,
+and how the agent combines scores: several embedders' lists (ensembles), retrieval with a reranker,
+retrieval with label votes.
 
 Every labelled wrong answer of the items is one query; it is scored by MAP@k and Recall@k (the Eedi
 competition metric, from mcqa.eval.metrics) against the whole catalogue. This is the number that
@@ -8,8 +10,10 @@ picks `DEFAULT_QUERY_FORMAT` and that a fine-tuned embedder has to beat.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from mcqa.eval.metrics import map_at_k, recall_at_k
 from mcqa.rag.queries import labelled_pairs, query_format
@@ -31,17 +35,27 @@ class FormatScore:
         return asdict(self)
 
 
-def score_format(items: list[Item], index: MisconceptionIndex, format_name: str, k: int = 25,
-                 on_progress: Callable[[int], None] | None = None) -> FormatScore:
-    """MAP@k and Recall@k of one query format over every labelled wrong answer of `items`."""
+def score_format(items: list[Item], index: MisconceptionIndex | list[MisconceptionIndex], format_name: str,
+                 k: int = 25, on_progress: Callable[[int], None] | None = None, fusion: str = "zsum",
+                 weights: Sequence[float] | None = None, candidates: int = 50) -> FormatScore:
+    """MAP@k and Recall@k of one query format over every labelled wrong answer of `items`.
+
+    `index` may be a list, an ensemble (one index per embedder, the first being the agent's `embedder`):
+    then each embedder encodes the queries and retrieves `candidates` (the agent's setting), and the
+    lists are fused (`search_fused` with `fusion` and `weights`) as the agent fuses them.
+    """
+    indexes = index if isinstance(index, list) else [index]
     build = query_format(format_name)
     pairs = list(labelled_pairs(items))
     texts = [build(item, letter_) for item, letter_, _ in pairs]
     started = time.perf_counter()
-    vectors = index.embedder.encode(texts, kind="query", progress=on_progress or False)
+    vectors = [ix.embedder.encode(texts, kind="query", progress=on_progress or False) for ix in indexes]
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
-    hits = index.search_vectors(vectors, k)
+    if len(indexes) == 1:
+        hits = indexes[0].search_vectors(vectors[0], k)
+    else:
+        hits = [row[:k] for row in search_fused(indexes, vectors, max(k, candidates), fusion, weights)]
     search_s = time.perf_counter() - started
     rankings = [[mid for mid, _ in row] for row in hits]
     relevants = [ids for _, _, ids in pairs]
@@ -53,6 +67,13 @@ def count_queries(items: list[Item]) -> int:
     return sum(1 for _ in labelled_pairs(items))
 
 
+def zscores(values) -> np.ndarray:
+    """(x - mean) / std of a score list; all zeros when the list is flat (it then says nothing)."""
+    array = np.asarray(values, dtype=np.float64)
+    spread = array.std() if array.size else 0.0
+    return (array - array.mean()) / spread if spread > 0 else np.zeros_like(array)
+
+
 def fuse_rerank(retrieval: list[float], rerank: list[float], weight: float | None) -> list[float]:
     """The score a reranked head is sorted by: the reranker's own, or z(retrieval) + weight * z(rerank).
 
@@ -62,21 +83,92 @@ def fuse_rerank(retrieval: list[float], rerank: list[float], weight: float | Non
     over the same head (z-scores) makes `weight` independent of either model's score scale.
     `weight=None` keeps the reranker's scores unchanged.
     """
-    import numpy as np
-
     if weight is None:
         return [float(s) for s in rerank]
     if len(retrieval) != len(rerank):
         raise ValueError(f"{len(retrieval)} retrieval scores but {len(rerank)} rerank scores")
     if not rerank:
         return []
+    return [float(s) for s in zscores(retrieval) + weight * zscores(rerank)]
 
-    def z(values: list[float]) -> np.ndarray:
-        array = np.asarray(values, dtype=np.float64)
-        spread = array.std()
-        return (array - array.mean()) / spread if spread > 0 else np.zeros_like(array)
 
-    return [float(s) for s in z(retrieval) + weight * z(rerank)]
+FUSIONS = ("zsum", "rrf")
+RRF_K = 60  # reciprocal rank fusion's constant (Cormack, Clarke and Buettcher 2009): damps the top ranks' lead
+
+
+def fusion_weights(n: int, weights: Sequence[float] | None) -> list[float]:
+    """One weight per retriever (all 1 when None); ValueError on a wrong count or a negative weight."""
+    weights = [1.0] * n if weights is None else [float(w) for w in weights]
+    if len(weights) != n:
+        raise ValueError(f"{n} retrievers but {len(weights)} fusion weights")
+    if any(w < 0 for w in weights) or not any(weights):
+        raise ValueError(f"fusion weights must be >= 0 and not all 0, got {weights}")
+    return weights
+
+
+def fuse_lists(lists: list[list[tuple[str, float]]], fusion: str = "zsum",
+               weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
+    """Several retrievers' (id, score) lists for one query as one list over their union, best first.
+
+    - zsum: sum of w_i * z_i(id), where z_i standardises retriever i's scores over the union (mean 0,
+      spread 1, the z-scores of `fuse_rerank`), so a retriever's scale (cosines bunched near 0.6, or
+      spread over 0.2-0.9) does not decide its say. An id that list i lacks counts as list i's lowest
+      score; `search_fused` passes lists that score every id of the union, so nothing is guessed.
+    - rrf: sum of w_i / (RRF_K + rank_i(id)), ranks from 1; an id absent from list i gets nothing from
+      it. Only ranks count.
+    Ties keep the order in which ids first appear (the first list's order first). The fused scores
+    are on their own scale: `search_fused` maps them onto a cosine scale.
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    weights = fusion_weights(len(lists), weights)
+    union = list(dict.fromkeys(mid for hits in lists for mid, _ in hits))
+    fused = dict.fromkeys(union, 0.0)
+    for weight, hits in zip(weights, lists):
+        if fusion == "rrf":
+            for rank, (mid, _) in enumerate(hits, start=1):
+                fused[mid] += weight / (RRF_K + rank)
+            continue
+        scores = dict(hits)
+        floor = min(scores.values(), default=0.0)
+        for mid, z in zip(union, zscores([scores.get(mid, floor) for mid in union])):
+            fused[mid] += weight * float(z)
+    return sorted(fused.items(), key=lambda h: -h[1])
+
+
+def search_fused(indexes: list[MisconceptionIndex], vectors: list[np.ndarray], k: int, fusion: str = "zsum",
+                 weights: Sequence[float] | None = None) -> list[list[tuple[str, float]]]:
+    """`MisconceptionIndex.search_vectors` over an ensemble: several indexes of one catalogue, one per
+    embedder, each searched with its own embedder's query vectors, fused per query (`fuse_lists`).
+
+    Each index returns its k best; for zsum every candidate of the union is then scored by every
+    embedder (a candidate one embedder found still has a cosine under the others). The fused scores
+    are mapped onto the first index's cosines (their mean and spread over the union), which keeps the
+    order and lets what comes after, label votes added to cosines (`fuse_votes`, weights measured on
+    them), mean what it means with one embedder. Returns the fused k best per query. One index: its
+    own search, unchanged.
+    """
+    if len(indexes) != len(vectors) or not indexes:
+        raise ValueError(f"{len(indexes)} indexes but {len(vectors)} sets of query vectors")
+    if len(indexes) == 1:
+        return indexes[0].search_vectors(vectors[0], k)
+    ids = {m.id for m in indexes[0].misconceptions}
+    if any({m.id for m in index.misconceptions} != ids for index in indexes[1:]):
+        raise ValueError("an ensemble's indexes must hold the same catalogue (the same misconception ids)")
+    weights = fusion_weights(len(indexes), weights)
+    found = [index.search_vectors(v, k) for index, v in zip(indexes, vectors)]
+    results = []
+    for n in range(len(vectors[0])):
+        lists = [hits[n] for hits in found]
+        union = list(dict.fromkeys(mid for hits in lists for mid, _ in hits))
+        exact = [index.similarities(v[n], union) for index, v in zip(indexes, vectors)]
+        if fusion == "zsum":
+            lists = [list(zip(union, map(float, scores))) for scores in exact]
+        ranked = fuse_lists(lists, fusion, weights)
+        cosines = np.asarray(exact[0], dtype=np.float64)
+        scaled = cosines.mean() + (cosines.std() or 1.0) * zscores([s for _, s in ranked])
+        results.append([(mid, float(s)) for (mid, _), s in zip(ranked[:k], scaled[:k])])
+    return results
 
 
 def vote(neighbours: list[tuple[str, float]], threshold: float) -> dict[str, float]:

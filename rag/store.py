@@ -102,6 +102,8 @@ class MisconceptionIndex:
         self._names = {m.id: m.name for m in misconceptions}
         if len(self._names) != len(misconceptions):
             raise ValueError("misconception ids must be unique in an index")
+        self._positions = {m.id: p for p, m in enumerate(misconceptions)}
+        self._vectors: np.ndarray | None = None
 
     @classmethod
     def build(cls, misconceptions: list[Misconception], embedder: Embedder, progress: bool = False,
@@ -117,6 +119,13 @@ class MisconceptionIndex:
         scores, positions = search_index(self.index, vectors, k)
         return [[(self.misconceptions[p].id, float(s)) for s, p in zip(row_scores, row_positions) if p >= 0]
                 for row_scores, row_positions in zip(scores, positions)]
+
+    def similarities(self, vector: np.ndarray, ids: list[str]) -> np.ndarray:
+        """The cosine of one query vector with each of these misconceptions, whether a search would
+        return them or not (an ensemble scores every candidate any of its embedders found)."""
+        if self._vectors is None:  # the catalogue is small (Eedi: 2,587 rows): read it back once
+            self._vectors = self.index.reconstruct_n(0, self.index.ntotal)
+        return self._vectors[[self._positions[m] for m in ids]] @ np.asarray(vector, dtype=np.float32)
 
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         """(misconception id, cosine score) per query, best first."""
