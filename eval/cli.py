@@ -134,12 +134,14 @@ def run_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset 
         try:  # on Ray this solver only checks the config here (it loads nothing); the replicas build their own
             solver = build_solver(cfg, dataset=dataset if registered else None, split=split, data_root=data,
                                   traces=run.file("traces.sqlite") if traces and not on_ray else None)
-            if "llm" in solver.agent.resources_used():  # a wrong model name fails here, not on every item
+            uses_llm = "llm" in solver.agent.resources_used()
+            if uses_llm:  # a wrong model name fails here, not on every item
                 resolve(cfg.llm.model, "llm")
         except (ModelNotFound, ValueError) as exc:
             fail(str(exc))
         err.print(f"{run.path}: {pending} to solve ({len(items) - len(answers.pending(items))} of {len(items)} items "
-                  f"already done), batches of {batch}, {cfg.llm.model} on {cfg.llm.n_threads} thread(s)")
+                  f"already done), batches of {batch}, "
+                  + (f"{cfg.llm.model} on {cfg.llm.n_threads} thread(s)" if uses_llm else "no LLM (retrieval only)"))
         if on_ray:
             solver = _ray_pool(cfg, replicas or 1, ray, dataset if registered else None, split, data, retries, traces)
         started = time.perf_counter()
