@@ -33,11 +33,18 @@ Task = Literal["answer", "misconceptions"]
 # - codemmlu_fpt `validation`, first 150: K 1: 0.360, K 4: 0.507 (+0.147 [+0.060, +0.233]; 33 fixed, 11 broken;
 #   position-bias RStd 20.2 -> 8.8).
 # - arc_challenge `test`, first 100: K 1: 0.660, K 4: 0.610 (-0.050 [-0.130, +0.030]), at 3x the time.
-# So the shifts are CodeMMLU's default only; elsewhere the plain prompt.
+# - mmlu_stem `test`, 200 items drawn by `--sample 200` (every subject): K 1: 0.400, K 4: 0.480 (+0.080 [+0.005, +0.155];
+#   RStd 19.1 -> 3.1).
+# So the shifts are the default where the model's letter preference is strong (CodeMMLU, MMLU-STEM: RStd ~20);
+# on ARC (RStd 5.0) they break more than they fix and the plain prompt stays.
+# Scoring (`agent.scoring`), against letters at K 1: cloze on ARC's first 100 0.480 against 0.660 (-0.180
+# [-0.310, -0.060]), on the MMLU-STEM sample 0.440 against 0.400 (+0.040 [-0.045, +0.125]); both 0.510 / 0.420.
+# Letters stay the default everywhere.
 DATASET_DEFAULTS = {
     "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
     "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none"},
     "codemmlu_fpt": {"permutations": 4},
+    "mmlu_stem": {"permutations": 4},
 }
 OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
                   "scoring": "letter"}
@@ -71,7 +78,7 @@ class AgentConfig(BaseModel):
                                 "choice's probability (1: as shown, the plain prompt; 4: every choice of a 4-choice "
                                 "item at every position once, so the model's letter preference cancels). Costs up to "
                                 "that many prompts an item; they share the question's tokens as a prefix. None: by "
-                                "dataset (codemmlu_fpt 4, others 1; see DATASET_DEFAULTS).")
+                                "dataset (codemmlu_fpt and mmlu_stem 4, others 1; see DATASET_DEFAULTS).")
     scoring: Literal["letter", "cloze", "both"] | None = Field(
         None, description="How a choice is scored: `letter` (the probability of its letter after the lettered "
                           "question), `cloze` (the log-likelihood of the choice's own text as the answer to the bare "
