@@ -278,6 +278,8 @@ class Agent:
         """Rescore the top `rerank_top` candidates; the rest keep their retrieval order behind them."""
         items = {it.id: it for it in items_of(state)}
         index, top = self.resources.misconceptions, self.config.rerank_top
+        if self.config.reranker == "llm-list":  # one letter a candidate: a longer head keeps retrieval order
+            top = min(top, len(LIST_LETTERS))
         pairs = [(i, letter, mid) for i, by_letter in state["candidates"].items()
                  for letter, hits in by_letter.items() for mid, _ in hits[:top]]
         if self.config.reranker == "llm":
@@ -313,7 +315,7 @@ class Agent:
         requests, lists = [], {}
         for i, by_letter in state["candidates"].items():
             for x, hits in by_letter.items():
-                mids = [m for m, _ in hits[:min(top, len(LIST_LETTERS))]]
+                mids = [m for m, _ in hits[:top]]
                 lists[(i, x)] = mids
                 orders = [mids, mids[::-1]] if self.config.rerank_reverse and len(mids) > 1 else [mids]
                 for k, shown in enumerate(orders):
@@ -326,9 +328,6 @@ class Agent:
             if (i, x, 1) in scored:
                 probs = (probs + np.exp(scored[(i, x, 1)])[::-1]) / 2
             scores.update({(i, x, m): float(p) for m, p in zip(mids, probs)})
-            hits = state["candidates"][i][x]
-            for m, _ in hits[len(mids):top]:  # past the lettered list: below every listed candidate
-                scores[(i, x, m)] = -1.0
         return scores
 
     def finalize(self, state: AgentState) -> AgentState:

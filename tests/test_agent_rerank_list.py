@@ -63,3 +63,13 @@ def test_list_chat_letters_every_candidate_after_the_question(eedi_item):
     text = chat[-1]["content"]
     assert text.index(eedi_item.question.strip()[:30]) < text.index("A. first idea") < text.index("C. third idea")
     assert "(A, B, C)" in text
+
+
+def test_a_head_longer_than_the_alphabet_is_cut_at_26(tiny_llm, data_root, tmp_path, eedi_item):
+    """rerank_top 30: the first 26 candidates are lettered and reordered, the last 4 keep retrieval order."""
+    _, p, steps = run(tiny_llm, data_root, tmp_path, eedi_item, rerank_top=30, candidates=30, top_k=30)
+    for letter, hits in steps["propose_misconceptions"]["candidates"][eedi_item.id].items():
+        retrieved = [m for m, _ in hits]
+        assert sorted(p.misconceptions[letter][:26]) == sorted(retrieved[:26])
+        assert p.misconceptions[letter][26:] == retrieved[26:30]
+        assert all(0 <= s <= 1 for s in p.misconception_scores[letter][:26])
