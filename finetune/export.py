@@ -66,12 +66,9 @@ def export_gguf_lora(adapter: Path, base: str, out: Path, base_config: dict | No
     if lora_config.get("use_rslora") or lora_config.get("use_dora"):
         raise ValueError("rsLoRA/DoRA adapters have no GGUF form here; train with plain LoRA")
     if base_config is None:
-        from transformers import AutoConfig
+        from mcqa.llm.hf import load_hf_config
 
-        from mcqa.llm.hf import hf_source
-
-        folder, gguf_name = hf_source(base)
-        base_config = AutoConfig.from_pretrained(folder, **({"gguf_file": gguf_name} if gguf_name else {})).to_dict()
+        base_config = load_hf_config(base).to_dict()
     arch = base_gguf_arch(base)
     arch_enum = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
     names = gguf.get_tensor_name_map(arch_enum, base_config["num_hidden_layers"])
