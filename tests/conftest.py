@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 
 import pytest
 
@@ -72,6 +73,26 @@ def write_map_folder(root, data_root, per_question=150, test_rows=0):
             writer = csv.DictWriter(handle, columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(chosen)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_eedi(tmp_path_factory, data_root):
+    """A data folder with Eedi's catalogue and test file and the first 60 questions of its train file: the
+    label store behind Eedi's votes encodes in seconds, where the shared train file's takes about a minute
+    on a fresh cache (the misconception index is the same catalogue's, cached once for the whole suite)."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "eedi"
+    folder.mkdir()
+    for name in ("misconception_mapping.csv", "test.csv"):
+        shutil.copyfile(data_root / "eedi" / name, folder / name)
+    with (data_root / "eedi" / "train.csv").open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = [row for _, row in zip(range(60), reader)]
+    with (folder / "train.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
     return root
 
 

@@ -152,12 +152,12 @@ def no_llm(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dataset", ["eedi", "map"])
-def test_a_misconception_run_never_touches_the_llm(dataset, no_llm, data_root, small_map, tmp_path):
+def test_a_misconception_run_never_touches_the_llm(dataset, no_llm, small_eedi, small_map, tmp_path):
     """Eedi and MAP runs (misconceptions only, their default config, votes and all) never resolve or load
     the LLM (eval/cli.py asks the agent's `resources_used`): with an LLM that cannot be found the run
     succeeds, and no item has an error (a node loading the LLM lazily would record one on every item)."""
     out = tmp_path / "run"
-    data = data_root if dataset == "eedi" else small_map  # MAP's shared train file takes minutes to encode
+    data = small_eedi if dataset == "eedi" else small_map  # the label stores of the shared train files take minutes
     result = runner.invoke(app, ["eval", "run", "--dataset", dataset, "--split", "validation", "--limit", "3",
                                  "--model", str(no_llm), "--out", str(out), "--data-dir", str(data), "--no-traces"])
     assert result.exit_code == 0, result.output

@@ -216,18 +216,19 @@ def test_think_data_is_reproducible_resumable_and_trains(tmp_path, tiny_llm, dat
     assert all(ex["completion"][0]["content"] for ex in fit + held)
 
 
-def test_gguf_load_caches_tokenizer_and_config_and_loads_the_same_model(tmp_path, monkeypatch):
-    """The first GGUF load caches the converted tokenizer and config (mcqa.llm.hf); the second reads them
-    from that one folder (no GGUF parse, no new folder) and gives the tokenizer transformers reads from the
-    GGUF itself (same ids, chat template, special tokens) and the logits of the load with no cache."""
-    import torch
+def test_gguf_load_caches_tokenizer_and_config(tmp_path, monkeypatch):
+    """The first GGUF load converts the tokenizer and config and caches them (mcqa.llm.hf); the second reads
+    that one folder (no GGUF parse, no new folder) and gives the same tokenizer (ids, chat template, special
+    tokens) and config. The model loaded with the cached config is held to llama.cpp's scores by
+    test_gguf_lora_adapter_scores_like_the_peft_model, so it is not loaded twice here."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from mcqa.llm.hf import hf_source, load_hf_causal_lm
+    from mcqa.llm.hf import _gguf_tokenizer_and_config, hf_source
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("MCQA_CACHE_DIR", str(cache))
-    cold_model, cold_tok = load_hf_causal_lm(TINY)  # empty cache: converted from the GGUF, then cached
+    folder, gguf = hf_source(TINY)
+    reference, cold_config = _gguf_tokenizer_and_config(folder, gguf)  # empty cache: from the GGUF, then cached
     folders = sorted((cache / "hf-gguf").iterdir())
     assert len(folders) == 1 and {"tokenizer.json", "config.json"} <= {p.name for p in folders[0].iterdir()}
 
@@ -236,26 +237,18 @@ def test_gguf_load_caches_tokenizer_and_config_and_loads_the_same_model(tmp_path
         original = auto.from_pretrained
         monkeypatch.setattr(auto, "from_pretrained", lambda *args, _original=original, **kwargs: (
             gguf_parses.append(kwargs.get("gguf_file")), _original(*args, **kwargs))[1])
-    warm_model, warm_tok = load_hf_causal_lm(TINY)
+    tok, config = _gguf_tokenizer_and_config(folder, gguf)
     assert sorted((cache / "hf-gguf").iterdir()) == folders
     assert gguf_parses and not any(gguf_parses), "the second load parsed the GGUF again instead of the cache"
     monkeypatch.undo()
 
-    folder, gguf = hf_source(TINY)
-    reference = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     chat = [{"role": "system", "content": "Answer with a letter."},
             {"role": "user", "content": "2 + 2 = ?\nA. 3\nB. 4"}]
     prompt = reference.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     texts = ["Hello, world!", " ünïcödé 数学\t\n  x<|im_end|>", prompt]
-    assert reference.chat_template
-    for tok in (cold_tok, warm_tok):
-        assert tok.chat_template == reference.chat_template
-        assert tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == prompt
-        assert [tok(t).input_ids for t in texts] == [reference(t).input_ids for t in texts]
-        assert tok.special_tokens_map == reference.special_tokens_map and len(tok) == len(reference)
-
-    assert warm_model.config.to_dict() == cold_model.config.to_dict()
-    ids = torch.tensor([reference(prompt, add_special_tokens=False).input_ids])
-    with torch.no_grad():
-        cold, warm = cold_model(ids).logits, warm_model(ids).logits
-    assert torch.abs(cold - warm).max().item() < 1e-5
+    assert reference.chat_template and tok is not reference
+    assert tok.chat_template == reference.chat_template
+    assert tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == prompt
+    assert [tok(t).input_ids for t in texts] == [reference(t).input_ids for t in texts]
+    assert tok.special_tokens_map == reference.special_tokens_map and len(tok) == len(reference)
+    assert config.to_dict() == cold_config.to_dict()

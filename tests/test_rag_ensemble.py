@@ -169,10 +169,11 @@ def test_an_ensemble_is_a_resource_only_when_configured():
     assert used(embedders=["mpnet-base"]) <= set(RESOURCES)
 
 
-def test_the_agent_with_an_ensemble_proposes_25_per_wrong_answer(eedi_items, data_root):
-    """Votes on (Eedi's default): the fused list goes on to the votes as one embedder's would."""
+def test_the_agent_with_an_ensemble_proposes_25_per_wrong_answer(eedi_items, small_eedi):
+    """Votes on (Eedi's default): the fused list goes on to the votes as one embedder's would (from the
+    label store of a 60-question train file, which holds the items: the shared file's takes a minute)."""
     solver = AgentSolver(config(embedders=["minilm-l6"], fusion="rrf", candidates=40), dataset="eedi",
-                         data_root=data_root)
+                         data_root=small_eedi)
     predictions = solver(eedi_items)
     assert len(solver.resources.extra_misconceptions) == 1
     assert set(solver.resources.__dict__) & set(RESOURCES) == solver.agent.resources_used()
