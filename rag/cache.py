@@ -22,7 +22,7 @@ from mcqa.config import cache_dir
 from mcqa.datasets import load_misconceptions
 from mcqa.rag.embedder import Embedder
 from mcqa.rag.sources import ExampleSource
-from mcqa.rag.splits import DERIVED_SPLITS, load_items
+from mcqa.rag.splits import DERIVED_SPLITS, load_items, unseen_mode
 from mcqa.rag.store import ExampleStore, LabelStore, MisconceptionIndex
 from mcqa.rag.vectors import StoreError, sha256_of_records
 
@@ -74,7 +74,7 @@ def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, ro
     """The example store of a split (`fit` is the train side of the validation split), built once and cached."""
     source = {"dataset": dataset, "split": split}
     if split in DERIVED_SPLITS:
-        source.update(fraction=fraction, seed=seed, unseen=unseen or split.endswith("-unseen"))
+        source.update(fraction=fraction, seed=seed, unseen=unseen_mode(split, unseen))
     return load_or_build_example_store_of(load_items(dataset, split, root, fraction, seed, unseen),
                                           f"{dataset}-{split}", source, embedder, progress, index=index)
 

@@ -289,7 +289,7 @@ def retrieval_cmd(dataset: str = DatasetOpt,
     Every labelled wrong answer of the split is a query, searched against the whole catalogue."""
     from mcqa.rag.queries import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
     from mcqa.rag.retrieval import FUSIONS, count_queries, fusion_weights as check_weights, score_format
-    from mcqa.rag.splits import DERIVED_SPLITS, UNSEEN_SUFFIX
+    from mcqa.rag.splits import DERIVED_SPLITS, unseen_mode
 
     names = formats or list(QUERY_FORMATS)
     if unknown := [f for f in names if f not in QUERY_FORMATS]:
@@ -308,7 +308,7 @@ def retrieval_cmd(dataset: str = DatasetOpt,
         fail(f"{dataset}/{split} has no labelled wrong answers to score")
     indexes = [open_index("misconceptions", dataset, split, e, data, None, fraction, seed, unseen) for e in embedders]
     index, embedder = indexes[0], embedders[0]
-    unseen = unseen or split.endswith(UNSEEN_SUFFIX)  # as load_items reads the split
+    unseen = unseen_mode(split, unseen)  # as load_items reads the split
     mode = f" ({'unseen' if unseen else 'seen'} misconceptions, fraction {fraction}, seed {seed})" \
         if split in DERIVED_SPLITS else ""
     fused = f" fused by {fusion} (weights {weights}, {candidates} candidates each)" if len(indexes) > 1 else ""

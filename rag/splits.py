@@ -28,6 +28,11 @@ DERIVED_SPLITS = {"fit": 0, "validation": 1, "fit-unseen": 0, "validation-unseen
 UNSEEN_SUFFIX = "-unseen"
 
 
+def unseen_mode(split: str, unseen: bool = False) -> bool:
+    """Whether a derived split is cut in unseen mode: asked for, or named `...-unseen`."""
+    return unseen or split.endswith(UNSEEN_SUFFIX)
+
+
 def question_of(item: Item) -> str:
     return str(item.metadata.get("question_id", item.id))
 
@@ -108,7 +113,7 @@ def load_items(dataset: str, split: str, root: Path | None = None, fraction: flo
     `fit-unseen` / `validation-unseen` are the sides in unseen mode, whatever `unseen` says.
     """
     if split in DERIVED_SPLITS:
-        unseen = unseen or split.endswith(UNSEEN_SUFFIX)
+        unseen = unseen_mode(split, unseen)
         sides = train_validation(load_split(dataset, "train", root).items, fraction, seed, unseen,
                                  by=get_spec(dataset).holdout)
         return sides[DERIVED_SPLITS[split]]
