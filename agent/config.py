@@ -42,12 +42,13 @@ Task = Literal["answer", "misconceptions"]
 # Letters stay the default everywhere.
 DATASET_DEFAULTS = {
     "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
-    "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none"},
+    "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none", "sibling_contrast": 0.4,
+             "hubness": 0.75},
     "codemmlu_fpt": {"permutations": 4},
     "mmlu_stem": {"permutations": 4},
 }
 OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
-                  "scoring": "letter"}
+                  "scoring": "letter", "sibling_contrast": 0.0, "hubness": 0.0}
 
 
 class AgentConfig(BaseModel):
@@ -114,6 +115,19 @@ class AgentConfig(BaseModel):
         None, description="One weight per ensemble member, `embedder` first then `embedders` in order. None: all 1.")
     query_format: str | None = Field(None, description="How a wrong answer becomes a retrieval query (mcqa.rag.queries); default: the measured best.")
     candidates: int = Field(50, ge=1, description="Misconception candidates retrieved per wrong answer.")
+    sibling_contrast: float | None = Field(
+        None, ge=0, lt=1, description="Retrieve with each wrong answer's query minus this much of the mean of the "
+                                      "other wrong answers' of the same question (mcqa.rag.retrieval.contrast_siblings): "
+                                      "what the distractors share is the question's topic, not this one's misconception. "
+                                      "Label votes keep the plain query. None: by dataset (eedi 0.4, others 0: a MAP "
+                                      "response has no siblings).")
+    hubness: float | None = Field(
+        None, ge=0, description="Subtract this times each misconception's hub score (the mean of its `hubness_k` "
+                                "highest cosines with a bank of queries: every wrong answer of the split being "
+                                "solved) from its cosines, so misconceptions near every query stop crowding the top "
+                                "(MisconceptionIndex.hub_scores). Off below `hubness_k` queries (one item, no split). "
+                                "None: by dataset (eedi 0.75, others 0).")
+    hubness_k: int = Field(50, ge=1, description="Bank neighbours behind a hub score.")
     votes: int | None = Field(
         None, ge=0, description="How many of the nearest labelled answers of the examples split vote for their label "
                                 "(MAP: responses to the same question with the same answer; mcqa.rag.store.LabelStore), "
@@ -157,7 +171,7 @@ class AgentConfig(BaseModel):
 
     def for_dataset(self, dataset: str | None) -> "AgentConfig":
         """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier,
-        permutations, scoring), as a run uses it."""
+        permutations, scoring, sibling_contrast, hubness), as a run uses it."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {})}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 

@@ -24,10 +24,11 @@ from mcqa.agent.resources import Resources
 from mcqa.agent.state import AgentState, examples_of, items_of
 from mcqa.eval.bias import permute_item
 from mcqa.llm.base import normalise_logprobs
+from mcqa.rag.queries import wrong_letters
 from mcqa.types import Item, Prediction
 
-RESOURCES = ("llm", "embedder", "examples", "misconceptions", "extra_misconceptions", "labels", "classifier",
-             "cross_encoder")
+RESOURCES = ("llm", "embedder", "examples", "misconceptions", "extra_misconceptions", "hub_penalties", "labels",
+             "classifier", "cross_encoder")
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
 NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
 
@@ -35,17 +36,6 @@ NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propos
 def default_tasks(dataset: str | None) -> list[str]:
     """Misconceptions for datasets with a catalogue (their right answer is given), answers otherwise."""
     return ["misconceptions"] if dataset in ("eedi", "map") else ["answer"]
-
-
-def wrong_letters(item: Item, answer: str | None) -> list[str]:
-    """The wrong answers to explain: the student's pick (MAP-style), else every distractor (Eedi-style).
-
-    The gold letter marks the right answer where it is known; otherwise the agent's own answer does.
-    """
-    if item.chosen is not None:
-        return [item.chosen]
-    right = item.answer or answer
-    return [x for x in item.letters if x != right]
 
 
 def _score_grouped(llm, requests: list[tuple[object, list, list[str]]]) -> dict[object, np.ndarray]:
@@ -198,6 +188,7 @@ class Agent:
 
     def propose_misconceptions(self, state: AgentState) -> AgentState:
         from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
+        from mcqa.rag.retrieval import contrast_siblings
 
         build_query = QUERY_FORMATS[self.config.query_format or DEFAULT_QUERY_FORMAT]
         answers, explanations = state.get("answers", {}), state.get("explanations", {})
@@ -209,14 +200,19 @@ class Agent:
                 queries.append(build_query(item, letter) + (f" ### {extra}" if extra else ""))
         index = self.resources.misconceptions
         vectors = index.embedder.encode(queries, kind="query") if queries else None
+        groups = [item_id for item_id, _ in keys]
+        contrast = self.config.sibling_contrast or 0.0
+        penalties = self.resources.hub_penalties if self.config.hubness and queries else None
         if queries and self.config.embedders:  # an ensemble: every member retrieves, the lists are fused
             from mcqa.rag.retrieval import search_fused
 
             others = self.resources.extra_misconceptions
-            found = search_fused([index, *others], [vectors, *(o.embedder.encode(queries, kind="query") for o in others)],
-                                 self.config.candidates, self.config.fusion, self.config.fusion_weights)
+            members = [vectors, *(o.embedder.encode(queries, kind="query") for o in others)]
+            found = search_fused([index, *others], [contrast_siblings(v, groups, contrast) for v in members],
+                                 self.config.candidates, self.config.fusion, self.config.fusion_weights, penalties)
         else:
-            found = index.search_vectors(vectors, self.config.candidates) if queries else []
+            found = (index.search_vectors(contrast_siblings(vectors, groups, contrast), self.config.candidates,
+                                          penalties[0] if penalties else None) if queries else [])
         if self.config.votes and queries:
             found = self._with_votes(items_of(state), answers, keys, found, build_query, dict(zip(queries, vectors)))
         candidates: dict[str, dict[str, list[list]]] = defaultdict(dict)
@@ -383,6 +379,8 @@ class Agent:
             used |= {"misconceptions", "embedder"}
             if cfg.embedders:  # an ensemble's other members
                 used.add("extra_misconceptions")
+            if cfg.hubness:  # the bank's hub scores, one per member
+                used.add("hub_penalties")
             if cfg.votes:  # _with_votes: the label store, and the classifier beside it
                 used.add("labels")
                 if cfg.uses_classifier:

@@ -84,6 +84,34 @@ class Resources:
                 for name in self.agent.embedders or []]
 
     @cached_property
+    def hub_penalties(self) -> list:
+        """Per misconception index (`misconceptions`, then `extra_misconceptions`), what its search subtracts
+        from each misconception's cosine (mcqa.rag.retrieval.hub_penalty), or None: `hubness` times the hub
+        scores over a bank of every wrong answer of the split being solved, in the agent's query format.
+
+        The bank is the whole split, not the batch, so an item's list never depends on which items were
+        solved with it (a step-through of one item ranks as the batch run did). The bank's vectors are
+        cached on disk (Embedder.encode_cached): a second run of the split encodes nothing for it.
+        """
+        from mcqa.rag.splits import load_items
+
+        if not self.agent.hubness or not self.split:
+            return [None] * (1 + len(self.agent.embedders or []))
+        return self.hub_penalties_of(load_items(self.dataset, self.split, self.data_root))
+
+    def hub_penalties_of(self, bank: list) -> list:
+        """`hub_penalties` with these items' wrong answers as the bank (a Kaggle run passes its test file)."""
+        from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
+        from mcqa.rag.retrieval import bank_texts, hub_penalty
+
+        indexes = [self.misconceptions, *(self.extra_misconceptions if self.agent.embedders else [])]
+        texts = bank_texts(bank, QUERY_FORMATS[self.agent.query_format or DEFAULT_QUERY_FORMAT])
+        if not self.agent.hubness or len(texts) < self.agent.hubness_k:
+            return [None] * len(indexes)
+        return [hub_penalty(index, index.embedder.encode_cached(texts, "query", progress=False), self.agent.hubness,
+                            self.agent.hubness_k) for index in indexes]
+
+    @cached_property
     def labels(self):
         """Labelled answers of the examples split, whose labels vote (written in the agent's query format)."""
         from mcqa.rag import DEFAULT_QUERY_FORMAT, load_or_build_label_store

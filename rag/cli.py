@@ -281,6 +281,14 @@ def retrieval_cmd(dataset: str = DatasetOpt,
                                                                        "(default: all 1)."),
                   candidates: int = typer.Option(50, "--candidates", min=1, help="Ensembles: candidates each member "
                                                  "retrieves before fusion (the agent's `candidates`)."),
+                  contrast: float = typer.Option(0.0, "--sibling-contrast", min=0.0, max=0.99, help="Query minus "
+                                                 "this much of the mean of the question's other wrong answers (the "
+                                                 "agent's `sibling_contrast`; Eedi's default 0.4). 0: plain queries."),
+                  hubness: float = typer.Option(0.0, "--hubness", min=0.0, help="Subtract this times each "
+                                                "misconception's hub score (the mean of its --hubness-k highest "
+                                                "cosines with every wrong answer of the split), the agent's "
+                                                "`hubness` (Eedi's default 0.75). 0: plain cosines."),
+                  hubness_k: int = typer.Option(50, "--hubness-k", min=1, help="Neighbours behind a hub score."),
                   query_template: str = QueryTemplate, passage_template: str = PassageTemplate,
                   batch_size: int = BatchSize, fraction: float = Fraction, seed: int = Seed, unseen: bool = Unseen,
                   data: Optional[Path] = DataDir) -> None:
@@ -317,9 +325,10 @@ def retrieval_cmd(dataset: str = DatasetOpt,
               f"{fused}", highlight=False)
     scores = []
     for name in names:
-        with encoding_progress(f"{name} queries", n_queries * len(indexes)) as advance:
+        with encoding_progress(f"{name} queries", count_queries(items, bool(contrast or hubness)) * len(indexes)) as advance:
             scores.append(score_format(items, indexes if fused else index, name, k, on_progress=advance,
-                                       fusion=fusion, weights=weights, candidates=candidates))
+                                       fusion=fusion, weights=weights, candidates=candidates, contrast=contrast,
+                                       hubness=hubness, hubness_k=hubness_k))
     best = max(scores, key=lambda s: s.map_at_k)
     table = Table(title=f"misconception retrieval, {dataset}/{split}{mode}{' (ensemble)' if fused else ''}")
     for column in ("format", "queries", f"MAP@{k}", f"Recall@{k}", "queries/s", "search ms"):
@@ -337,6 +346,7 @@ def retrieval_cmd(dataset: str = DatasetOpt,
         out.write_text(json.dumps({
             "dataset": dataset, "split": split, "unseen": unseen, "fraction": fraction, "seed": seed,
             "items": len(items), "embedder": embedder.describe(), "misconceptions": len(index),
+            "sibling_contrast": contrast, "hubness": hubness, "hubness_k": hubness_k,
             **({"ensemble": {"embedders": [e.describe() for e in embedders], "fusion": fusion, "weights": weights,
                              "candidates": candidates}} if fused else {}),
             "best": best.format, "default": DEFAULT_QUERY_FORMAT, "scores": [s.as_dict() for s in scores]}, indent=2) + "\n")

@@ -89,6 +89,17 @@ def query_format(name: str) -> Callable[[Item, str], str]:
         raise ValueError(f"unknown query format {name!r}; known: {', '.join(QUERY_FORMATS)}") from None
 
 
+def wrong_letters(item: Item, answer: str | None = None) -> list[str]:
+    """The wrong answers to explain: the student's pick (MAP-style), else every distractor (Eedi-style).
+
+    The gold letter marks the right answer where it is known; otherwise `answer` (the agent's own) does.
+    """
+    if item.chosen is not None:
+        return [item.chosen]
+    right = item.answer or answer
+    return [x for x in item.letters if x != right]
+
+
 def labelled_pairs(items: list[Item]) -> Iterator[tuple[Item, str, list[str]]]:
     """(item, wrong letter, its misconception ids) for every wrong answer that carries a label.
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mcqa.eval.metrics import map_at_k, recall_at_k
-from mcqa.rag.queries import labelled_pairs, query_format
+from mcqa.rag.queries import labelled_pairs, query_format, wrong_letters
 from mcqa.rag.store import MisconceptionIndex
 from mcqa.types import Item
 
@@ -37,25 +37,35 @@ class FormatScore:
 
 def score_format(items: list[Item], index: MisconceptionIndex | list[MisconceptionIndex], format_name: str,
                  k: int = 25, on_progress: Callable[[int], None] | None = None, fusion: str = "zsum",
-                 weights: Sequence[float] | None = None, candidates: int = 50) -> FormatScore:
+                 weights: Sequence[float] | None = None, candidates: int = 50,
+                 contrast: float = 0.0, hubness: float = 0.0, hubness_k: int = 50) -> FormatScore:
     """MAP@k and Recall@k of one query format over every labelled wrong answer of `items`.
 
     `index` may be a list, an ensemble (one index per embedder, the first being the agent's `embedder`):
     then each embedder encodes the queries and retrieves `candidates` (the agent's setting), and the
-    lists are fused (`search_fused` with `fusion` and `weights`) as the agent fuses them.
+    lists are fused (`search_fused` with `fusion` and `weights`) as the agent fuses them. `contrast` and
+    `hubness` are the agent's `sibling_contrast` and `hubness`: every wrong answer of the items, labelled or
+    not, is encoded, as a sibling and into the bank of queries (the agent's bank is the split being solved).
     """
     indexes = index if isinstance(index, list) else [index]
     build = query_format(format_name)
     pairs = list(labelled_pairs(items))
     texts = [build(item, letter_) for item, letter_, _ in pairs]
+    groups = [item.id for item, _, _ in pairs]
+    if contrast or hubness:  # the unlabelled wrong answers join as siblings and bank queries only
+        extra = unlabelled_wrong(items)
+        texts += [build(item, x) for item, x in extra]
+        groups += [item.id for item, _ in extra]
     started = time.perf_counter()
     vectors = [ix.embedder.encode(texts, kind="query", progress=on_progress or False) for ix in indexes]
+    penalties = [hub_penalty(ix, v, hubness, hubness_k) for ix, v in zip(indexes, vectors)]
+    vectors = [contrast_siblings(v, groups, contrast)[:len(pairs)] for v in vectors]
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     if len(indexes) == 1:
-        hits = indexes[0].search_vectors(vectors[0], k)
+        hits = indexes[0].search_vectors(vectors[0], k, penalties[0])
     else:
-        hits = [row[:k] for row in search_fused(indexes, vectors, max(k, candidates), fusion, weights)]
+        hits = [row[:k] for row in search_fused(indexes, vectors, max(k, candidates), fusion, weights, penalties)]
     search_s = time.perf_counter() - started
     rankings = [[mid for mid, _ in row] for row in hits]
     relevants = [ids for _, _, ids in pairs]
@@ -63,8 +73,34 @@ def score_format(items: list[Item], index: MisconceptionIndex | list[Misconcepti
                        k, round(encode_s, 3), round(search_s, 4))
 
 
-def count_queries(items: list[Item]) -> int:
-    return sum(1 for _ in labelled_pairs(items))
+def unlabelled_wrong(items: list[Item]) -> list[tuple[Item, str]]:
+    """(item, letter) of every wrong answer without a label, of items whose every distractor is a query
+    (Eedi-style, no `chosen`): the siblings `contrast_siblings` needs besides the labelled ones."""
+    labelled = {(item.id, letter_) for item, letter_, _ in labelled_pairs(items)}
+    return [(item, x) for item in items if item.chosen is None for x in item.letters
+            if x != item.answer and (item.id, x) not in labelled]
+
+
+def count_queries(items: list[Item], every_wrong_answer: bool = False) -> int:
+    """The texts `score_format` encodes: the labelled wrong answers, and the unlabelled ones too when it
+    needs them (sibling contrast, hubness)."""
+    return sum(1 for _ in labelled_pairs(items)) + (len(unlabelled_wrong(items)) if every_wrong_answer else 0)
+
+
+def bank_texts(items: list[Item], build: Callable[[Item, str], str]) -> list[str]:
+    """The bank of queries behind hubness penalties: every wrong answer of the items (`wrong_letters`),
+    labelled or not, in the query format."""
+    return [build(item, x) for item in items for x in wrong_letters(item)]
+
+
+def hub_penalty(index: MisconceptionIndex, bank: np.ndarray, weight: float, k: int = 50) -> np.ndarray | None:
+    """`weight` x `index.hub_scores(bank, k)`, what the search subtracts from each misconception's cosine;
+    None (no penalty) when `weight` is 0 or the bank holds fewer than `k` queries, too few to tell a
+    misconception near queries in general from one near these few.
+    """
+    if not weight or len(bank) < k:
+        return None
+    return (weight * index.hub_scores(bank, k)).astype(np.float32)
 
 
 def zscores(values) -> np.ndarray:
@@ -90,6 +126,34 @@ def fuse_rerank(retrieval: list[float], rerank: list[float], weight: float | Non
     if not rerank:
         return []
     return [float(s) for s in zscores(retrieval) + weight * zscores(rerank)]
+
+
+def contrast_siblings(vectors: np.ndarray, groups: Sequence[str], weight: float) -> np.ndarray:
+    """Each query vector minus `weight` x the mean of its siblings' (the other queries of its group: the
+    other wrong answers of the same question), back to unit length; a query without siblings is unchanged.
+
+    Why: cos(q - w * mean(q_sib), m) ranks misconception m by s(q, m) - w * mean s(q_sib, m). Every wrong
+    answer of a question shares the question's text, so its topic pulls the same generic misconceptions
+    to the top of all of them; subtracting what the siblings share leaves what is particular to this wrong
+    answer. Linear in the query, so it is a change of query vector, free at search time.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if weight == 0 or len(vectors) < 2:
+        return vectors
+    if len(groups) != len(vectors):
+        raise ValueError(f"{len(vectors)} query vectors but {len(groups)} groups")
+    members: dict[str, list[int]] = {}
+    for row, group in enumerate(groups):
+        members.setdefault(group, []).append(row)
+    out = vectors.copy()
+    for rows in members.values():
+        if len(rows) < 2:
+            continue
+        block = vectors[rows]
+        siblings_mean = (block.sum(axis=0, keepdims=True) - block) / (len(rows) - 1)
+        out[rows] = block - weight * siblings_mean
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.ascontiguousarray(out / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
 FUSIONS = ("zsum", "rrf")
@@ -137,7 +201,8 @@ def fuse_lists(lists: list[list[tuple[str, float]]], fusion: str = "zsum",
 
 
 def search_fused(indexes: list[MisconceptionIndex], vectors: list[np.ndarray], k: int, fusion: str = "zsum",
-                 weights: Sequence[float] | None = None) -> list[list[tuple[str, float]]]:
+                 weights: Sequence[float] | None = None,
+                 penalties: Sequence[np.ndarray | None] | None = None) -> list[list[tuple[str, float]]]:
     """`MisconceptionIndex.search_vectors` over an ensemble: several indexes of one catalogue, one per
     embedder, each searched with its own embedder's query vectors, fused per query (`fuse_lists`).
 
@@ -146,22 +211,26 @@ def search_fused(indexes: list[MisconceptionIndex], vectors: list[np.ndarray], k
     are mapped onto the first index's cosines (their mean and spread over the union), which keeps the
     order and lets what comes after, label votes added to cosines (`fuse_votes`, weights measured on
     them), mean what it means with one embedder. Returns the fused k best per query. One index: its
-    own search, unchanged.
+    own search, unchanged. `penalties` (one per index, or None) are each member's hubness penalties
+    (`hub_penalty`), subtracted from its cosines before anything else.
     """
     if len(indexes) != len(vectors) or not indexes:
         raise ValueError(f"{len(indexes)} indexes but {len(vectors)} sets of query vectors")
+    penalties = list(penalties) if penalties is not None else [None] * len(indexes)
+    if len(penalties) != len(indexes):
+        raise ValueError(f"{len(indexes)} indexes but {len(penalties)} penalties")
     if len(indexes) == 1:
-        return indexes[0].search_vectors(vectors[0], k)
+        return indexes[0].search_vectors(vectors[0], k, penalties[0])
     ids = {m.id for m in indexes[0].misconceptions}
     if any({m.id for m in index.misconceptions} != ids for index in indexes[1:]):
         raise ValueError("an ensemble's indexes must hold the same catalogue (the same misconception ids)")
     weights = fusion_weights(len(indexes), weights)
-    found = [index.search_vectors(v, k) for index, v in zip(indexes, vectors)]
+    found = [index.search_vectors(v, k, p) for index, v, p in zip(indexes, vectors, penalties)]
     results = []
     for n in range(len(vectors[0])):
         lists = [hits[n] for hits in found]
         union = list(dict.fromkeys(mid for hits in lists for mid, _ in hits))
-        exact = [index.similarities(v[n], union) for index, v in zip(indexes, vectors)]
+        exact = [index.similarities(v[n], union, p) for index, v, p in zip(indexes, vectors, penalties)]
         if fusion == "zsum":
             lists = [list(zip(union, map(float, scores))) for scores in exact]
         ranked = fuse_lists(lists, fusion, weights)

@@ -114,18 +114,50 @@ class MisconceptionIndex:
     def __len__(self) -> int:
         return len(self.misconceptions)
 
-    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """Search with query vectors already encoded (evaluation encodes once and searches many times)."""
-        scores, positions = search_index(self.index, vectors, k)
+    def search_vectors(self, vectors: np.ndarray, k: int,
+                       penalty: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+        """Search with query vectors already encoded (evaluation encodes once and searches many times).
+
+        `penalty` (one number per catalogue row, `hub_scores` times a weight) is subtracted from every
+        cosine before ranking; the search is then exact over the whole catalogue.
+        """
+        if penalty is None:
+            scores, positions = search_index(self.index, vectors, k)
+        else:
+            scores = np.asarray(vectors, dtype=np.float32) @ self.vectors.T - penalty
+            positions = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores = np.take_along_axis(scores, positions, axis=1)
         return [[(self.misconceptions[p].id, float(s)) for s, p in zip(row_scores, row_positions) if p >= 0]
                 for row_scores, row_positions in zip(scores, positions)]
 
-    def similarities(self, vector: np.ndarray, ids: list[str]) -> np.ndarray:
-        """The cosine of one query vector with each of these misconceptions, whether a search would
-        return them or not (an ensemble scores every candidate any of its embedders found)."""
-        if self._vectors is None:  # the catalogue is small (Eedi: 2,587 rows): read it back once
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every catalogue row's vector, in catalogue order (small: Eedi's 2,587 rows, read back once)."""
+        if self._vectors is None:
             self._vectors = self.index.reconstruct_n(0, self.index.ntotal)
-        return self._vectors[[self._positions[m] for m in ids]] @ np.asarray(vector, dtype=np.float32)
+        return self._vectors
+
+    def similarities(self, vector: np.ndarray, ids: list[str], penalty: np.ndarray | None = None) -> np.ndarray:
+        """The cosine of one query vector with each of these misconceptions, whether a search would
+        return them or not (an ensemble scores every candidate any of its embedders found), less
+        `penalty` as `search_vectors` subtracts it."""
+        rows = [self._positions[m] for m in ids]
+        scores = self.vectors[rows] @ np.asarray(vector, dtype=np.float32)
+        return scores if penalty is None else scores - penalty[rows]
+
+    def hub_scores(self, bank: np.ndarray, k: int = 50) -> np.ndarray:
+        """Per catalogue row, the mean of its `k` highest cosines with the `bank` of query vectors.
+
+        Why: some misconceptions ("hubs", written in general words) sit near most queries and crowd the
+        top of every list. Subtracting a weight times this score (CSLS, Conneau et al. 2018, on a bank of
+        the queries being solved) lowers them by how near they are to queries in general, not to this one.
+        """
+        bank = np.asarray(bank, dtype=np.float32)
+        if not len(bank):
+            raise ValueError("hub scores need a bank of at least one query vector")
+        k = min(k, len(bank))
+        cosines = self.vectors @ bank.T
+        return np.partition(cosines, len(bank) - k, axis=1)[:, len(bank) - k:].mean(axis=1)
 
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         """(misconception id, cosine score) per query, best first."""

@@ -123,7 +123,7 @@ def test_misconception_only_needs_no_llm(eedi_items, data_root):
     predictions = solver(eedi_items)
     assert "llm" not in solver.resources.__dict__, "misconception-only must not load the LLM"
     loaded = set(solver.resources.__dict__) & set(RESOURCES)
-    assert loaded == solver.agent.resources_used() == {"embedder", "misconceptions"}
+    assert loaded == solver.agent.resources_used() == {"embedder", "misconceptions", "hub_penalties"}
     for item, p in zip(eedi_items, predictions):
         assert p.answer is None and p.correct is None
         assert sorted(p.misconceptions) == sorted(x for x in item.letters if x != item.answer)
@@ -141,12 +141,13 @@ def test_resources_used_follow_the_nodes_of_the_config():
 
     assert used("codemmlu_fpt") == {"llm"}
     assert used("codemmlu_fpt", few_shot=2) == {"llm", "examples", "embedder"}
-    assert used("eedi") == {"embedder", "misconceptions", "labels"}
-    assert used("eedi", votes=0) == {"embedder", "misconceptions"}
+    assert used("eedi") == {"embedder", "misconceptions", "hub_penalties", "labels"}
+    assert used("eedi", votes=0, hubness=0) == {"embedder", "misconceptions"}
     assert used("map") == {"embedder", "misconceptions", "labels", "classifier"}
     assert used("map", votes=0) == {"embedder", "misconceptions"}  # the classifier joins the votes only
-    assert used("eedi", think=True) == used("eedi", reranker="llm") == {"llm", "embedder", "misconceptions", "labels"}
-    assert used("eedi", reranker="/models/ce") == {"cross_encoder", "embedder", "misconceptions", "labels"}
+    assert used("eedi", think=True) == used("eedi", reranker="llm") == {"llm", "embedder", "misconceptions",
+                                                                        "hub_penalties", "labels"}
+    assert used("eedi", reranker="/models/ce", hubness=0) == {"cross_encoder", "embedder", "misconceptions", "labels"}
     assert used("eedi", tasks=["answer"]) == {"llm"}  # few-shot off: no embedder
     for dataset in ("eedi", "map", "codemmlu_fpt"):
         cfg = AgentConfig().for_dataset(dataset)

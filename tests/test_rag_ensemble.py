@@ -165,7 +165,8 @@ def test_an_ensemble_is_a_resource_only_when_configured():
         return Agent(cfg, None, default_tasks("eedi")).resources_used()
 
     assert "extra_misconceptions" not in used() and "extra_misconceptions" not in used(embedders=[])
-    assert used(embedders=["mpnet-base"]) == {"embedder", "misconceptions", "extra_misconceptions", "labels"}
+    assert used(embedders=["mpnet-base"]) == {"embedder", "misconceptions", "extra_misconceptions", "hub_penalties",
+                                              "labels"}
     assert used(embedders=["mpnet-base"]) <= set(RESOURCES)
 
 
