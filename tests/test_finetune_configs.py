@@ -43,4 +43,6 @@ def test_committed_config_loads_with_the_command_its_header_gives(path):
 def test_the_agent_and_reranker_query_in_the_format_their_embedder_was_trained_on():
     trained = recipe_config("embedder", "embedder-eedi.yaml").query_format
     assert load_config(FOLDER / "agent-eedi-tuned.yaml").agent.query_format == trained
+    assert load_config(FOLDER / "agent-eedi-best.yaml").agent.query_format == trained
+    assert recipe_config("embedder", "embedder-eedi-mpnet.yaml").query_format == trained
     assert recipe_config("reranker", "reranker-eedi.yaml").query_format == trained
