@@ -95,7 +95,7 @@ class Resources:
         """
         from mcqa.rag.splits import load_items
 
-        if not self.agent.hubness or not self.split:
+        if not self.split:
             return [None] * (1 + len(self.agent.embedders or []))
         return self.hub_penalties_of(load_items(self.dataset, self.split, self.data_root))
 

@@ -74,11 +74,10 @@ def score_format(items: list[Item], index: MisconceptionIndex | list[Misconcepti
 
 
 def unlabelled_wrong(items: list[Item]) -> list[tuple[Item, str]]:
-    """(item, letter) of every wrong answer without a label, of items whose every distractor is a query
-    (Eedi-style, no `chosen`): the siblings `contrast_siblings` needs besides the labelled ones."""
+    """(item, letter) of every wrong answer the agent would query (`wrong_letters`) that carries no label:
+    the siblings `contrast_siblings` and the bank of `hub_penalty` need besides the labelled ones."""
     labelled = {(item.id, letter_) for item, letter_, _ in labelled_pairs(items)}
-    return [(item, x) for item in items if item.chosen is None for x in item.letters
-            if x != item.answer and (item.id, x) not in labelled]
+    return [(item, x) for item in items for x in wrong_letters(item) if (item.id, x) not in labelled]
 
 
 def count_queries(items: list[Item], every_wrong_answer: bool = False) -> int:

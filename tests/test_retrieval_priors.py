@@ -182,22 +182,25 @@ def test_the_agent_penalises_hubs_with_the_split_as_bank(small_eedi):
 
 def test_a_kaggle_run_penalises_hubs_over_its_whole_test_file(data_root, tmp_path, monkeypatch):
     """A competition input whose test file holds 20 questions (60 wrong answers, a bank above k = 50): the
-    submission's lists are the agent's with that test file as the bank (votes off to keep it short)."""
+    submission's lists are the agent's with that test file as the bank (votes off to keep it short). The
+    input folder is named as on Kaggle, not `eedi/`, so a run that looked the bank up as a dataset split
+    instead of taking its own test file would fail."""
     import csv
 
     monkeypatch.setenv("MCQA_THREADS", "1")
     columns = ["QuestionId", "ConstructId", "ConstructName", "SubjectId", "SubjectName", "CorrectAnswer",
                "QuestionText", "AnswerAText", "AnswerBText", "AnswerCText", "AnswerDText"]
     source = data_root / "eedi"
-    root = tmp_path / "input"
-    (root / "eedi").mkdir(parents=True)
-    (root / "eedi" / "misconception_mapping.csv").write_bytes((source / "misconception_mapping.csv").read_bytes())
     with (source / "train.csv").open(newline="", encoding="utf-8") as handle:
         rows = [{c: row[c] for c in columns} for _, row in zip(range(20), csv.DictReader(handle))]
-    with (root / "eedi" / "test.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    competition, root = tmp_path / "input" / "eedi-mining-misconceptions-in-mathematics", tmp_path / "data"
+    for folder in (competition, root / "eedi"):  # the Kaggle input, and the same files as a dataset folder
+        folder.mkdir(parents=True)
+        (folder / "misconception_mapping.csv").write_bytes((source / "misconception_mapping.csv").read_bytes())
+        with (folder / "test.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(rows)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("agent:\n  votes: 0\n")
     bundle, out = tmp_path / "b", tmp_path / "submission.csv"
@@ -205,7 +208,7 @@ def test_a_kaggle_run_penalises_hubs_over_its_whole_test_file(data_root, tmp_pat
                                  "--config", str(cfg), "--data-dir", str(data_root)])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["kaggle", "run", "--task", "eedi", "--bundle", str(bundle), "--input",
-                                 str(root / "eedi"), "--out", str(out)])
+                                 str(competition), "--out", str(out)])
     assert result.exit_code == 0, result.output
     with out.open(newline="") as handle:
         submitted = {row["QuestionId_Answer"]: row["MisconceptionId"].split() for row in csv.DictReader(handle)}
