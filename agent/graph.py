@@ -199,7 +199,10 @@ class Agent:
                 keys.append((item.id, letter))
                 queries.append(build_query(item, letter) + (f" ### {extra}" if extra else ""))
         index = self.resources.misconceptions
-        vectors = index.embedder.encode(queries, kind="query") if queries else None
+        # With hubness the split's queries are encoded already, as its bank (Resources.query_bank): look them up.
+        texts, banks = self.resources.query_bank if self.config.hubness and queries else ([], [])
+        known = [dict(zip(texts, bank)) for bank in banks] or [{}] * (1 + len(self.config.embedders or []))
+        vectors = index.embedder.encode_reusing(queries, known[0]) if queries else None
         groups = [item_id for item_id, _ in keys]
         contrast = self.config.sibling_contrast or 0.0
         penalties = self.resources.hub_penalties if self.config.hubness and queries else None
@@ -207,7 +210,7 @@ class Agent:
             from mcqa.rag.retrieval import search_fused
 
             others = self.resources.extra_misconceptions
-            members = [vectors, *(o.embedder.encode(queries, kind="query") for o in others)]
+            members = [vectors, *(o.embedder.encode_reusing(queries, k) for o, k in zip(others, known[1:]))]
             found = search_fused([index, *others], [contrast_siblings(v, groups, contrast) for v in members],
                                  self.config.candidates, self.config.fusion, self.config.fusion_weights, penalties)
         else:
@@ -246,9 +249,7 @@ class Agent:
         texts = [evidence_text(it, x, build_query) for it, x in pairs]
         # An Eedi answer's evidence text is its retrieval query, already in `encoded` (the store is built
         # with the same embedder, Resources.labels): only MAP's explanations are encoded here.
-        if missing := [t for t in dict.fromkeys(texts) if t not in encoded]:
-            encoded.update(zip(missing, store.embedder.encode(missing, kind="query")))
-        vectors = np.stack([encoded[t] for t in texts])
+        vectors = store.embedder.encode_reusing(texts, encoded)
         neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], self.config.votes)
         head = self.resources.classifier if self.config.uses_classifier else None
         probs = head.predict(vectors, groups) if head else None

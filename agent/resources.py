@@ -84,32 +84,44 @@ class Resources:
                 for name in self.agent.embedders or []]
 
     @cached_property
-    def hub_penalties(self) -> list:
-        """Per misconception index (`misconceptions`, then `extra_misconceptions`), what its search subtracts
-        from each misconception's cosine (mcqa.rag.retrieval.hub_penalty), or None: `hubness` times the hub
-        scores over a bank of every wrong answer of the split being solved, in the agent's query format.
+    def query_bank(self) -> tuple[list[str], list[np.ndarray]]:
+        """Every wrong answer of the split being solved as a query in the agent's format, and its vectors by
+        each misconception index's embedder (`misconceptions`, then `extra_misconceptions`): the bank behind
+        `hub_penalties`, and where propose_misconceptions looks its queries up instead of encoding them a
+        second time (the same texts, unless `think` adds to them). Empty without a split.
 
         The bank is the whole split, not the batch, so an item's list never depends on which items were
-        solved with it (a step-through of one item ranks as the batch run did). The bank's vectors are
-        cached on disk (Embedder.encode_cached): a second run of the split encodes nothing for it.
+        solved with it (a step-through of one item ranks as the batch run did). Its vectors are cached on
+        disk (Embedder.encode_cached): a second run of the split encodes nothing for it.
         """
         from mcqa.rag.splits import load_items
 
-        if not self.split:
-            return [None] * (1 + len(self.agent.embedders or []))
-        return self.hub_penalties_of(load_items(self.dataset, self.split, self.data_root))
+        return self.query_bank_of(load_items(self.dataset, self.split, self.data_root) if self.split else [])
 
-    def hub_penalties_of(self, bank: list) -> list:
-        """`hub_penalties` with these items' wrong answers as the bank (a Kaggle run passes its test file)."""
+    def query_bank_of(self, items: list) -> tuple[list[str], list[np.ndarray]]:
+        """`query_bank` over these items' wrong answers (a Kaggle run passes its test file)."""
         from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
-        from mcqa.rag.retrieval import bank_texts, hub_penalty
+        from mcqa.rag.retrieval import bank_texts
 
-        indexes = [self.misconceptions, *(self.extra_misconceptions if self.agent.embedders else [])]
-        texts = bank_texts(bank, QUERY_FORMATS[self.agent.query_format or DEFAULT_QUERY_FORMAT])
-        if not self.agent.hubness or len(texts) < self.agent.hubness_k:
-            return [None] * len(indexes)
-        return [hub_penalty(index, index.embedder.encode_cached(texts, "query", progress=False), self.agent.hubness,
-                            self.agent.hubness_k) for index in indexes]
+        texts = bank_texts(items, QUERY_FORMATS[self.agent.query_format or DEFAULT_QUERY_FORMAT])
+        return texts, [index.embedder.encode_cached(texts, "query", progress=False) if texts else
+                       index.embedder.encode([], "query") for index in self._misconception_indexes()]
+
+    @cached_property
+    def hub_penalties(self) -> list:
+        """Per misconception index (`misconceptions`, then `extra_misconceptions`), what its search subtracts
+        from each misconception's cosine (mcqa.rag.retrieval.hub_penalty), or None: `hubness` times the hub
+        scores over `query_bank`. None without a split: a bank under `hubness_k` queries gives none.
+        """
+        from mcqa.rag.retrieval import hub_penalty
+
+        if not self.agent.hubness:
+            return [None] * (1 + len(self.agent.embedders or []))
+        return [hub_penalty(index, bank, self.agent.hubness, self.agent.hubness_k)
+                for index, bank in zip(self._misconception_indexes(), self.query_bank[1])]
+
+    def _misconception_indexes(self) -> list:
+        return [self.misconceptions, *(self.extra_misconceptions if self.agent.embedders else [])]
 
     @cached_property
     def labels(self):

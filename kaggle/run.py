@@ -175,7 +175,7 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
                 _bundled_misconceptions(bundle, task.dataset, bundle_embedder(bundle, config, n), input_dir, log,
                                         f"-{n + 1}") for n in range(len(config.agent.embedders))]
         if "hub_penalties" in used:  # the bank is the whole test file, as a batch run's is its split
-            resources.__dict__["hub_penalties"] = resources.hub_penalties_of(split.items)
+            resources.__dict__["query_bank"] = resources.query_bank_of(split.items)
         if "labels" in used:
             from mcqa.rag import DEFAULT_QUERY_FORMAT
 

@@ -141,6 +141,19 @@ def test_hub_scores_are_the_mean_of_the_k_highest_cosines(minilm_index, bank):
         minilm_index.hub_scores(bank[:0])
 
 
+def test_encode_reusing_encodes_only_the_texts_it_does_not_know(minilm_index, monkeypatch):
+    embedder = minilm_index.embedder
+    texts = ["a third of 6 is 2", "half of 10 is 4", "a third of 6 is 2", "0.5 is bigger than 0.25"]
+    plain = embedder.encode(texts, kind="query")
+    known = {texts[0]: plain[0], texts[3]: plain[3]}
+    encoded, encode = [], embedder.encode
+    monkeypatch.setattr(embedder, "encode", lambda t, *a, **k: encoded.extend(t) or encode(t, *a, **k))
+    out = embedder.encode_reusing(texts, known)
+    assert encoded == ["half of 10 is 4"]  # the one unknown text, once
+    assert np.allclose(out, plain, atol=1e-5) and out.shape == (4, embedder.dim)
+    assert embedder.encode_reusing([], known).shape == (0, embedder.dim)
+
+
 def test_a_penalised_search_ranks_by_cosine_less_penalty(minilm_index, bank):
     penalty = hub_penalty(minilm_index, bank, 0.75, 50)
     hits = minilm_index.search_vectors(bank[:4], 25, penalty)
@@ -157,15 +170,21 @@ def test_a_penalised_search_ranks_by_cosine_less_penalty(minilm_index, bank):
     assert [[m for m, _ in h] for h in hits] != [[m for m, _ in h] for h in plain]  # hubs do move
 
 
-def test_the_agent_penalises_hubs_with_the_split_as_bank(small_eedi):
+def test_the_agent_penalises_hubs_with_the_split_as_bank(small_eedi, monkeypatch):
     """Eedi's defaults (contrast 0.4, hubness 0.75), votes off: the agent's lists are the penalised search
-    with the whole split (60 questions) as the bank, whichever items are solved; without a split, no bank."""
+    with the whole split (60 questions) as the bank, whichever items are solved; without a split, no bank.
+    The agent looks its queries up in the bank's vectors: solving encodes none of them a second time."""
     cfg = load_config(**{"agent.permutations": 1, "agent.votes": 0, "agent.query_format": "answer_first"})
     items = load_split("eedi", "train", small_eedi).items
     solver = AgentSolver(cfg, dataset="eedi", split="train", data_root=small_eedi)
-    predictions = solver(items[:2])
-    assert "hub_penalties" in solver.agent.resources_used() and "hub_penalties" in solver.resources.__dict__
     index, build = solver.resources.misconceptions, QUERY_FORMATS["answer_first"]
+    assert solver.resources.query_bank[0] == bank_texts(items, build)
+    encoded, encode = [], index.embedder.encode
+    monkeypatch.setattr(index.embedder, "encode", lambda texts, *a, **k: encoded.extend(texts) or encode(texts, *a, **k))
+    predictions = solver(items[:2])
+    monkeypatch.undo()
+    assert encoded == []  # every query came from the bank
+    assert "hub_penalties" in solver.agent.resources_used() and "hub_penalties" in solver.resources.__dict__
     penalty = hub_penalty(index, index.embedder.encode(bank_texts(items, build), kind="query"), 0.75, 50)
     assert np.allclose(solver.resources.hub_penalties[0], penalty, atol=1e-5)
     keys = [(it, x) for it in items[:2] for x in it.letters if x != it.answer]
