@@ -159,10 +159,10 @@ class Embedder:
     def encode_reusing(self, texts: list[str], known: dict[str, np.ndarray], kind: str = "query") -> np.ndarray:
         """`encode`, except that texts in `known` (vectors this embedder made of the same kind, such as the
         agent's query bank) are looked up rather than encoded a second time; each other text is encoded once."""
-        missing = [text for text in dict.fromkeys(texts) if text not in known]
-        fresh = dict(zip(missing, self.encode(missing, kind)))
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
+        fresh = dict(zip(missing, self.encode(missing, kind)))
         return np.stack([known[text] if text in known else fresh[text] for text in texts])
 
     def encode_cached(self, texts: list[str], kind: str = "passage", progress: bool = True) -> np.ndarray:
