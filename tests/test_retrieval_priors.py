@@ -199,6 +199,29 @@ def test_the_agent_penalises_hubs_with_the_split_as_bank(small_eedi, monkeypatch
     assert "hub_penalties" not in off.agent.resources_used()
 
 
+def test_an_ensemble_looks_every_member_s_queries_up_in_its_own_bank(small_eedi, monkeypatch):
+    """Two members (MiniLM twice, each with its own index and embedder object): each member's bank is
+    encoded by that member, and solving encodes no query a second time in either; the twin ranks as one."""
+    def solver(**agent):
+        return AgentSolver(load_config(**{"agent.permutations": 1, "agent.votes": 0, **agent}), dataset="eedi",
+                           split="train", data_root=small_eedi)
+
+    items = load_split("eedi", "train", small_eedi).items
+    twins = solver(**{"agent.embedders": ["minilm-l6"]})
+    members = [twins.resources.misconceptions, *twins.resources.extra_misconceptions]
+    texts, banks = twins.resources.query_bank
+    assert len(banks) == 2 and all(len(b) == len(texts) for b in banks)
+    encoded = []
+    for member in members:
+        monkeypatch.setattr(member.embedder, "encode",
+                            lambda t, *a, _encode=member.embedder.encode, **k: encoded.extend(t) or _encode(t, *a, **k))
+    together = twins(items[:2])
+    monkeypatch.undo()
+    assert encoded == []  # neither member encoded a query: both came from the banks
+    for a, b in zip(solver()(items[:2]), together):
+        assert a.misconceptions == b.misconceptions
+
+
 def test_a_kaggle_run_penalises_hubs_over_its_whole_test_file(data_root, tmp_path, monkeypatch):
     """A competition input whose test file holds 20 questions (60 wrong answers, a bank above k = 50): the
     submission's lists are the agent's with that test file as the bank (votes off to keep it short). The
