@@ -1,6 +1,6 @@
 """Recipe: contrastive fine-tuning of the embedder with iteratively mined hard negatives.
 
-Round 0 mines hard negatives with the base model; round k mines again with the model of round k-1
+Round 0 mines hard negatives with the base model (or with `miner`, a faster one); round k mines again with the model of round k-1
 and continues training it (the loop strong Eedi solutions used: negatives get harder as the model
 gets better). The loss is MultipleNegativesRankingLoss (InfoNCE over in-batch and mined negatives,
 `scale` = 1/temperature), or its cached variant for batches larger than memory allows. An optional
@@ -29,6 +29,9 @@ from mcqa.finetune.common import RetrievalSplit, TrainRun, latest_checkpoint, re
 class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="Embedder to start from: registry name or sentence-transformers folder.")
     rounds: int = Field(2, ge=1, description="Mine-then-train rounds; round k mines with the model of round k-1.")
+    miner: str | None = Field(None, description="Embedder that mines round 0's negatives instead of `base`: a fast "
+                                                "model (minilm-l6) mining for a slow one saves encoding the fit "
+                                                "queries and the catalogue with the slow one.")
     negatives: int = Field(3, ge=1, description="Hard negatives per (query, positive) pair.")
     rank_min: int = Field(2, ge=0, description="Negatives are drawn from ranks [rank_min, rank_max) of the current model "
                                                "(the very top is skipped: near-duplicates of the label live there).")
@@ -185,8 +188,9 @@ def train(config: Config, run: TrainRun) -> dict:
             rows, mine_s = read_jsonl(mined_path), 0.0
         else:
             clock = time.perf_counter()
-            encoded = encoded or Encoded(current, pairs, validation, misconceptions, config)
-            results.setdefault("base", encoded.score(config.k))
+            miner = config.miner if number == 0 and config.miner else current
+            encoded = encoded or Encoded(miner, pairs, validation, misconceptions, config)
+            results.setdefault("base" if miner == current else "miner", encoded.score(config.k))
             rows = encoded.mine(config.rank_min, config.rank_max, config.negatives, config.seed + number)
             mine_s = round(time.perf_counter() - clock, 1)
             write_jsonl(rows, mined_path)

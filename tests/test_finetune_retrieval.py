@@ -72,6 +72,27 @@ def test_a_finished_run_resumes_without_training_and_a_changed_config_is_refused
     assert changed.exit_code == 2 and "another config" in " ".join(changed.output.split())
 
 
+def test_a_miner_mines_round_0_for_another_base(embedder_run, tmp_path):
+    """Starting from the tuned model with `miner: minilm-l6`, round 0's negatives are the ones MiniLM
+    mined for the first run (same items, seed and ranks), not the tuned model's own, and what is scored
+    before training is recorded as the miner's."""
+    config = embedder_recipe.Config(limit=16, rounds=1, negatives=1, batch_size=4, rank_max=20, save_steps=1,
+                                    max_steps=2, base=str(embedder_run / "model"), miner="minilm-l6")
+    results = embedder_recipe.train(config, TrainRun(tmp_path / "run", config))
+
+    def mined(folder):
+        return [json.loads(line) for line in (folder / "round-0" / "mined.jsonl").open()]
+
+    assert mined(tmp_path / "run") == mined(embedder_run), "MiniLM mines the same negatives whatever the base"
+    assert "base" not in results and 0 <= results["miner"]["map@25"] <= 1
+    assert results["rounds"][0]["steps"] == 2
+    text = ["Incorrect answer: 1/5"]
+    start, miner = Embedder(str(embedder_run / "model")).encode(text), Embedder("minilm-l6").encode(text)
+    trained = Embedder(str(tmp_path / "run" / "model")).encode(text)
+    assert not np.allclose(trained, start, atol=1e-5), "two steps moved nothing"
+    assert np.linalg.norm(trained - start) < np.linalg.norm(trained - miner), "training started from the base"
+
+
 def test_a_crash_mid_round_resumes_from_the_trainer_checkpoint(quick_config, tmp_path, monkeypatch):
     """A callback kills training as step 3 of 4 begins; the rerun continues at step 3, not at step 1."""
     real_timer = common.step_timer
