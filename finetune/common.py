@@ -88,6 +88,15 @@ def load_train_config(model: type[BaseModel], path: Path | None, **overrides: An
         raise TrainError(f"bad config: {exc}") from exc
 
 
+def same_config(config: BaseModel, saved) -> bool:
+    """Whether a run folder's saved config is `config`. The saved one is read through the current model,
+    so a field added since the run started reads as its default and the run still resumes."""
+    try:
+        return type(config).model_validate(saved).model_dump(mode="json") == config.model_dump(mode="json")
+    except ValueError:
+        return False
+
+
 class TrainRun:
     """The run folder of one training run (see the module docstring)."""
 
@@ -99,7 +108,7 @@ class TrainRun:
         self.path.mkdir(parents=True, exist_ok=True)
         saved = self.path / "config.yaml"
         as_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-        if saved.exists() and yaml.safe_load(saved.read_text()) != yaml.safe_load(as_yaml):
+        if saved.exists() and not same_config(config, yaml.safe_load(saved.read_text())):
             raise TrainError(f"{self.path} holds a run with another config ({saved}); resume it with "
                              f"--config {saved}, use another --out, or --force to start over")
         saved.write_text(as_yaml)

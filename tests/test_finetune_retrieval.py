@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mcqa.cli import app
@@ -91,6 +92,23 @@ def test_a_miner_mines_round_0_for_another_base(embedder_run, tmp_path):
     trained = Embedder(str(tmp_path / "run" / "model")).encode(text)
     assert not np.allclose(trained, start, atol=1e-5), "two steps moved nothing"
     assert np.linalg.norm(trained - start) < np.linalg.norm(trained - miner), "training started from the base"
+
+
+def test_a_run_saved_before_a_field_existed_still_resumes(tmp_path):
+    """A run folder written before `miner` existed has no such key: it resumes, and a changed value is refused."""
+    config = embedder_recipe.Config(limit=16, rounds=1)
+    TrainRun(tmp_path / "run", config)
+    saved = tmp_path / "run" / "config.yaml"
+    older = yaml.safe_load(saved.read_text())
+    del older["miner"]
+    saved.write_text(yaml.safe_dump(older, sort_keys=False))
+    TrainRun(tmp_path / "run", config)
+    assert "miner" in yaml.safe_load(saved.read_text()), "the saved config is rewritten with every field"
+    with pytest.raises(TrainError, match="another config"):
+        TrainRun(tmp_path / "run", embedder_recipe.Config(limit=16, rounds=1, miner="minilm-l6"))
+    saved.write_text("rounds: [not a number]\n")
+    with pytest.raises(TrainError, match="another config"):
+        TrainRun(tmp_path / "run", config)
 
 
 def test_a_crash_mid_round_resumes_from_the_trainer_checkpoint(quick_config, tmp_path, monkeypatch):
