@@ -73,13 +73,18 @@ def test_a_finished_run_resumes_without_training_and_a_changed_config_is_refused
     assert changed.exit_code == 2 and "another config" in " ".join(changed.output.split())
 
 
-def test_a_miner_mines_round_0_for_another_base(embedder_run, tmp_path):
+def test_a_miner_mines_round_0_for_another_base(embedder_run, tmp_path, monkeypatch):
     """Starting from the tuned model with `miner: minilm-l6`, round 0's negatives are the ones MiniLM
     mined for the first run (same items, seed and ranks), not the tuned model's own, and what is scored
     before training is recorded as the miner's."""
     config = embedder_recipe.Config(limit=16, rounds=1, negatives=1, batch_size=4, rank_max=20, save_steps=1,
                                     max_steps=2, base=str(embedder_run / "model"), miner="minilm-l6")
+    encoded_by, real_encoded = [], embedder_recipe.Encoded
+    monkeypatch.setattr(embedder_recipe, "Encoded", lambda model, *a: encoded_by.append(model) or real_encoded(model, *a))
     results = embedder_recipe.train(config, TrainRun(tmp_path / "run", config))
+    monkeypatch.undo()
+    assert encoded_by == ["minilm-l6", str(tmp_path / "run" / "round-0" / "model")], \
+        "the miner encodes for mining, the base never does, the trained model is scored"
 
     def mined(folder):
         return [json.loads(line) for line in (folder / "round-0" / "mined.jsonl").open()]
