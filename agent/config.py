@@ -47,7 +47,7 @@ DATASET_DEFAULTS = {
     "codemmlu_fpt": {"permutations": 4},
     "mmlu_stem": {"permutations": 4},
 }
-OTHER_DEFAULTS = {"votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
+OTHER_DEFAULTS = {"tools": [], "votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
                   "scoring": "letter", "sibling_contrast": 0.0, "hubness": 0.0}
 
 
@@ -89,7 +89,24 @@ class AgentConfig(BaseModel):
     pride: int = Field(
         0, ge=0, description="PriDe: score the first N items of a run under every cyclic shift, estimate the model's "
                              "letter prior from them, and divide it out of every later item's probabilities (0: off).")
-    verify: bool = Field(True, description="Ask the model whether its answer is right (P(TRUE)).")
+    tools: list[Literal["execute", "compute"]] | None = Field(
+        None, description="Tools that check the answer by running something, in the sandbox (mcqa.sandbox): "
+                          "`execute` compiles and runs a code item's snippet and matches its output (or compile "
+                          "error) to a choice; `compute` has the LLM write a Python `solution()` for a math item "
+                          "(most choices numbers) and takes the choice closest to its result. An item where a "
+                          "tool named a choice is verified by agreement, not P(TRUE); a disagreement reconsiders "
+                          "by `tool_rule`. Code from the data runs only when this is set. None: by dataset.")
+    tool_rule: Literal["adopt", "fuse"] = Field(
+        "adopt", description="When a tool's choice disagrees with the answer: `adopt` it, or `fuse` it with the "
+                             "answer's probabilities (p + tool_weight * one-hot, renormalised; the argmax wins).")
+    tool_weight: float = Field(1.0, ge=0, description="`fuse`: the weight of the tool's one-hot vote.")
+    program_tokens: int = Field(320, ge=16, description="`compute`: token budget of the program the LLM writes.")
+    tool_cpu_seconds: int = Field(2, ge=1, description="Sandbox CPU seconds per run (compiling gets 5x).")
+    tool_wall_seconds: float = Field(5.0, gt=0, description="Sandbox wall-clock seconds per run (compiling gets 5x).")
+    tool_memory_mb: int = Field(512, ge=64, description="Sandbox address space per run, MB.")
+    tool_workers: int = Field(2, ge=1, description="Sandboxed programs run at once.")
+    verify: bool = Field(True, description="Ask the model whether its answer is right (P(TRUE)) where no tool "
+                                           "named a choice.")
     reconsider_rounds: int = Field(
         0, ge=0, description="At most this many re-answers after a failed verification. Off by default: with the "
                              "1.5B default model it broke more right answers than it fixed (see README).")
@@ -169,9 +186,16 @@ class AgentConfig(BaseModel):
                              f"embedders), got {weights}")
         return self
 
+    @property
+    def sandbox_limits(self):
+        from mcqa.sandbox import Limits
+
+        return Limits(cpu_seconds=self.tool_cpu_seconds, wall_seconds=self.tool_wall_seconds,
+                      memory_mb=self.tool_memory_mb)
+
     def for_dataset(self, dataset: str | None) -> "AgentConfig":
-        """A copy with the by-dataset defaults filled in (votes, vote_threshold, vote_weight, classifier,
-        permutations, scoring, sibling_contrast, hubness), as a run uses it."""
+        """A copy with the by-dataset defaults filled in (tools, votes, vote_threshold, vote_weight,
+        classifier, permutations, scoring, sibling_contrast, hubness), as a run uses it."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {})}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 

@@ -1,6 +1,6 @@
 """The agent: one LangGraph graph for one item or thousands.
 
-    retrieve_examples -> answer -> verify -(failed and gated)-> reconsider -> verify
+    retrieve_examples -> answer -> execute | compute -> verify -(failed and gated)-> reconsider -> verify
     -> think -> propose_misconceptions -> rerank -> finalize
 
 Every node takes the whole batch in the state and makes one backend call for the items that need
@@ -30,7 +30,7 @@ from mcqa.types import Item, Prediction
 RESOURCES = ("llm", "embedder", "examples", "misconceptions", "extra_misconceptions", "hub_penalties", "labels",
              "classifier", "cross_encoder")
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
-NODES = ("retrieve_examples", "answer", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
+NODES = ("retrieve_examples", "answer", "execute", "compute", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
 
 
 def default_tasks(dataset: str | None) -> list[str]:
@@ -127,25 +127,66 @@ class Agent:
                               "rejected": {}, "flips": flips}
         return self._with_prompts(update, "answer", {f"{i}/{k}" if k else i: c for (i, k), c in shown.items()})
 
+    def execute(self, state: AgentState) -> AgentState:
+        """The code tool: each item's snippet made a program and run in the sandbox (mcqa.agent.tools)."""
+        from mcqa.agent.tools import execute_records
+
+        cfg = self.config
+        records = execute_records(items_of(state), cfg.sandbox_limits, cfg.tool_workers)
+        return {"tools": {**state.get("tools", {}), **{i: r.as_dict() for i, r in records.items()}}}
+
+    def compute(self, state: AgentState) -> AgentState:
+        """The math tool: one generate call writes a program per math item not settled by `execute`."""
+        from mcqa.agent.tools import compute_records
+
+        cfg, done = self.config, state.get("tools", {})
+        items = [it for it in items_of(state) if (done.get(it.id) or {}).get("letter") is None]
+        records, chats = compute_records(items, self.resources.llm, cfg.prompts, cfg.program_tokens,
+                                         cfg.sandbox_limits, cfg.tool_workers)
+        merged = {**done, **{i: r.as_dict() for i, r in records.items() if i not in done or r.letter is not None}}
+        return self._with_prompts({"tools": merged}, "compute", chats)
+
     def verify(self, state: AgentState) -> AgentState:
+        """An item whose tool named a choice is verified by agreement (1.0 / 0.0), without the model; the
+        rest by P(TRUE) where `verify` is on. The first verdict of a tool is kept in its record (`checked`,
+        `agrees`): what the verifier's AUROC is computed from."""
         items = {it.id: it for it in items_of(state)}
-        answers = state["answers"]
-        chats = {i: verify_chat(items[i], examples_of(state, i), answers[i]["letter"], self.config.prompts)
-                 for i in state.get("pending", [])}
-        scores = _score_grouped(self.resources.llm, [(i, chat, VERDICTS) for i, chat in chats.items()])
+        answers, tools = state["answers"], {k: dict(v) for k, v in state.get("tools", {}).items()}
         verification = dict(state.get("verification", {}))
+        asked = {}
+        for i in state.get("pending", []):
+            record, letter = tools.get(i), answers[i]["letter"]
+            if record and record.get("letter"):
+                verification[i] = float(record["letter"] == letter)
+                if record.get("checked") is None:
+                    record.update(checked=letter, agrees=record["letter"] == letter)
+            elif self.config.verify:
+                asked[i] = verify_chat(items[i], examples_of(state, i), letter, self.config.prompts)
+        scores = _score_grouped(self.resources.llm, [(i, chat, VERDICTS) for i, chat in asked.items()])
         verification.update({i: round(float(np.exp(row[0])), 6) for i, row in scores.items()})
-        return self._with_prompts({"verification": verification, "pending": []}, "verify", chats)
+        update: AgentState = {"verification": verification, "pending": []}
+        if tools:
+            update["tools"] = tools
+        return self._with_prompts(update, "verify", asked)
+
+    def _tool_letter(self, state: AgentState, item_id: str) -> str | None:
+        return (state.get("tools", {}).get(item_id) or {}).get("letter")
 
     def needs_reconsider(self, state: AgentState) -> list[str]:
-        """Items whose answer failed verification, where the gate lets the agent answer again."""
+        """Items whose answer failed verification, where the gate lets the agent answer again: a tool
+        that disagrees (once), or a P(TRUE) below `reconsider_below` within the margin gate."""
         cfg, out = self.config, []
         for item in items_of(state):
             answer = state["answers"][item.id]
             rejected = state.get("rejected", {}).get(item.id, [])
+            tool = self._tool_letter(state, item.id)
+            if tool:
+                if tool != answer["letter"] and not rejected:
+                    out.append(item.id)
+                continue
             top = sorted(answer["probs"].values(), reverse=True)
             margin = top[0] - (top[1] if len(top) > 1 else 0.0)
-            if (state.get("verification", {}).get(item.id, 1.0) < cfg.reconsider_below
+            if (cfg.verify and state.get("verification", {}).get(item.id, 1.0) < cfg.reconsider_below
                     and margin < cfg.reconsider_margin
                     and len(rejected) < cfg.reconsider_rounds
                     and len(rejected) + 1 < len(item.letters)):
@@ -153,13 +194,24 @@ class Agent:
         return out
 
     def reconsider(self, state: AgentState) -> AgentState:
+        """A tool's disagreement is settled by `tool_rule` without the model (the flip is named after the
+        tool: `execute: B->C`); a failed P(TRUE) re-asks the model without the rejected letters."""
         items = {it.id: it for it in items_of(state)}
         answers = dict(state["answers"])
         rejected = {k: list(v) for k, v in state.get("rejected", {}).items()}
         flips = {k: list(v) for k, v in state.get("flips", {}).items()}
-        requests, chats = [], {}
+        requests, chats, settled = [], {}, []
         for i in self.needs_reconsider(state):
-            rejected.setdefault(i, []).append(answers[i]["letter"])
+            old = answers[i]["letter"]
+            rejected.setdefault(i, []).append(old)
+            tool = self._tool_letter(state, i)
+            if tool:
+                new = self._settle(answers[i]["probs"], tool)
+                if new != old:
+                    flips.setdefault(i, []).append(f"{state['tools'][i]['tool']}: {old}->{new}")
+                    answers[i] = {"letter": new, "probs": answers[i]["probs"]}
+                settled.append(i)
+                continue
             remaining = [x for x in items[i].letters if x not in rejected[i]]
             chats[i] = reconsider_chat(items[i], examples_of(state, i), rejected[i], self.config.prompts)
             requests.append((i, chats[i], remaining))
@@ -169,8 +221,17 @@ class Agent:
             new = max(probs, key=probs.get)
             flips.setdefault(i, []).append(f"{answers[i]['letter']}->{new}")
             answers[i] = {"letter": new, "probs": probs}
-        update: AgentState = {"answers": answers, "rejected": rejected, "flips": flips, "pending": list(chats)}
+        update: AgentState = {"answers": answers, "rejected": rejected, "flips": flips,
+                              "pending": [*settled, *chats]}
         return self._with_prompts(update, "reconsider", chats)
+
+    def _settle(self, probs: dict[str, float], tool: str) -> str:
+        """The letter after a tool disagreed: the tool's (`adopt`), or the argmax of the answer's
+        probabilities plus `tool_weight` on the tool's letter (`fuse`)."""
+        if self.config.tool_rule == "adopt":
+            return tool
+        fused = {x: p + (self.config.tool_weight if x == tool else 0.0) for x, p in probs.items()}
+        return max(fused, key=fused.get)
 
     def think(self, state: AgentState) -> AgentState:
         answers = state.get("answers", {})
@@ -338,6 +399,7 @@ class Agent:
                 option_probs=state.get("first_probs", {}).get(item.id, {}),
                 correct=None if item.answer is None or "answer" not in self.tasks else letter == item.answer,
                 verification=state.get("verification", {}).get(item.id),
+                tool=state.get("tools", {}).get(item.id),
                 flips=state.get("flips", {}).get(item.id, []),
                 misconceptions={x: [m for m, _ in h[: self.config.top_k]] for x, h in hits.items()},
                 misconception_scores={x: [s for _, s in h[: self.config.top_k]] for x, h in hits.items()},
@@ -354,11 +416,14 @@ class Agent:
     def nodes(self) -> list[str]:
         """The nodes this config runs, in order."""
         cfg, answer, misc = self.config, "answer" in self.tasks, "misconceptions" in self.tasks
+        tools = cfg.tools or []
         wanted = {
             "retrieve_examples": answer and cfg.few_shot > 0,
             "answer": answer,
-            "verify": answer and cfg.verify,
-            "reconsider": answer and cfg.verify and cfg.reconsider_rounds > 0,
+            "execute": answer and "execute" in tools,
+            "compute": answer and "compute" in tools,
+            "verify": answer and (cfg.verify or bool(tools)),
+            "reconsider": answer and ((cfg.verify and cfg.reconsider_rounds > 0) or bool(tools)),
             "think": misc and cfg.think,
             "propose_misconceptions": misc,
             "rerank": misc and cfg.reranker != "none",
@@ -372,7 +437,7 @@ class Agent:
         (mcqa.kaggle.bundle), runners (mcqa.kaggle.run, mcqa.eval.cli) ask here instead of deciding again."""
         cfg, nodes = self.config, set(self.nodes())
         used = set()
-        if nodes & {"answer", "verify", "reconsider", "think"} or ("rerank" in nodes and cfg.reranker in LLM_RERANKERS):
+        if nodes & {"answer", "compute", "verify", "reconsider", "think"} or ("rerank" in nodes and cfg.reranker in LLM_RERANKERS):
             used.add("llm")
         if "retrieve_examples" in nodes:
             used |= {"examples", "embedder"}

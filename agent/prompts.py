@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from mcqa.agent.compute import PROGRAM_PROMPT, PROGRAM_SYSTEM
 from mcqa.llm.base import Chat
 from mcqa.prompts import ANSWER_SYSTEM, answer_chat
 from mcqa.types import Item
@@ -31,6 +32,9 @@ class Prompts(BaseModel):
                   "is {correct}. In one short sentence, describe the misconception that leads to answer {letter}.")
     rerank: str = ("A student answered this question with {letter}. {choice}, which is wrong. Does this "
                    "misconception explain the student's answer: \"{misconception}\"? Reply with only Yes or No.")
+
+    program: str = PROGRAM_PROMPT  # the `compute` tool: {question}, {choices}
+    program_system: str = PROGRAM_SYSTEM
 
     rerank_list: str = ("A student answered this question with {letter}. {choice}, which is wrong; the correct "
                         "answer is {correct}. Which misconception most likely led to the student's answer?\n\n"

@@ -18,7 +18,8 @@ class AgentState(TypedDict, total=False):
     answers: dict[str, dict[str, Any]]                 # item id -> {"letter": "B", "probs": {"A": .1, ...}}
     first_probs: dict[str, dict[str, float]]           # item id -> the first answer's full distribution
     pending: list[str]                                 # ids whose current answer still needs verifying
-    verification: dict[str, float]                     # item id -> P(TRUE) of the current answer
+    verification: dict[str, float]                     # item id -> P(TRUE), or 1/0: a tool agrees with the answer
+    tools: dict[str, dict[str, Any]]                   # item id -> the tool's record (mcqa.agent.tools.ToolRecord)
     rejected: dict[str, list[str]]                     # item id -> letters rejected by failed verifications
     flips: dict[str, list[str]]                        # item id -> ["B->C", ...]
     explanations: dict[str, dict[str, str]]            # item id -> wrong letter -> the LLM's explanation

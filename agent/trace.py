@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 BRANCH = "branch:to:"
@@ -92,8 +93,16 @@ def render_step(console: Console, node: str, update: dict[str, Any], names: dict
                     table.add_row(letter, f"{p:.3f}", style=style)
                 console.print(table)
         elif key == "verification":
-            for p in value.values():
-                console.print(f"verification: P(TRUE) = {p:.3f} -> {'passed' if p >= 0.5 else 'failed'}")
+            tools = update.get("tools", {})
+            for item_id, p in value.items():
+                if (tools.get(item_id) or {}).get("letter"):
+                    console.print(f"verification: tool `{tools[item_id]['tool']}` "
+                                  f"{'agrees' if p >= 0.5 else 'disagrees'} with the answer")
+                else:
+                    console.print(f"verification: P(TRUE) = {p:.3f} -> {'passed' if p >= 0.5 else 'failed'}")
+        elif key == "tools":
+            for record in value.values():
+                render_tool(console, record)
         elif key in ("candidates", "ranked"):
             for by_letter in value.values():
                 for letter, hits in by_letter.items():
@@ -110,6 +119,21 @@ def render_step(console: Console, node: str, update: dict[str, Any], names: dict
                     console.print(f"  {letter}: top misconceptions {', '.join(map(str, ids[:5]))} ...")
         else:
             console.print(f"{key}: {json.dumps(value, ensure_ascii=False)[:600]}")
+
+
+def render_tool(console: Console, record: dict) -> None:
+    """What a tool ran and what came of it: the program, its status, exit code, time, output, and the letter."""
+    if record.get("status") == "skipped":
+        console.print(f"tool `{record['tool']}`: skipped ({record.get('reason')})")
+        return
+    console.print(f"tool `{record['tool']}` ({record.get('language') or '?'}): {record['status']}, exit "
+                  f"{record.get('exit_code')}, {record.get('seconds', 0):.2f}s -> "
+                  + (f"[bold]{record['letter']}[/]" if record.get("letter") else f"no choice ({escape(record.get('reason') or '')})")
+                  + ("" if record.get("agrees") is None else f"; agrees with {record['checked']}: {record['agrees']}"))
+    console.print(f"[dim]program:[/]\n{escape(record.get('program', '')[:1500])}", highlight=False)
+    for stream in ("stdout", "stderr"):
+        if record.get(stream):
+            console.print(f"[dim]{stream}:[/] {escape(record[stream][:600])}", highlight=False)
 
 
 def step_through(solver, item, console: Console, pause: bool = True,

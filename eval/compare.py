@@ -72,6 +72,17 @@ def _per_item_scores(items: list[Item] | None, predictions: dict[str, Prediction
     return scores
 
 
+def _split_by_tool(scores: dict[str, dict[str, tuple]], *runs: dict[str, Prediction]) -> None:
+    """Accuracy again on the items where a tool named a choice in either run, and on the rest: a tool's
+    gain shows on its own subset, and the rest shows what it cost elsewhere (nothing, if it is right)."""
+    named = {i for preds in runs for i, p in preds.items() if p.tool and p.tool.get("letter")}
+    if not named or "accuracy" not in scores:
+        return
+    accuracy = scores["accuracy"]
+    scores["accuracy [tool named a choice]"] = {i: v for i, v in accuracy.items() if i in named}
+    scores["accuracy [no tool]"] = {i: v for i, v in accuracy.items() if i not in named}
+
+
 def compare_runs(path_a: Path, path_b: Path, data_root: Path | None = None, seed: int = 0) -> dict:
     """Each metric on the shared items: A and B with their own intervals, B - A with its paired one."""
     meta_a, preds_a = load_run(path_a)
@@ -79,6 +90,8 @@ def compare_runs(path_a: Path, path_b: Path, data_root: Path | None = None, seed
     items_a = load_run_items(meta_a, data_root)
     items_b = items_a if meta_b.get("source") == meta_a.get("source") else load_run_items(meta_b, data_root)
     scores_a, scores_b = _per_item_scores(items_a, preds_a), _per_item_scores(items_b, preds_b)
+    for scores in (scores_a, scores_b):
+        _split_by_tool(scores, preds_a, preds_b)
     rows = []
     for metric in [m for m in scores_a if m in scores_b]:
         shared = sorted(set(scores_a[metric]) & set(scores_b[metric]))

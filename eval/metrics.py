@@ -325,6 +325,43 @@ def flip_ledger(items: list[Item], predictions) -> dict:
                         for step, counts in sorted(by_step.items())}}
 
 
+def tools_summary(items: list[Item], predictions, seed: int = 0) -> dict | None:
+    """What the tools did, per tool: items seen, programs run, statuses, skip reasons (counted), how
+    often a tool named a choice and how often that choice was right, and the verifier's AUROC: how
+    well "the tool agrees with the first answer" tells right first answers from wrong ones.
+
+    Accuracy is reported apart on the items where a tool named a choice and on the rest, so a gain
+    on the tool's subset is not hidden in (or inflated by) the whole split. None when no tool ran.
+    """
+    rows = [(item, p) for item, p in paired(items, predictions) if p.tool]
+    if not rows:
+        return None
+    out: dict = {}
+    for tool in sorted({p.tool["tool"] for _, p in rows}):
+        mine = [(it, p) for it, p in rows if p.tool["tool"] == tool]
+        named = [(it, p) for it, p in mine if p.tool.get("letter")]
+        graded = [(it, p) for it, p in named if it.answer is not None]
+        checked = [(it, p) for it, p in graded if p.tool.get("checked")]
+        verdicts = np.array([float(bool(p.tool.get("agrees"))) for _, p in checked])
+        first_right = np.array([p.tool["checked"] == it.answer for it, p in checked], dtype=bool)
+        out[tool] = {
+            "items": len(mine),
+            "skipped": dict(Counter(p.tool.get("reason") or "?" for _, p in mine if p.tool["status"] == "skipped")),
+            "ran": sum(p.tool["status"] not in ("skipped", "no program") for _, p in mine),
+            "status": dict(Counter(p.tool["status"] for _, p in mine)),
+            "named_a_choice": len(named),
+            "tool_accuracy": (sum(p.tool["letter"] == it.answer for it, p in graded) / len(graded)) if graded else None,
+            "agreement": float(verdicts.mean()) if len(verdicts) else None,
+            "verifier_auroc": _auroc(verdicts, first_right) if len(verdicts) else None,
+            "seconds": round(float(sum(p.tool.get("seconds") or 0.0 for _, p in mine)), 3),
+        }
+    named_ids = {it.id for it, p in rows if p.tool.get("letter")}
+    for subset, keep in (("tool_named", True), ("no_tool", False)):
+        chosen = [it for it in items if (it.id in named_ids) == keep]
+        out[f"accuracy_{subset}"] = accuracy_summary(chosen, predictions, seed=seed) if chosen else None
+    return out
+
+
 # --- confidence as a predictor of correctness -------------------------------------------------------
 
 COVERAGES = ("0.5", "0.8", "1.0")

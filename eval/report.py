@@ -73,12 +73,30 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
                                                       f"{f['wrong_to_wrong']} wrong to wrong; net {f['net']:+d})"
                  + "".join(f"; {step}: {c['wrong_to_right']} fixed, {c['right_to_wrong']} broken"
                            for step, c in f.get("by_step", {}).items())))
+    rows += tool_rows(metrics.get("tools"))
     if (t := run.get("all_invocations")) and t["invocations"] > 1:
         rows.append(("all invocations", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s) "
                                         f"over {t['invocations']} invocations"))
     if t := run.get("throughput"):
         rows.append(("this invocation", f"{t['solved']} solved in {t['seconds']:.0f}s ({t['rate']:.2f} items/s), "
                                         f"{t['already_done']} already done" + (" (items and shuffled copies)" if run.get("permute") or run.get("debias") else "")))
+    return rows
+
+
+def tool_rows(tools: dict | None) -> list[tuple[str, str]]:
+    """The tools' ledger (metrics.tools_summary): what ran, what it named, how right, what was skipped and why."""
+    rows = []
+    for name, t in (tools or {}).items():
+        if name.startswith("accuracy_"):
+            continue
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(t["skipped"].items(), key=lambda kv: -kv[1])[:4])
+        auroc = "-" if t["verifier_auroc"] is None else f"{t['verifier_auroc']:.3f}"
+        rows.append((f"tool `{name}`", f"ran on {t['ran']} of {t['items']} items ({t['seconds']:.0f}s), named a choice "
+                                       f"on {t['named_a_choice']} (right {pct(t['tool_accuracy'])}); verifier AUROC "
+                                       f"{auroc}; status {t['status']}" + (f"; skipped: {skipped}" if skipped else "")))
+    for subset, label in (("accuracy_tool_named", "where a tool named a choice"), ("accuracy_no_tool", "where none did")):
+        if (a := (tools or {}).get(subset)) and a.get("accuracy") is not None:
+            rows.append((f"accuracy {label}", interval(a, "accuracy") + f" on {a['labelled']}"))
     return rows
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mcqa.eval.bias import consistency, debias_summary, position_summary
 from mcqa.eval.metrics import (accuracy_summary, answers_questions, breakdown, confidence_summary, flip_ledger,
-                               is_correct, map_competition_summary, misconception_summary, paired)
+                               is_correct, map_competition_summary, misconception_summary, paired, tools_summary)
 from mcqa.types import Item, Prediction
 
 WORST_ITEMS = 20
@@ -59,6 +59,7 @@ def summarize(items: list[Item], predictions: dict[str, Prediction], run: dict, 
         "debias": (debias_summary(items, predictions, shifted, debias_sample_size)
                    if answering and shifted else None),
         "flips": flip_ledger(items, predictions),
+        "tools": tools_summary(items, predictions, seed=seed) if answering else None,
         "confidence": confidence_summary(items, predictions) if answering else None,
         "errors": sum(p.error is not None for _, p in paired(items, predictions)),
         "worst": worst_items(items, predictions),

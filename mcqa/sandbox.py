@@ -108,8 +108,8 @@ def _steps(language: str, source_name: str, limits: Limits, flags: tuple[str, ..
                       memory_mb, limits.file_mb)]
     if language in ("c", "cpp"):
         compiler = shutil.which("gcc" if language == "c" else "g++", path=PATH)
-        std = ["-std=gnu89"] if language == "c" else []
-        return [_Step([compiler, "-w", *std, *flags, "-o", "prog", source_name, "-lm"], long_cpu, long_wall, big,
+        std = ["-std=gnu99"] if language == "c" else []  # old-style C still compiles; main falling off its end returns 0
+        return [_Step([compiler, "-w", *std, "-o", "prog", source_name, *flags, "-lm"], long_cpu, long_wall, big,
                       64),
                 _Step(["./prog"], limits.cpu_seconds, limits.wall_seconds, memory_mb, limits.file_mb)]
     # The JVM reserves address space far beyond its heap: the heap is capped by -Xmx, the address space loosely.

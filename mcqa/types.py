@@ -94,6 +94,8 @@ class Prediction(BaseModel):
     `option_probs` keeps the probability of every choice (not only the argmax), so calibration,
     position bias and margins can be studied after the run. `misconceptions` maps a wrong choice's
     letter to its ranked misconception ids (best first) and `misconception_scores` to their scores.
+    `verification` is P(TRUE) of the answer, or 1.0 / 0.0 where a tool named a choice (it agrees or
+    not); `tool` is that tool's record (mcqa.agent.tools.ToolRecord: program, status, output, letter).
     """
 
     item_id: str
@@ -104,5 +106,6 @@ class Prediction(BaseModel):
     flips: list[str] = Field(default_factory=list)
     misconceptions: dict[str, list[str]] = Field(default_factory=dict)
     misconception_scores: dict[str, list[float]] = Field(default_factory=dict)
+    tool: dict[str, Any] | None = None
     trace_id: str | None = None
     error: str | None = None
