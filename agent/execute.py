@@ -33,7 +33,8 @@ class Program:
 
     `main_class` (Java) names the class whose `main` runs; top-level classes lose `public`, so the
     sandbox may write the file as `{main_class}.java` whatever the original names were. `flags` are
-    extra compiler arguments, meant to go after the source file (`-lm` must follow it).
+    extra compiler arguments for `run_program`; none is needed so far (the sandbox compiles C as gnu99
+    with -w, which accepts old-style C, and links -lm).
     """
 
     language: str
@@ -63,9 +64,12 @@ def clean(text: str) -> str:
 # The question asks for a run's result: what it prints, or what happens when it runs.
 _OUTPUT_ASK = re.compile(r"\b(output|print(s|ed)?|happens?|executed)\b", re.I)
 # ...but not these, which a run cannot answer (a count of calls, a complexity, a missing line).
-_NOT_A_RUN = re.compile(r"complexity|how many times|fill in|complete the|correction|trying to|"
+# Nor where the answer depends on what the run is given (arguments, input), on a condition the sandbox
+# does not meet ("if it is executed on a 32 bit processor", "if the system date is ...") or on two compilers.
+_NOT_A_RUN = re.compile(r"complexity|how many times|fill in|complete the|correction|trying to|_{3,}|"
                         r"does the following (piece of )?code do|point out|pseudo|command|true about|"
-                        r"correct about|output like", re.I)
+                        r"correct about|output like|\bC and C\+\+|input is|\b(16|32)[- ]?bit\b|"
+                        r"\bif\b(?!\s+(the\s+)?following\b)", re.I)
 _BEHAVIOUR_ASK = re.compile(r"which behavior most likely to occur", re.I)
 # GeeksforGeeks items end the code with a fence and a language tag: "``````Python3".
 _FENCE_TAG = re.compile(r"\n?`{3,}\s*([A-Za-z+#]*\d*)[ \t]*(?:\n|$)")
@@ -93,7 +97,7 @@ def _split(question: str) -> tuple[str, str, str | None]:
     first = text.split("\n", 1)[0][:400]  # the question sentence comes first, the code after it
     head = _BEHAVIOUR_ASK.search(first) or _OUTPUT_ASK.search(first)
     if not head:
-        return text, "", None
+        return "", text, None
     end = _prose_end(text, head.end())
     return text[:end], text[end:], None
 
@@ -171,7 +175,15 @@ def _unsquash(code: str, repairs: list[str]) -> str:
     return re.sub(r"(#\s*include\s*(<[^>\n]*>|\"[^\"\n]*\"))[ \t]*(?=\S)", r"\1\n", code)
 
 
+# Headers every C snippet may lean on, and POSIX ones added only where the code names what they
+# declare (always adding <unistd.h> would clash with snippets that define their own `read` or `link`)
+# and includes nothing itself: a snippet that includes <stdio.h> but not <semaphore.h> is often asking
+# about exactly that error.
 _C_HEADERS = ("stdio.h", "stdlib.h", "string.h", "math.h", "ctype.h", "limits.h", "stdbool.h")
+_C_ON_DEMAND = {"errno.h": r"\berrno\b|\bE[A-Z]{3,}\b", "signal.h": r"\bSIG[A-Z]+\b|\bsignal\s*\(",
+                "unistd.h": r"\b(fork|getpid|getppid|sleep|pipe|execl\w*|_exit)\s*\(",
+                "sys/wait.h": r"\bwait(pid)?\s*\(", "pthread.h": r"\bpthread_", "semaphore.h": r"\bsem_t\b",
+                "assert.h": r"\bassert\s*\(", "time.h": r"\btime\s*\(|\bclock\s*\(|\bCLOCKS_PER_SEC\b"}
 _MAIN = re.compile(r"\bmain\s*\(")
 _FUNCTION = re.compile(r"^[\w\s\*&:<>,]*\b\w+\s*\([^;{}]*\)\s*(const\s*)?\{", re.M)
 
@@ -199,7 +211,10 @@ def _c_family(code: str, lang: str, repairs: list[str]) -> str | None:
         repairs.append("main")
         code = "int main(void) {\n" + code + "\nreturn 0;\n}\n"
     if lang == "c":
-        missing = [h for h in _C_HEADERS if not re.search(r"#\s*include\s*<" + re.escape(h), code)]
+        wanted = list(_C_HEADERS)
+        if not re.search(r"#\s*include", code):
+            wanted += [h for h, uses in _C_ON_DEMAND.items() if re.search(uses, code)]
+        missing = [h for h in wanted if not re.search(r"#\s*include\s*<" + re.escape(h), code)]
         if missing:
             repairs.append("headers")
             code = "".join(f"#include <{h}>\n" for h in missing) + code
@@ -246,8 +261,9 @@ def _java(code: str, repairs: list[str]) -> tuple[str, str] | None:
 
 
 def _python(code: str, repairs: list[str]) -> str | None:
-    """Python cannot be unsquashed (the indentation is lost): code that does not parse is given up,
-    unless the run itself is the point (a SyntaxError a choice names)."""
+    """Python cannot be unsquashed (the indentation is lost): a long one-liner that does not parse is
+    given up. Other code that does not parse still runs: in the "which behaviour" items its
+    SyntaxError is the answer (CodeNet calls it a Runtime Error)."""
     code = "\n".join(line.rstrip() for line in code.strip("\n").splitlines())
     # a common indent left by the page (every line starts with 4 spaces)
     indents = [len(line) - len(line.lstrip()) for line in code.splitlines() if line.strip()]
@@ -255,8 +271,8 @@ def _python(code: str, repairs: list[str]) -> str | None:
         repairs.append("dedent")
         code = "\n".join(line[min(indents):] for line in code.splitlines())
     try:
-        ast.parse(code)
-    except SyntaxError:
+        ast.parse(code)  # parsed only, never run here
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte
         if len([line for line in code.splitlines() if line.strip()]) <= 1 and len(code) > 80:
             return None  # squashed: a line break may hide anywhere
     return code + "\n"
@@ -264,19 +280,26 @@ def _python(code: str, repairs: list[str]) -> str | None:
 
 # --- the API -------------------------------------------------------------------------------------
 
-_ERROR_VOCAB = re.compile(r"^\s*(compil\w*|runtime|run[- ]time|time limit|memory limit|internal|"
-                          r"no abnormally)\b.*(error|exceeded|found)?\s*$", re.I)
+# Choices that only name a verdict ("Compile Error", "Time Limit Exceeded", "No abnormally found").
+_ERROR_VOCAB = re.compile(r"^\s*(compil\w*|run[- ]?time|time limit|memory limit|internal|no abnormally)\b", re.I)
 
 
 def _kind(item: Item) -> str:
     return "compiles" if all(_ERROR_VOCAB.match(clean(c)) for c in item.choices) else "output"
 
 
+# How a snippet given without any question starts (then its choices are what it prints).
+_CODE_START = re.compile(r"\s*(#\s*include|#\s*define|//|/\*|((public|final)\s+)?class\s|import\s|def\s|"
+                         r"using\s|(int|void|char|float|double|long|struct|static|extern|const|unsigned)\b|"
+                         r"print\s*\(|\w+\s*=[^=])")
+
+
 def _analyse(item: Item) -> Program | str:
     """The program, or why there is none."""
     prose, code, tag = _split(item.question)
     behaviour = bool(_BEHAVIOUR_ASK.search(prose))
-    if not behaviour and (not _OUTPUT_ASK.search(prose) or _NOT_A_RUN.search(prose)):
+    bare = tag is not None and not prose.strip() and _CODE_START.match(code)  # GeeksforGeeks: code and tag only
+    if not (behaviour or bare) and (not _OUTPUT_ASK.search(prose) or _NOT_A_RUN.search(prose)):
         return "not an output question"
     if not re.search(r"[;(){}=]", code):
         return "no code found"
@@ -287,7 +310,7 @@ def _analyse(item: Item) -> Program | str:
         return f"language unsupported: {lang}"
     repairs: list[str] = []
     code = _unescape(code, repairs)
-    main_class, flags = None, ()
+    main_class = None
     if lang == "python":
         source = _python(code, repairs)
         if source is None:
@@ -302,7 +325,7 @@ def _analyse(item: Item) -> Program | str:
         if source is None:
             return "no main"
     kind = "compiles" if behaviour else _kind(item)
-    return Program(lang, source, kind, tuple(dict.fromkeys(repairs)), main_class, flags)
+    return Program(lang, source, kind, tuple(dict.fromkeys(repairs)), main_class)
 
 
 def find_program(item: Item) -> Program | None:
@@ -320,13 +343,17 @@ def skip_reason(item: Item) -> str:
 # --- mapping a run to a letter -------------------------------------------------------------------
 
 _ERRORS = {  # run status -> what a choice says for it, most specific first
-    "compile_error": [r"compil|syntax\s*error|compile[- ]time", r"\berror\b(?!.*(run|segment|exception))"],
-    "runtime_error": [r"run[- ]?time|segmentation|segmentaion|seg\s*fault|crash|exception|abort|core dump",
-                      r"\berror\b(?!.*(compil|syntax))"],
+    "compile_error": [r"compil|syntax\s*error|compile[- ]time", r"^(?!.*(run|segment|exception)).*\berror\b"],
+    "runtime_error": [r"run[- ]?time|crash|exception|abort|core dump", r"^(?!.*(compil|syntax)).*\berror\b"],
     "timeout": [r"infinite|forever|endless|never (ends|terminates|stops)|time limit|hangs?\b"],
     "output_limit": [r"infinite|forever|endless|time limit"],
     "memory": [r"memory limit|out of memory|memory error"],
 }
+_SEGFAULT = r"segmentation|segmentaion|seg\s*fault|crash|core dump"  # SIGSEGV, SIGBUS: exit 139, 135
+# A Python run that failed for want of something the sandbox lacks (a module, a display, a data file),
+# or could not even be parsed (Python 2, pseudo-code, a page's lost indentation): says nothing of the item.
+_NOT_THE_PROGRAM = re.compile(r"\b(ModuleNotFoundError|ImportError|FileNotFoundError|TclError|SyntaxError|"
+                              r"IndentationError|TabError)\b")
 _SAYS_OUTPUT = re.compile(r"^(the\s+|this\s+)?(output|it|program|code)\s+(will\s+be|is|prints?|will\s+print|"
                           r"displays?)\s*:?\s*", re.I)
 _NOTHING = re.compile(r"\bnothing\b|\bno output|not (print|display|output) anything|blank|^empty", re.I)
@@ -338,9 +365,15 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def _payload(choice: str) -> str | None:
+    """What a wordy choice says is printed: "It will run without any error and prints 3" -> "3"."""
+    said = re.search(r"\b(?:prints?|printed|outputs?|displays?)\b\s*:?\s*(.+)$", choice, re.I)
+    return said.group(1).strip("'\" ") if said else None
+
+
 def _same_tokens(printed: str, choice: str) -> bool:
     """Equal token by token, numbers compared as the choice writes them (`0.330000` is `0.33`,
-    `5.000000` is `5.0`), quotes around a token ignored."""
+    `5.000000` is `5.0` and `5`, but `5.5` is not `6`), quotes and brackets around a token ignored."""
     ours, theirs = re.split(r"[\s,]+", printed), re.split(r"[\s,]+", choice)
     if len(ours) != len(theirs):
         return False
@@ -350,8 +383,9 @@ def _same_tokens(printed: str, choice: str) -> bool:
             continue
         if not (_NUMBER.match(a) and _NUMBER.match(b)) or "." not in a:
             return False
-        decimals = len(b.split(".")[1]) if "." in b else 0
-        if round(float(a), decimals) != float(b):
+        if "." in b and round(float(a), len(b.split(".")[1])) == float(b):
+            continue  # printed with more decimals than the choice shows
+        if "." in b or float(a) != float(b):  # an integer choice: only for `20.000000`
             return False
     return True
 
@@ -363,10 +397,14 @@ def _unique(letters: list[str]) -> str | None:
 def choice_from_run(item: Item, program: Program, result: RunResult) -> str | None:
     """The one choice the run supports, or None (no choice matches, or several do).
 
-    Stdout is compared at growing looseness (exact after whitespace folding, then ignoring all white
-    space, then token by token with numbers rounded the way the choice prints them); a failed run maps
-    to the choices that name its failure. In the "which behaviour" items the input is unknown, so only
-    a failed compile says anything: Java's is a "Compile Error", Python's SyntaxError a "Runtime Error".
+    Stdout is compared at growing looseness, the first level with a match deciding: exact after
+    whitespace folding; ignoring all white space; token by token with numbers rounded the way the
+    choice prints them; what a wordy choice says is printed ("... and prints 3"); letters and digits
+    only. A failed run maps to the choices that name its failure (a segfault, the exception's name, a
+    compile error, an infinite loop). A Python run that failed to parse or to import says nothing: the
+    page lost its indentation, or the code is Python 2. In the "which behaviour" items the input is
+    unknown, so only a failed compile says anything: Java's is a "Compile Error", Python's SyntaxError
+    a "Runtime Error" (so CodeNet, where these items come from, files them).
     """
     letters, choices = item.letters, [_norm(c) for c in item.choices]
     status = result.status
@@ -385,12 +423,19 @@ def choice_from_run(item: Item, program: Program, result: RunResult) -> str | No
             return _unique([l for l, c in zip(letters, choices) if _NOTHING.search(c)])
         for same in (lambda c: c == printed,
                      lambda c: re.sub(r"\s+", "", c) == re.sub(r"\s+", "", printed),
-                     lambda c: _same_tokens(printed, c)):
+                     lambda c: _same_tokens(printed, c),
+                     lambda c: _payload(c) == printed,
+                     lambda c: re.sub(r"\W+", "", c) == re.sub(r"\W+", "", printed)):
             found = [l for l, c in zip(letters, choices) if c and same(c)]
             if found:
                 return _unique(found)
-        if status == "ok":
-            return None
+        return None
+    if status == "runtime_error" and program.language == "python" and _NOT_THE_PROGRAM.search(result.stderr):
+        return None
+    if status == "runtime_error" and result.exit_code in (139, 135):
+        found = [l for l, c in zip(letters, choices) if re.search(_SEGFAULT, c, re.I)]
+        if found:
+            return _unique(found)
     if status == "runtime_error" and program.language in ("python", "java"):
         # a choice naming the exception: "TypeError", "ArithmeticException"
         names = set(re.findall(r"\b(\w+(?:Error|Exception))\b", result.stderr))

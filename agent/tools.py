@@ -77,7 +77,8 @@ def execute_records(items: list[Item], limits: Limits, workers: int) -> dict[str
             records[item.id] = ToolRecord("execute", status="skipped", reason=skip_reason(item))
         else:
             programs[item.id] = program
-    jobs = [(p.source, p.language, {"flags": p.flags, "main_class": p.main_class}) for p in programs.values()]
+    jobs = [(p.source, p.language, {"flags": p.flags, "main_class": p.main_class, "compile_only": p.kind == "compiles"})
+            for p in programs.values()]  # a "does it compile" item is only compiled: none of its code runs
     by_id = {it.id: it for it in items}
     for (item_id, program), result in zip(programs.items(), run_all(jobs, limits, workers), strict=True):
         record = _record("execute", program.source, program.language, result)

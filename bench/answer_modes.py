@@ -1,6 +1,8 @@
-"""What each answer mode costs: seconds per item of zero-shot, PriDe, permutation ensembling and cloze scoring.
+"""What each answer mode costs: seconds per item of zero-shot, PriDe, permutation ensembling, cloze scoring and tools.
 
-The modes (the plain answer prompt; `pride: N`; `permutations: K`; `scoring: cloze | both`) run on
+The modes (the plain answer prompt; `pride: N`; `permutations: K`; `scoring: cloze | both`; `tools:
+[execute]`, which runs code items' snippets in the sandbox; `tools: [compute]`, where the LLM writes a
+program for each math item) run on
 the same items through one loaded model, side by side, alternating for `--repeats` rounds so machine
 noise hits them all. Each round uses a fresh agent (PriDe estimates its prior again) and empties the
 prefix cache first.
@@ -25,7 +27,8 @@ from agent_throughput import timed  # noqa: E402  (bench/ is run as a folder of 
 
 MODES = {"zero-shot": {"permutations": 1}, "pride-8": {"permutations": 1, "pride": 8},
          "permutations-2": {"permutations": 2}, "permutations-4": {"permutations": 4},
-         "cloze": {"permutations": 1, "scoring": "cloze"}, "letter+cloze": {"permutations": 1, "scoring": "both"}}
+         "cloze": {"permutations": 1, "scoring": "cloze"}, "letter+cloze": {"permutations": 1, "scoring": "both"},
+         "execute": {"permutations": 1, "tools": ["execute"]}, "compute": {"permutations": 1, "tools": ["compute"]}}
 
 
 def main() -> None:

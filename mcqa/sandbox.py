@@ -99,8 +99,21 @@ def missing_toolchain(language: str) -> str | None:
 
 
 def _steps(language: str, source_name: str, limits: Limits, flags: tuple[str, ...], main_class: str | None,
-           memory_mb: int) -> list[_Step]:
-    """The compile step (if any) and the run step, as argv lists run inside the folder."""
+           memory_mb: int, compile_only: bool = False) -> list[_Step]:
+    """The compile step (if any) and the run step, as argv lists run inside the folder; with
+    `compile_only`, the compile step alone (Python's is byte-compiling: a SyntaxError, nothing run)."""
+    steps = _all_steps(language, source_name, limits, flags, main_class, memory_mb)
+    if not compile_only:
+        return steps
+    if language == "python":
+        run = steps[0]
+        return [_Step([run.argv[0], "-I", "-S", "-m", "py_compile", source_name], run.cpu, run.wall, run.memory_mb,
+                      run.file_mb)]
+    return steps[:1]
+
+
+def _all_steps(language: str, source_name: str, limits: Limits, flags: tuple[str, ...], main_class: str | None,
+               memory_mb: int) -> list[_Step]:
     long_cpu, long_wall = limits.cpu_seconds * limits.compile_factor, limits.wall_seconds * limits.compile_factor
     big = max(memory_mb, 1024)  # compilers need more than a snippet does
     if language == "python":
@@ -129,10 +142,11 @@ def source_file(language: str, main_class: str | None = None) -> str:
 # -- the parent side -------------------------------------------------------------------------------
 
 def run_program(source: str, language: str, limits: Limits | None = None, *, flags: tuple[str, ...] = (),
-                main_class: str | None = None, stdin: str = "") -> RunResult:
+                main_class: str | None = None, stdin: str = "", compile_only: bool = False) -> RunResult:
     """Compile (C, C++, Java) and run `source` in the sandbox; never raises for what the program does.
 
-    Java's file is named after `main_class` (default `Main`), the class whose main runs.
+    Java's file is named after `main_class` (default `Main`), the class whose main runs. `compile_only`
+    stops after compiling: all a question about whether code compiles needs, and no code of it runs.
     """
     limits = limits or Limits()
     if language not in LANGUAGES:
@@ -149,10 +163,10 @@ def run_program(source: str, language: str, limits: Limits | None = None, *, fla
         if os.geteuid() == 0:
             os.chown(work, NOBODY, NOBODY)
             os.chmod(work, 0o700)
-        steps = _steps(language, name, limits, flags, main_class, limits.memory_mb)
+        steps = _steps(language, name, limits, flags, main_class, limits.memory_mb, compile_only)
         result = RunResult("ok", language=language)
         for k, step in enumerate(steps):
-            result = _run_step(work, step, limits, compiling=k < len(steps) - 1)
+            result = _run_step(work, step, limits, compiling=k < len(steps) - 1 or compile_only)
             result.language = language
             if result.status != "ok":
                 break

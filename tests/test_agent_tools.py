@@ -16,6 +16,7 @@ from mcqa.config import load_config
 from mcqa.datasets import load_split
 from mcqa.eval.bias import permute_item
 from mcqa.eval.metrics import tools_summary
+from mcqa.eval.report import tool_rows
 from mcqa.sandbox import missing_toolchain
 from mcqa.types import Item
 
@@ -68,6 +69,9 @@ def test_execute_verifies_by_running_and_adopts_the_runs_choice(tiny_llm, train,
     assert summary["execute"]["items"] == 2 and summary["execute"]["named_a_choice"] == 1
     assert summary["execute"]["tool_accuracy"] == 1.0 and summary["execute"]["agreement"] == 0.0
     assert summary["accuracy_tool_named"]["correct"] == 1 and summary["accuracy_no_tool"]["labelled"] == 1
+    rows = dict(tool_rows(summary))  # report.md, report.html and the CLI's summary
+    assert "ran on 1 of 2 items" in rows["tool `execute`"] and "named a choice on 1 (right 100.0%)" in rows["tool `execute`"]
+    assert rows["accuracy where a tool named a choice"].endswith("on 1")
 
 
 def test_fuse_keeps_a_confident_answer_and_adopt_does_not(tiny_llm, disagreeing):

@@ -53,6 +53,14 @@ def test_compile_errors_and_runtime_errors_are_told_apart():
     assert raised.status == "runtime_error" and "ValueError: boom" in raised.stderr
 
 
+def test_compile_only_runs_nothing():
+    marker = "print('ran')\n"
+    assert run(marker, compile_only=True).status == "ok" and run(marker, compile_only=True).stdout == ""
+    assert run("def broken(:\n", compile_only=True).status == "compile_error"
+    assert run('#include <stdio.h>\nint main(){ puts("ran"); return 1; }', "c", compile_only=True).stdout == ""
+    assert run("int main(){ return undeclared; }", "c", compile_only=True).status == "compile_error"
+
+
 def test_infinite_loop_stops_at_the_cpu_limit():
     started = time.monotonic()
     result = run("while True:\n    pass")
