@@ -33,6 +33,8 @@ def trace(ctx: typer.Context,
           split: str = typer.Option("train", "--split", "-s", help="Which split the item is in."),
           model: Optional[str] = typer.Option(None, "--model", "-m", help="LLM registry name or GGUF path."),
           config: Optional[Path] = typer.Option(None, "--config", help="A YAML config (sections: llm, agent)."),
+          settings: Optional[list[str]] = typer.Option(None, "--set", help="Override one config key, repeatable: "
+                                                       "section.key=value, e.g. --set \"agent.tools=[execute]\"."),
           tasks: Optional[str] = typer.Option(None, "--tasks", help="answer, misconceptions or answer,misconceptions (default: by dataset)."),
           no_pause: bool = typer.Option(False, "--no-pause", help="Print the whole trace without waiting."),
           db: Path = typer.Option(Path("runs/traces.sqlite"), "--db", help="SQLite file the steps are checkpointed in."),
@@ -43,7 +45,7 @@ def trace(ctx: typer.Context,
         return
     from mcqa.agent.solver import AgentSolver
     from mcqa.agent.trace import step_through
-    from mcqa.config import load_config
+    from mcqa.config import load_config, parse_settings
 
     if not dataset or item is None:
         fail("give --dataset and --item (or `mcqa trace show RUN ITEM` to replay a saved trace)")
@@ -52,7 +54,7 @@ def trace(ctx: typer.Context,
     if chosen is None:
         fail(f"no item {item!r} in {dataset}/{split} (ids look like {', '.join(it.id for it in loaded.items[:3])})")
     try:
-        cfg = load_config(config, **{"llm.model": model,
+        cfg = load_config(config, **{**parse_settings(settings), "llm.model": model,
                                      "agent.tasks": tasks.split(",") if tasks else None})
     except ValueError as exc:
         fail(str(exc))

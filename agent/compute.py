@@ -41,15 +41,11 @@ PROGRAM_SYSTEM = "You are an expert Python programmer who solves math word probl
 PROGRAM_PROMPT = (
     "Write a Python function `solution()` that computes the answer to this math problem.\n\n"
     "Problem: {question}\n\n"
-    "Answer choices (hints; the answer should be one of them):\n{choices}\n\n"
-    "Rules:\n"
-    "- Reply with only one Python code block (```python ... ```) that defines `def solution():`.\n"
-    "- Compute the answer step by step from the numbers in the problem and return it; do not just "
-    "return a choice.\n"
-    "- Return a number (int, float or fractions.Fraction). For a percentage return the number before "
-    "the % sign (12.5 for 12.5%); for a ratio a : b return a / b. If the choices are not numbers, "
-    "return the text of the right choice.\n"
-    "- Use only the standard library (math, fractions, itertools). Do not call input() or print()."
+    "Answer choices:\n{choices}\n\n"
+    "Reply with only a ```python code block defining `def solution():`. Compute the answer step by step "
+    "from the numbers in the problem, with short variable names and no comments, and return it as a number "
+    "(int or float; a percentage as the number before the % sign, a ratio a : b as a / b). Use only the "
+    "math module. No print(), no input(), no tests."
 )
 
 
@@ -69,7 +65,13 @@ _CODE_START = re.compile(r"^(?:import\s|from\s+\w[\w.]*\s+import\s|def\s|@|class
 def program_from_reply(text: str) -> str | None:
     """The code that defines `solution`: the last fenced block that does (a model that revises its code
     writes the revision last; an unclosed fence, cut by max_tokens, runs to the end), else the bare code
-    from its first import/def line, with trailing prose dropped until it parses. None without `def solution`."""
+    from its first import/def line, with trailing prose dropped until it parses; then only its
+    definitions (`definitions_only`). None without `def solution`."""
+    code = _program_in(text)
+    return None if code is None else definitions_only(code)
+
+
+def _program_in(text: str) -> str | None:
     blocks = [block for block in _FENCE.findall(text) if re.search(r"def\s+solution\s*\(", block)]
     if blocks:
         return textwrap.dedent(blocks[-1]).strip() + "\n"
@@ -123,6 +125,26 @@ def _mcqa_plain(value):
 import json as _mcqa_json
 print(_mcqa_json.dumps({"value": _mcqa_plain(solution())}), flush=True)
 '''
+
+
+def definitions_only(code: str) -> str:
+    """The imports, definitions and constant assignments of the model's code: a model often appends tests,
+    asserts or example calls at the top level, which would fail or print before `solution()` is called.
+    Done by parsing (nothing runs here); code that does not parse is returned as it is, for the sandbox to
+    report its syntax error."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return code
+    kept = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+    body = [node for node in tree.body if isinstance(node, kept)
+            and not (isinstance(node, ast.FunctionDef) and node.name.startswith(("test", "check")))]
+    if len(body) == len(tree.body):
+        return code
+    lines = code.splitlines()
+    spans = [(min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]), node.end_lineno)
+             for node in body]
+    return "\n".join("\n".join(lines[first - 1:last]) for first, last in spans) + "\n"
 
 
 def runnable(code: str) -> str:

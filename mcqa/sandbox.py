@@ -5,9 +5,10 @@ the config turns a tool on. Each run gets:
 
 - no network: a new network namespace, whose loopback is down, so even 127.0.0.1 is unreachable;
 - a fresh temporary folder as the only writable place: the world-writable folders (/tmp, /var/tmp,
-  /dev/shm, /run/lock) are covered by small private tmpfs mounts in a new mount namespace, and the
-  program runs as `nobody` (uid 65534) when mcqa runs as root, so HOME and the project are unreadable
-  and unwritable;
+  /dev/shm, /run/lock) and HOME are covered by small private tmpfs mounts in a new mount namespace,
+  every other mount is read-only there, and the program runs as `nobody` (uid 65534: the real one when
+  mcqa runs as root, else `nobody` of a new user namespace mapped to the caller's uid), with
+  no_new_privs set, so it holds no capability that could undo the mounts;
 - its own PID namespace: when the run ends or is killed, every process it started dies with it;
 - no shell (the argv is executed directly), a cleared environment, and limits on CPU seconds, wall
   time, address space, processes, file size (which also caps stdout: it is written to a file) and
@@ -139,6 +140,19 @@ def source_file(language: str, main_class: str | None = None) -> str:
     return {"python": "main.py", "c": "main.c", "cpp": "main.cpp"}.get(language) or f"{main_class or 'Main'}.java"
 
 
+def host_root() -> bool:
+    """Root of the machine (not root of a user namespace, as inside `unshare -r`, nor another user): the
+    one case that drops to the real `nobody`; everyone else runs the program as `nobody` of a new user
+    namespace, mapped to their own uid."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as handle:
+            return handle.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
 # -- the parent side -------------------------------------------------------------------------------
 
 def run_program(source: str, language: str, limits: Limits | None = None, *, flags: tuple[str, ...] = (),
@@ -160,7 +174,7 @@ def run_program(source: str, language: str, limits: Limits | None = None, *, fla
         name = source_file(language, main_class)
         (work / name).write_text(source, encoding="utf-8")
         (work / "stdin.txt").write_text(stdin, encoding="utf-8")
-        if os.geteuid() == 0:
+        if host_root():  # a new user namespace maps nobody to our own uid instead
             os.chown(work, NOBODY, NOBODY)
             os.chmod(work, 0o700)
         steps = _steps(language, name, limits, flags, main_class, limits.memory_mb, compile_only)
@@ -248,13 +262,13 @@ def _launch(spec: dict) -> None:  # pragma: no cover - runs in the launcher proc
             sys.stderr.flush()
             os._exit(SKIPPED_EXIT)
 
-    root = os.geteuid() == 0
+    root = host_root()
     uid, gid = os.getuid(), os.getgid()
     stdin_fd = os.open(spec["stdin"], os.O_RDONLY)
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     check(libc.unshare(flags | (0 if root else CLONE_NEWUSER)), "unshare (namespaces)")
-    if not root:  # an unprivileged user keeps its own uid inside; RLIMIT_NPROC binds it
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+    if not root:  # anyone else becomes `nobody` of a new user namespace: no capabilities once the program runs
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{NOBODY} {uid} 1"), ("gid_map", f"{NOBODY} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as handle:
                 handle.write(text)
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount (private)")
@@ -299,10 +313,16 @@ def _launch(spec: dict) -> None:  # pragma: no cover - runs in the launcher proc
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (spec["processes"], spec["processes"]))
-    if root:
-        os.setgroups([])
+    try:
+        if root:
+            os.setgroups([])
         os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        os.setuid(NOBODY)  # inside a new user namespace too: the mapped uid, so execve drops every capability
+    except OSError as exc:
+        sys.stderr.write(f"sandbox: cannot drop to nobody ({exc.strerror})\n")
+        sys.stderr.flush()
+        os._exit(SKIPPED_EXIT)  # a program with capabilities could undo the mounts: refuse rather than run
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: a setuid binary cannot give the program privileges back
     os.chdir(WORK_MOUNT)
     env = {"PATH": PATH, "HOME": WORK_MOUNT, "TMPDIR": WORK_MOUNT, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
     try:

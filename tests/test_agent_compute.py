@@ -257,3 +257,12 @@ def test_a_program_runs_in_the_sandbox_and_names_a_letter():
     failing = sandbox.run_program(runnable("def solution():\n    return 1 / 0\n"), "python")
     assert failing.status == "runtime_error" and "ZeroDivisionError" in failing.stderr
     assert result_value(failing.stdout) is None
+
+
+def test_tests_and_calls_the_model_appends_are_dropped():
+    """A model often appends a check function and calls at the top level; only definitions are kept."""
+    reply = ("```python\nimport math\n\nRATE = 0.5\n\ndef solution():\n    return math.sqrt(16) * RATE\n\n"
+             "def check_solution():\n    assert solution() == 3\n\ncheck_solution()\nprint(solution())\n```")
+    code = program_from_reply(reply)
+    assert "def solution" in code and "RATE = 0.5" in code and "import math" in code
+    assert "check_solution" not in code and "print(" not in code

@@ -6,9 +6,11 @@ hostile cases cost seconds, not minutes.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -184,3 +186,34 @@ def test_missing_toolchain_or_language_is_a_counted_skip(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox, "PATH", str(tmp_path))  # a machine with no compilers on its PATH
     result = run_program("int main(){return 0;}", "c")
     assert result.status == "skipped" and "gcc" in result.reason
+
+
+UNDO_MOUNTS = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               "print(libc.umount2(b'/tmp', 2), libc.mount(None, b'/', None, 32, None), os.getuid())")
+
+
+def test_the_program_cannot_undo_the_mounts():
+    """No capability survives into the program: unmounting the /tmp cover or remounting / (MS_REMOUNT) fails."""
+    assert run(UNDO_MOUNTS).stdout.split() == ["-1", "-1", "65534"]
+
+
+def test_root_of_a_user_namespace_gets_the_same_sandbox(tmp_path):
+    """Inside `unshare -r` (root of a user namespace, as CI's offline stage runs) the real `nobody` is not
+    mapped: the program runs as `nobody` of a nested user namespace, still without capabilities."""
+    needs("python")
+    script = ("import json, sys\nfrom mcqa.sandbox import Limits, run_program\nfast = Limits(cpu_seconds=1, "
+              "wall_seconds=3)\nout = [run_program(src, 'python', fast) for src in sys.argv[1:]]\n"
+              "print(json.dumps([[r.status, r.stdout] for r in out]))")
+    escape = f"open('{tmp_path}/written', 'w').write('x')"
+    os.chmod(tmp_path, 0o777)
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("user namespaces are not available here")
+    done = subprocess.run(["unshare", "-rn", sys.executable, "-c", script, UNDO_MOUNTS, escape,
+                           "while True:\n    pass"], capture_output=True, text=True, timeout=60)
+    results = json.loads(done.stdout)
+    if results[0][0] == "skipped":
+        pytest.skip("the kernel refuses nested namespaces here")
+    assert results[0] == ["ok", "-1 -1 65534\n"]
+    assert results[1][0] == "runtime_error" and not (tmp_path / "written").exists()
+    assert results[2][0] == "timeout"
