@@ -119,3 +119,19 @@ def test_trace_shows_the_program_its_output_and_the_verdict(tiny_llm, disagreein
     shown = buffer.getvalue()
     assert "tool `execute` (c): ok" in shown and "printf" in shown and "stdout: 10 10" in shown
     assert "verification: tool `execute` disagrees" in shown
+
+
+def test_compare_splits_accuracy_by_where_a_tool_named_a_choice():
+    from mcqa.eval.compare import _split_by_tool
+    from mcqa.types import Prediction
+
+    plain = {i: Prediction(item_id=i, answer="A") for i in ("x", "y", "z")}
+    tooled = {**plain, "y": Prediction(item_id="y", answer="B", tool={"tool": "execute", "letter": "B"}),
+              "z": Prediction(item_id="z", answer="A", tool={"tool": "execute", "letter": None})}
+    scores = {"accuracy": {"x": (1.0, 1.0), "y": (0.0, 1.0), "z": (1.0, 1.0)}}
+    _split_by_tool(scores, plain, tooled)
+    assert scores["accuracy [tool named a choice]"] == {"y": (0.0, 1.0)}
+    assert scores["accuracy [no tool]"] == {"x": (1.0, 1.0), "z": (1.0, 1.0)}
+    untouched = {"accuracy": {"x": (1.0, 1.0)}}
+    _split_by_tool(untouched, plain, plain)
+    assert list(untouched) == ["accuracy"]  # no tool in either run: no subset rows
