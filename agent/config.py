@@ -35,8 +35,16 @@ Task = Literal["answer", "misconceptions"]
 # - arc_challenge `test`, first 100: K 1: 0.660, K 4: 0.610 (-0.050 [-0.130, +0.030]), at 3x the time.
 # - mmlu_stem `test`, 200 items drawn by `--sample 200` (every subject): K 1: 0.400, K 4: 0.480 (+0.080 [+0.005, +0.155];
 #   RStd 19.1 -> 3.1).
-# So the shifts are the default where the model's letter preference is strong (CodeMMLU, MMLU-STEM: RStd ~20);
-# on ARC (RStd 5.0) they break more than they fix and the plain prompt stays.
+# On 100 CodeMMLU items outside the shared data the 4 shifts scored 0.400 against zero-shot's 0.400 (+0.000
+# [-0.090, +0.090]) at 2.9x the seconds: the first 150 of `validation` had flattered them, so CodeMMLU answers
+# with the plain prompt. MMLU-STEM keeps them (its 200 were drawn across the split). On ARC (RStd 5.0) they
+# break more than they fix and the plain prompt stays.
+# Tools (docs/tools.md), chosen on `fit` and reported on 300 items drawn across `validation` (`mcqa eval run
+# --dataset codemmlu_fpt --split validation --sample 300 --set agent.permutations=1 --set agent.verify=false
+# [--set "agent.tools=[execute]"]`, paired with `mcqa eval compare`):
+# - codemmlu_fpt `execute`: 0.437 -> 0.467, +0.030 [+0.013, +0.050]; where it named a choice (18 of 300) 0.333 ->
+#   0.833, +0.500 [+0.278, +0.722]; 9 fixed, 0 broken; verifier AUROC 0.917. On `fit` (no LLM,
+#   bench/execute_coverage.py) it names a choice for 218 of 2,526 items, 88.5% of them right, so `adopt`.
 # Scoring (`agent.scoring`), against letters at K 1: cloze on ARC's first 100 0.480 against 0.660 (-0.180
 # [-0.310, -0.060]), on the MMLU-STEM sample 0.440 against 0.400 (+0.040 [-0.045, +0.125]); both 0.510 / 0.420.
 # Letters stay the default everywhere.
@@ -44,7 +52,7 @@ DATASET_DEFAULTS = {
     "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
     "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none", "sibling_contrast": 0.4,
              "hubness": 0.75},
-    "codemmlu_fpt": {"permutations": 4},
+    "codemmlu_fpt": {"permutations": 1, "tools": ["execute"]},
     "mmlu_stem": {"permutations": 4},
 }
 OTHER_DEFAULTS = {"tools": [], "votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
@@ -79,7 +87,7 @@ class AgentConfig(BaseModel):
                                 "choice's probability (1: as shown, the plain prompt; 4: every choice of a 4-choice "
                                 "item at every position once, so the model's letter preference cancels). Costs up to "
                                 "that many prompts an item; they share the question's tokens as a prefix. None: by "
-                                "dataset (codemmlu_fpt and mmlu_stem 4, others 1; see DATASET_DEFAULTS).")
+                                "dataset (mmlu_stem 4, others 1; see DATASET_DEFAULTS).")
     scoring: Literal["letter", "cloze", "both"] | None = Field(
         None, description="How a choice is scored: `letter` (the probability of its letter after the lettered "
                           "question), `cloze` (the log-likelihood of the choice's own text as the answer to the bare "
@@ -95,7 +103,8 @@ class AgentConfig(BaseModel):
                           "error) to a choice; `compute` has the LLM write a Python `solution()` for a math item "
                           "(most choices numbers) and takes the choice closest to its result. An item where a "
                           "tool named a choice is verified by agreement, not P(TRUE); a disagreement reconsiders "
-                          "by `tool_rule`. Code from the data runs only when this is set. None: by dataset.")
+                          "by `tool_rule`. Code from the data runs only when this is set. None: by dataset "
+                          "(codemmlu_fpt [execute], others []; DATASET_DEFAULTS).")
     tool_rule: Literal["adopt", "fuse"] = Field(
         "adopt", description="When a tool's choice disagrees with the answer: `adopt` it, or `fuse` it with the "
                              "answer's probabilities (p + tool_weight * one-hot, renormalised; the argmax wins).")

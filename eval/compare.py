@@ -79,8 +79,8 @@ def _split_by_tool(scores: dict[str, dict[str, tuple]], *runs: dict[str, Predict
     if not named or "accuracy" not in scores:
         return
     accuracy = scores["accuracy"]
-    scores["accuracy [tool named a choice]"] = {i: v for i, v in accuracy.items() if i in named}
-    scores["accuracy [no tool]"] = {i: v for i, v in accuracy.items() if i not in named}
+    scores["accuracy (tool named a choice)"] = {i: v for i, v in accuracy.items() if i in named}
+    scores["accuracy (no tool)"] = {i: v for i, v in accuracy.items() if i not in named}
 
 
 def compare_runs(path_a: Path, path_b: Path, data_root: Path | None = None, seed: int = 0) -> dict:

@@ -18,8 +18,9 @@ from mcqa.types import Item
 def config(**agent):
     """Votes off unless asked for: they need a label store of the whole train split (tests/test_rag_votes.py);
     the plain answer prompt (permutations 1) unless asked for: tests/test_agent_debias.py covers the shifts;
-    P(TRUE) verification on (off by default), since these tests follow the verify -> reconsider path."""
-    agent = {"votes": 0, "permutations": 1, "verify": True, **agent}
+    P(TRUE) verification on (off by default) and no tools (tests/test_agent_tools.py), since these tests
+    follow the P(TRUE) verify -> reconsider path."""
+    agent = {"votes": 0, "permutations": 1, "verify": True, "tools": [], **agent}
     return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}})
 
 

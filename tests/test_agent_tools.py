@@ -130,8 +130,8 @@ def test_compare_splits_accuracy_by_where_a_tool_named_a_choice():
               "z": Prediction(item_id="z", answer="A", tool={"tool": "execute", "letter": None})}
     scores = {"accuracy": {"x": (1.0, 1.0), "y": (0.0, 1.0), "z": (1.0, 1.0)}}
     _split_by_tool(scores, plain, tooled)
-    assert scores["accuracy [tool named a choice]"] == {"y": (0.0, 1.0)}
-    assert scores["accuracy [no tool]"] == {"x": (1.0, 1.0), "z": (1.0, 1.0)}
+    assert scores["accuracy (tool named a choice)"] == {"y": (0.0, 1.0)}
+    assert scores["accuracy (no tool)"] == {"x": (1.0, 1.0), "z": (1.0, 1.0)}
     untouched = {"accuracy": {"x": (1.0, 1.0)}}
     _split_by_tool(untouched, plain, plain)
     assert list(untouched) == ["accuracy"]  # no tool in either run: no subset rows
