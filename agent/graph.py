@@ -30,7 +30,8 @@ from mcqa.types import Item, Prediction
 RESOURCES = ("llm", "embedder", "examples", "misconceptions", "extra_misconceptions", "hub_penalties", "labels",
              "classifier", "cross_encoder")
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
-NODES = ("retrieve_examples", "answer", "execute", "compute", "verify", "reconsider", "think", "propose_misconceptions", "rerank", "finalize")
+NODES = ("retrieve_examples", "answer", "execute", "compute", "verify", "reconsider", "think", "propose_misconceptions",
+         "rerank", "finalize")
 
 
 def default_tasks(dataset: str | None) -> list[str]:
