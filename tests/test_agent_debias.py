@@ -15,7 +15,7 @@ from mcqa.prompts import answer_chat
 
 
 def config(**agent):
-    agent = {"permutations": 1, **agent}
+    agent = {"permutations": 1, "tools": [], **agent}  # no tool may move the answer the shifts chose
     return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, "agent.verify": False,
                           **{f"agent.{k}": v for k, v in agent.items()}})
 
