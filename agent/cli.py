@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mcqa.cli_common import console, fail, open_split
 
-trace_app = typer.Typer(help="Step through the agent on one item (pausing before each node), or replay a saved trace.",
-                        invoke_without_command=True)
+trace_app = typer.Typer(
+    help="Step through the agent on one item (pausing before each node), or replay a saved trace.",
+    invoke_without_command=True,
+)
 
 
 def _names(dataset: str | None, root: Path | None) -> dict[str, str]:
@@ -27,18 +28,25 @@ def _names(dataset: str | None, root: Path | None) -> dict[str, str]:
 
 
 @trace_app.callback()
-def trace(ctx: typer.Context,
-          dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (see `mcqa data list`)."),
-          item: Optional[str] = typer.Option(None, "--item", "-i", help="The item id (see `mcqa data show`)."),
-          split: str = typer.Option("train", "--split", "-s", help="Which split the item is in."),
-          model: Optional[str] = typer.Option(None, "--model", "-m", help="LLM registry name or GGUF path."),
-          config: Optional[Path] = typer.Option(None, "--config", help="A YAML config (sections: llm, agent)."),
-          settings: Optional[list[str]] = typer.Option(None, "--set", help="Override one config key, repeatable: "
-                                                       "section.key=value, e.g. --set \"agent.tools=[execute]\"."),
-          tasks: Optional[str] = typer.Option(None, "--tasks", help="answer, misconceptions or answer,misconceptions (default: by dataset)."),
-          no_pause: bool = typer.Option(False, "--no-pause", help="Print the whole trace without waiting."),
-          db: Path = typer.Option(Path("runs/traces.sqlite"), "--db", help="SQLite file the steps are checkpointed in."),
-          data: Optional[Path] = typer.Option(None, "--data-dir", help="Folder holding the dataset folders.")) -> None:
+def trace(
+    ctx: typer.Context,
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name (see `mcqa data list`)."),
+    item: str | None = typer.Option(None, "--item", "-i", help="The item id (see `mcqa data show`)."),
+    split: str = typer.Option("train", "--split", "-s", help="Which split the item is in."),
+    model: str | None = typer.Option(None, "--model", "-m", help="LLM registry name or GGUF path."),
+    config: Path | None = typer.Option(None, "--config", help="A YAML config (sections: llm, agent)."),
+    settings: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help='Override one config key, repeatable: section.key=value, e.g. --set "agent.tools=[execute]".',
+    ),
+    tasks: str | None = typer.Option(
+        None, "--tasks", help="answer, misconceptions or answer,misconceptions (default: by dataset)."
+    ),
+    no_pause: bool = typer.Option(False, "--no-pause", help="Print the whole trace without waiting."),
+    db: Path = typer.Option(Path("runs/traces.sqlite"), "--db", help="SQLite file the steps are checkpointed in."),
+    data: Path | None = typer.Option(None, "--data-dir", help="Folder holding the dataset folders."),
+) -> None:
     """Run the graph on one item and show every node's update: the prompt, option probabilities,
     the verification, misconception candidates with scores. Enter steps, c continues, q quits."""
     if ctx.invoked_subcommand:
@@ -54,12 +62,15 @@ def trace(ctx: typer.Context,
     if chosen is None:
         fail(f"no item {item!r} in {dataset}/{split} (ids look like {', '.join(it.id for it in loaded.items[:3])})")
     try:
-        cfg = load_config(config, **{**parse_settings(settings), "llm.model": model,
-                                     "agent.tasks": tasks.split(",") if tasks else None})
+        cfg = load_config(
+            config,
+            **{**parse_settings(settings), "llm.model": model, "agent.tasks": tasks.split(",") if tasks else None},
+        )
     except ValueError as exc:
         fail(str(exc))
-    solver = AgentSolver(cfg, dataset=dataset, split=split, data_root=data, traces=db, record_prompts=True,
-                         interrupt=True)
+    solver = AgentSolver(
+        cfg, dataset=dataset, split=split, data_root=data, traces=db, record_prompts=True, interrupt=True
+    )
     try:
         solver.resources.check(solver.agent.nodes())
     except ValueError as exc:
@@ -69,11 +80,15 @@ def trace(ctx: typer.Context,
 
 
 @trace_app.command("show")
-def show(run: str = typer.Argument(..., help="A run folder (runs/NAME), its name, or a traces .sqlite file."),
-         item: str = typer.Argument(..., help="The item id."),
-         trace_id: Optional[str] = typer.Option(None, "--trace", help="The trace (thread) id, if the run has no predictions file."),
-         jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Also write the steps to this JSONL file for sharing."),
-         dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset, to show misconception names.")) -> None:
+def show(
+    run: str = typer.Argument(..., help="A run folder (runs/NAME), its name, or a traces .sqlite file."),
+    item: str = typer.Argument(..., help="The item id."),
+    trace_id: str | None = typer.Option(
+        None, "--trace", help="The trace (thread) id, if the run has no predictions file."
+    ),
+    jsonl: Path | None = typer.Option(None, "--jsonl", help="Also write the steps to this JSONL file for sharing."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset, to show misconception names."),
+) -> None:
     """Replay a saved trace from its checkpoint database, without calling the model."""
     from mcqa.agent.solver import open_checkpointer
     from mcqa.agent.trace import export_jsonl, for_item, render_step, replay, threads_with_item

@@ -100,7 +100,7 @@ def _parses(code: str) -> bool:
 # The footer turns whatever solution() returns into one JSON line. The sandbox runs `python -I -S`
 # (no site-packages), but a program may still return numpy/sympy-like objects where they exist: anything
 # with __float__ becomes a float, containers become lists, the rest its str().
-_FOOTER = '''
+_FOOTER = """
 
 def _mcqa_plain(value):
     if value is None or isinstance(value, str):
@@ -124,7 +124,7 @@ def _mcqa_plain(value):
 
 import json as _mcqa_json
 print(_mcqa_json.dumps({"value": _mcqa_plain(solution())}), flush=True)
-'''
+"""
 
 
 def definitions_only(code: str) -> str:
@@ -137,14 +137,19 @@ def definitions_only(code: str) -> str:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return code
     kept = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
-    body = [node for node in tree.body if isinstance(node, kept)
-            and not (isinstance(node, ast.FunctionDef) and node.name.startswith(("test", "check")))]
+    body = [
+        node
+        for node in tree.body
+        if isinstance(node, kept)
+        and not (isinstance(node, ast.FunctionDef) and node.name.startswith(("test", "check")))
+    ]
     if len(body) == len(tree.body):
         return code
     lines = code.splitlines()
-    spans = [(min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]), node.end_lineno)
-             for node in body]
-    return "\n".join("\n".join(lines[first - 1:last]) for first, last in spans) + "\n"
+    spans = [
+        (min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]), node.end_lineno) for node in body
+    ]
+    return "\n".join("\n".join(lines[first - 1 : last]) for first, last in spans) + "\n"
 
 
 def runnable(code: str) -> str:
@@ -182,6 +187,7 @@ def _plain(value):
 
 # -- a safe evaluator for arithmetic expressions ----------------------------------------------------
 
+
 def _power(base: float, exponent: float) -> float:
     if abs(exponent) > 1000:  # float pow overflows fast, but keep 2**10**9-style inputs cheap and finite
         raise OverflowError("exponent too large")
@@ -197,17 +203,26 @@ def _factorial(n: float) -> float:
     return float(math.factorial(int(n)))
 
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.Pow: _power}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: _power,
+}
 CHOICE_FUNCTIONS: dict[str, Callable[..., float]] = {"sqrt": math.sqrt, "factorial": _factorial}
 CONSTANTS: dict[str, float] = {"pi": math.pi}
 
 
-def evaluate(expression: str, functions: Mapping[str, Callable[..., float]] = CHOICE_FUNCTIONS,
-             names: Mapping[str, float] = CONSTANTS) -> float:
+def evaluate(
+    expression: str,
+    functions: Mapping[str, Callable[..., float]] = CHOICE_FUNCTIONS,
+    names: Mapping[str, float] = CONSTANTS,
+) -> float:
     """The value of an arithmetic expression, by walking its `ast` over a whitelist: numbers, unary -/+,
     + - * / **, the `names` given and calls of the `functions` given. Anything else raises ValueError;
     so do division by zero, overflow and non-finite results."""
+
     def walk(node: ast.AST) -> float:
         if isinstance(node, ast.Expression):
             return walk(node.body)
@@ -219,8 +234,12 @@ def evaluate(expression: str, functions: Mapping[str, Callable[..., float]] = CH
             return _BINARY[type(node.op)](walk(node.left), walk(node.right))
         if isinstance(node, ast.Name) and node.id in names:
             return float(names[node.id])
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions
-                and not node.keywords):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in functions
+            and not node.keywords
+        ):
             return float(functions[node.func.id](*(walk(arg) for arg in node.args)))
         raise ValueError(f"not allowed in an expression: {type(node).__name__}")
 
@@ -235,15 +254,32 @@ def evaluate(expression: str, functions: Mapping[str, Callable[..., float]] = CH
 
 # -- choices -> numbers ---------------------------------------------------------------------------
 
-_UNICODE = str.maketrans({"⁄": "/", "∕": "/", "÷": "/", "×": "*", "−": "-", "–": "-", "π": " pi ",
-                          "√": " sqrt ", "½": " 1/2", "¼": " 1/4", "¾": " 3/4", "⅓": " 1/3", "⅔": " 2/3",
-                          "²": "^2", "³": "^3"})
+_UNICODE = str.maketrans(
+    {
+        "⁄": "/",
+        "∕": "/",
+        "÷": "/",
+        "×": "*",
+        "−": "-",
+        "–": "-",
+        "π": " pi ",
+        "√": " sqrt ",
+        "½": " 1/2",
+        "¼": " 1/4",
+        "¾": " 3/4",
+        "⅓": " 1/3",
+        "⅔": " 2/3",
+        "²": "^2",
+        "³": "^3",
+    }
+)
 _FUNCTION_WORD = r"(?<![a-z])(?:sqrt|pi)(?![a-z])"
 # A letter joined to a number by an operator ('5t/2', 'K/8', 'x + 2', '10^s'): an algebraic answer, not a number.
 _SYMBOLIC = re.compile(r"[a-z]\s*[-+*/^]\s*[\d(]|[\d)]\s*[+*/^]\s*[a-z]|[a-z]\(", re.IGNORECASE)
 _CLOCK = re.compile(r"\d\s*[:.]\s*\d\d\s*[ap]\.?\s*m\b|\d\s*[ap]\s*\.?\s*m\b", re.IGNORECASE)
 _UNIT_POWER = re.compile(
-    r"\b(?:[mck]?m|ft|in|inch(?:es)?|feet|foot|met(?:er|re)s?|yards?|units?)\s*\^?\s*[23](?![\d.])", re.IGNORECASE)
+    r"\b(?:[mck]?m|ft|in|inch(?:es)?|feet|foot|met(?:er|re)s?|yards?|units?)\s*\^?\s*[23](?![\d.])", re.IGNORECASE
+)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d\d\d(?![\d.]))|(?<=\d),(?=\d\d,\d\d\d(?!\d))")  # 1,200 and 1,20,000
 _WORD = re.compile(r"(?<![a-z])(?!(?:sqrt|pi)(?![a-z]))[a-z]+\.?", re.IGNORECASE)
 _MIXED = re.compile(r"(?<![\d./])(\d+)\s+(\d+)\s*/\s*(\d+)")
@@ -261,16 +297,16 @@ def choice_values(choice: str) -> list[float]:
     ratio is its quotient ('3 : 2' -> [1.5], as the prompt asks for a / b); a longer one its parts.
     """
     text = _UNIT_POWER.sub(" ", choice.translate(_UNICODE).lower())  # 'cm 2', 'm^3'
-    text = re.sub(r"(?<=[a-z])\s*/\s*(?=[a-z])", " ", text)      # 'm/sec', 'km / hr'
+    text = re.sub(r"(?<=[a-z])\s*/\s*(?=[a-z])", " ", text)  # 'm/sec', 'km / hr'
     if _CLOCK.search(text) or _SYMBOLIC.search(re.sub(_FUNCTION_WORD, "#", text)):
         return []
-    text = text.rsplit("=", 1)[-1]                               # 'q = 200'
+    text = text.rsplit("=", 1)[-1]  # 'q = 200'
     text = re.sub(r"(\d)\s*e\s*([+-]?\d+)\b", r"\1*10^\2", text)  # 1.2e5
     text = _THOUSANDS.sub("", text)
     text = re.sub(r"\s+(?:and|or)\s+", " ; ", text, flags=re.IGNORECASE)
-    text = _WORD.sub(" ", text)                                  # units, currency words, 'Rs.'
-    text = re.sub(r"[^\d.+\-*/^()!:%,;±\sa-z]", " ", text)          # '$', '°', quotes; letters left: sqrt, pi
-    text = re.sub(r"\.(?!\d)", " ", text)                        # '46.', '7.5.', 'rs . 9'
+    text = _WORD.sub(" ", text)  # units, currency words, 'Rs.'
+    text = re.sub(r"[^\d.+\-*/^()!:%,;±\sa-z]", " ", text)  # '$', '°', quotes; letters left: sqrt, pi
+    text = re.sub(r"\.(?!\d)", " ", text)  # '46.', '7.5.', 'rs . 9'
     text = re.sub(r"±\s*([\d.]+)", r"\1 ; -\1", text)
     text = _MIXED.sub(r"(\1+\2/\3)", text)
     values: list[float] = []
@@ -306,6 +342,7 @@ def _piece_values(piece: str) -> list[float]:
 
 # -- a result -> the nearest choice -------------------------------------------------------------------
 
+
 def _relative(x: float, target: float) -> float:
     return abs(x - target) / abs(target) if target else abs(x)
 
@@ -329,8 +366,9 @@ def choice_error(value, choice: str, ordered: bool = True) -> float:
             return by_text
         return min(by_text, choice_error(stated[0] if len(stated) == 1 else stated, choice, ordered))
     if isinstance(value, list):
-        if not value or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-                                for v in value):
+        if not value or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        ):
             return math.inf
         if len(value) == 1:
             return choice_error(value[0], choice)
@@ -339,7 +377,7 @@ def choice_error(value, choice: str, ordered: bool = True) -> float:
     targets = choice_values(choice)
     if isinstance(value, list):
         if len(targets) == len(value):
-            pairs = zip(value, targets) if ordered else zip(sorted(value), sorted(targets))
+            pairs = zip(value, targets, strict=True) if ordered else zip(sorted(value), sorted(targets), strict=True)
             return max(_relative(v, t) for v, t in pairs)
         if len(value) == 2 and len(targets) == 1 and ":" in choice and value[1]:
             return _relative(value[0] / value[1], targets[0])
@@ -358,9 +396,13 @@ def closest_choice(item: Item, value, tolerance: float = TOLERANCE) -> tuple[str
     between '981.41' and '982.14', where the answer key used pi = 22/7). A tool verdict names one letter
     or abstains; the node falls back to P(TRUE) when it abstains.
     """
-    errors = sorted((choice_error(value, text), letter) for letter, text in zip(item.letters, item.choices))
+    errors = sorted(
+        (choice_error(value, text), letter) for letter, text in zip(item.letters, item.choices, strict=True)
+    )
     if not errors[0][0] <= tolerance:  # a list matching no choice in order: try as a set ('-5 and 3')
-        errors = sorted((choice_error(value, text, False), letter) for letter, text in zip(item.letters, item.choices))
+        errors = sorted(
+            (choice_error(value, text, False), letter) for letter, text in zip(item.letters, item.choices, strict=True)
+        )
     best, letter = errors[0]
     if not best <= tolerance:
         return None, math.inf

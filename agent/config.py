@@ -55,161 +55,255 @@ Task = Literal["answer", "misconceptions"]
 # Letters stay the default everywhere.
 DATASET_DEFAULTS = {
     "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
-    "eedi": {"votes": 10, "vote_threshold": 0.97, "vote_weight": 1.0, "classifier": "none", "sibling_contrast": 0.4,
-             "hubness": 0.75},
+    "eedi": {
+        "votes": 10,
+        "vote_threshold": 0.97,
+        "vote_weight": 1.0,
+        "classifier": "none",
+        "sibling_contrast": 0.4,
+        "hubness": 0.75,
+    },
     "codemmlu_fpt": {"permutations": 1, "tools": ["execute"]},
     "mmlu_stem": {"permutations": 4},
     "aqua_rat": {"tools": ["compute"]},
 }
-OTHER_DEFAULTS = {"tools": [], "votes": 0, "vote_threshold": 0.9, "vote_weight": 1.0, "classifier": "none", "permutations": 1,
-                  "scoring": "letter", "sibling_contrast": 0.0, "hubness": 0.0}
+OTHER_DEFAULTS = {
+    "tools": [],
+    "votes": 0,
+    "vote_threshold": 0.9,
+    "vote_weight": 1.0,
+    "classifier": "none",
+    "permutations": 1,
+    "scoring": "letter",
+    "sibling_contrast": 0.0,
+    "hubness": 0.0,
+}
 
 
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[Task] | None = Field(
-        None, description="What to do: answer, misconceptions, or both. Default: misconceptions for datasets "
-                          "with a misconception catalogue (eedi, map), answer for the rest.")
-    few_shot: int = Field(0, ge=0, description="Solved examples retrieved as few-shot turns (0: off), from the train "
-                                            "split or `examples`.")
+        None,
+        description="What to do: answer, misconceptions, or both. Default: misconceptions for datasets "
+        "with a misconception catalogue (eedi, map), answer for the rest.",
+    )
+    few_shot: int = Field(
+        0, ge=0, description="Solved examples retrieved as few-shot turns (0: off), from the train split or `examples`."
+    )
     few_shot_order: Literal["nearest_first", "nearest_last"] = Field(
-        "nearest_first", description="The order of the few-shot turns: the most similar example first, or last "
-                                     "(right before the question, where a small model attends most).")
+        "nearest_first",
+        description="The order of the few-shot turns: the most similar example first, or last "
+        "(right before the question, where a small model attends most).",
+    )
     examples_split: str = Field("train", description="The split of the same dataset the few-shot examples come from.")
     examples: str | None = Field(
-        None, description="Where few-shot examples come from instead (None: `examples_split` of the dataset solved): "
-                          "`DATASET:SPLIT`, any dataset of `mcqa data list` and any of its splits or `fit` (e.g. "
-                          "`codemmlu_fpt:train` while solving arc_challenge, which has no train split), or a path to "
-                          "a file of solved items (CSV, JSONL, JSON, Parquet; see `examples_columns`). Only items "
-                          "with an answer are used, and an example with the same question and choices as the item "
-                          "being solved is never shown (mcqa.rag.store.same_question).")
+        None,
+        description="Where few-shot examples come from instead (None: `examples_split` of the dataset solved): "
+        "`DATASET:SPLIT`, any dataset of `mcqa data list` and any of its splits or `fit` (e.g. "
+        "`codemmlu_fpt:train` while solving arc_challenge, which has no train split), or a path to "
+        "a file of solved items (CSV, JSONL, JSON, Parquet; see `examples_columns`). Only items "
+        "with an answer are used, and an example with the same question and choices as the item "
+        "being solved is never shown (mcqa.rag.store.same_question).",
+    )
     examples_columns: list[str] | None = Field(
-        None, description="For a file in `examples`: which column holds what, as the CLI's --column pairs, e.g. "
-                          "['question=Question', 'choices=A,B,C,D', 'answer=Answer'] (answer: letter, 0-based index "
-                          "or text). None: columns named question, choices (a list) and answer.")
+        None,
+        description="For a file in `examples`: which column holds what, as the CLI's --column pairs, e.g. "
+        "['question=Question', 'choices=A,B,C,D', 'answer=Answer'] (answer: letter, 0-based index "
+        "or text). None: columns named question, choices (a list) and answer.",
+    )
     permutations: int | None = Field(
-        None, ge=1, description="Score each item under this many cyclic shifts of its choices and average each "
-                                "choice's probability (1: as shown, the plain prompt; 4: every choice of a 4-choice "
-                                "item at every position once, so the model's letter preference cancels). Costs up to "
-                                "that many prompts an item; they share the question's tokens as a prefix. None: by "
-                                "dataset (mmlu_stem 4, others 1; see DATASET_DEFAULTS).")
+        None,
+        ge=1,
+        description="Score each item under this many cyclic shifts of its choices and average each "
+        "choice's probability (1: as shown, the plain prompt; 4: every choice of a 4-choice "
+        "item at every position once, so the model's letter preference cancels). Costs up to "
+        "that many prompts an item; they share the question's tokens as a prefix. None: by "
+        "dataset (mmlu_stem 4, others 1; see DATASET_DEFAULTS).",
+    )
     scoring: Literal["letter", "cloze", "both"] | None = Field(
-        None, description="How a choice is scored: `letter` (the probability of its letter after the lettered "
-                          "question), `cloze` (the log-likelihood of the choice's own text as the answer to the bare "
-                          "question, per byte: lm-evaluation-harness's acc_norm; position bias cannot arise) or "
-                          "`both` (the mean of the two distributions). Cloze costs one prompt an item plus every "
-                          "choice's tokens. None: by dataset (see DATASET_DEFAULTS).")
+        None,
+        description="How a choice is scored: `letter` (the probability of its letter after the lettered "
+        "question), `cloze` (the log-likelihood of the choice's own text as the answer to the bare "
+        "question, per byte: lm-evaluation-harness's acc_norm; position bias cannot arise) or "
+        "`both` (the mean of the two distributions). Cloze costs one prompt an item plus every "
+        "choice's tokens. None: by dataset (see DATASET_DEFAULTS).",
+    )
     pride: int = Field(
-        0, ge=0, description="PriDe: score the first N items of a run under every cyclic shift, estimate the model's "
-                             "letter prior from them, and divide it out of every later item's probabilities (0: off).")
+        0,
+        ge=0,
+        description="PriDe: score the first N items of a run under every cyclic shift, estimate the model's "
+        "letter prior from them, and divide it out of every later item's probabilities (0: off).",
+    )
     tools: list[Literal["execute", "compute"]] | None = Field(
-        None, description="Tools that check the answer by running something, in the sandbox (mcqa.sandbox): "
-                          "`execute` compiles and runs a code item's snippet and matches its output (or compile "
-                          "error) to a choice; `compute` has the LLM write a Python `solution()` for a math item "
-                          "(most choices numbers) and takes the choice closest to its result. An item where a "
-                          "tool named a choice is verified by agreement, not P(TRUE); a disagreement reconsiders "
-                          "by `tool_rule`. Code from the data runs only when this is set. None: by dataset "
-                          "(codemmlu_fpt [execute], aqua_rat [compute], others []; DATASET_DEFAULTS).")
+        None,
+        description="Tools that check the answer by running something, in the sandbox (mcqa.sandbox): "
+        "`execute` compiles and runs a code item's snippet and matches its output (or compile "
+        "error) to a choice; `compute` has the LLM write a Python `solution()` for a math item "
+        "(most choices numbers) and takes the choice closest to its result. An item where a "
+        "tool named a choice is verified by agreement, not P(TRUE); a disagreement reconsiders "
+        "by `tool_rule`. Code from the data runs only when this is set. None: by dataset "
+        "(codemmlu_fpt [execute], aqua_rat [compute], others []; DATASET_DEFAULTS).",
+    )
     tool_rule: Literal["adopt", "fuse"] = Field(
-        "adopt", description="When a tool's choice disagrees with the answer: `adopt` it, or `fuse` it with the "
-                             "answer's probabilities (p + tool_weight * one-hot, renormalised; the argmax wins).")
+        "adopt",
+        description="When a tool's choice disagrees with the answer: `adopt` it, or `fuse` it with the "
+        "answer's probabilities (p + tool_weight * one-hot, renormalised; the argmax wins).",
+    )
     tool_weight: float = Field(1.0, ge=0, description="`fuse`: the weight of the tool's one-hot vote.")
     program_tokens: int = Field(320, ge=16, description="`compute`: token budget of the program the LLM writes.")
     tool_cpu_seconds: int = Field(2, ge=1, description="Sandbox CPU seconds per run (compiling gets 5x).")
     tool_wall_seconds: float = Field(5.0, gt=0, description="Sandbox wall-clock seconds per run (compiling gets 5x).")
     tool_memory_mb: int = Field(512, ge=64, description="Sandbox address space per run, MB.")
     tool_workers: int = Field(2, ge=1, description="Sandboxed programs run at once.")
-    verify: bool = Field(False, description="Ask the model whether its answer is right (P(TRUE)) where no tool "
-                                            "named a choice. Off by default: with the 1.5B default model its "
-                                            "AUROC is 0.53 (chance), and it costs a prompt an item.")
+    verify: bool = Field(
+        False,
+        description="Ask the model whether its answer is right (P(TRUE)) where no tool "
+        "named a choice. Off by default: with the 1.5B default model its "
+        "AUROC is 0.53 (chance), and it costs a prompt an item.",
+    )
     reconsider_rounds: int = Field(
-        0, ge=0, description="At most this many re-answers after a failed verification. Off by default: with the "
-                             "1.5B default model it broke more right answers than it fixed (see README).")
+        0,
+        ge=0,
+        description="At most this many re-answers after a failed verification. Off by default: with the "
+        "1.5B default model it broke more right answers than it fixed (see README).",
+    )
     reconsider_below: float = Field(0.5, ge=0, le=1, description="A verification fails when P(TRUE) is below this.")
     reconsider_margin: float = Field(
-        0.5, ge=0, le=1, description="Gate: only reconsider when the answer's probability margin over the runner-up "
-                                     "is below this (self-correction can turn right answers wrong).")
-    think: bool = Field(False, description="Have the LLM explain each wrong answer first and add that to the retrieval query.")
+        0.5,
+        ge=0,
+        le=1,
+        description="Gate: only reconsider when the answer's probability margin over the runner-up "
+        "is below this (self-correction can turn right answers wrong).",
+    )
+    think: bool = Field(
+        False, description="Have the LLM explain each wrong answer first and add that to the retrieval query."
+    )
     think_tokens: int = Field(48, ge=8, description="Token budget of one explanation.")
-    embedder: str = Field("minilm-l6", description="Embedder for examples and misconceptions: registry name or a local folder.")
+    embedder: str = Field(
+        "minilm-l6", description="Embedder for examples and misconceptions: registry name or a local folder."
+    )
     embedders: list[str] | None = Field(
-        None, description="An ensemble for misconception retrieval: more embedders (registry names or folders, e.g. "
-                          "['mpnet-base'] or a fine-tuned folder) whose own cached misconception indexes are searched "
-                          "too, `candidates` each; their lists are fused (`fusion`) before votes and reranking. "
-                          "`embedder` stays the first member and alone serves few-shot examples, label votes and the "
-                          "classifier. None: `embedder` alone.")
+        None,
+        description="An ensemble for misconception retrieval: more embedders (registry names or folders, e.g. "
+        "['mpnet-base'] or a fine-tuned folder) whose own cached misconception indexes are searched "
+        "too, `candidates` each; their lists are fused (`fusion`) before votes and reranking. "
+        "`embedder` stays the first member and alone serves few-shot examples, label votes and the "
+        "classifier. None: `embedder` alone.",
+    )
     fusion: Literal["zsum", "rrf"] = Field(
-        "zsum", description="How an ensemble's lists are fused (mcqa.rag.retrieval.fuse_lists): `zsum`, the weighted sum "
-                            "of each embedder's z-scored cosines over the union of candidates (each candidate scored "
-                            "by every embedder); `rrf`, reciprocal rank fusion, the weighted sum of 1 / (60 + rank). "
-                            "The fused scores are mapped onto `embedder`'s cosines, so vote_weight keeps its meaning.")
+        "zsum",
+        description="How an ensemble's lists are fused (mcqa.rag.retrieval.fuse_lists): `zsum`, the weighted sum "
+        "of each embedder's z-scored cosines over the union of candidates (each candidate scored "
+        "by every embedder); `rrf`, reciprocal rank fusion, the weighted sum of 1 / (60 + rank). "
+        "The fused scores are mapped onto `embedder`'s cosines, so vote_weight keeps its meaning.",
+    )
     fusion_weights: list[float] | None = Field(
-        None, description="One weight per ensemble member, `embedder` first then `embedders` in order. None: all 1.")
-    query_format: str | None = Field(None, description="How a wrong answer becomes a retrieval query (mcqa.rag.queries); default: the measured best.")
+        None, description="One weight per ensemble member, `embedder` first then `embedders` in order. None: all 1."
+    )
+    query_format: str | None = Field(
+        None, description="How a wrong answer becomes a retrieval query (mcqa.rag.queries); default: the measured best."
+    )
     candidates: int = Field(50, ge=1, description="Misconception candidates retrieved per wrong answer.")
     sibling_contrast: float | None = Field(
-        None, ge=0, lt=1, description="Retrieve with each wrong answer's query minus this much of the mean of the "
-                                      "other wrong answers' of the same question (mcqa.rag.retrieval.contrast_siblings): "
-                                      "what the distractors share is the question's topic, not this one's misconception. "
-                                      "Label votes keep the plain query. None: by dataset (eedi 0.4, others 0: a MAP "
-                                      "response has no siblings).")
+        None,
+        ge=0,
+        lt=1,
+        description="Retrieve with each wrong answer's query minus this much of the mean of the "
+        "other wrong answers' of the same question (mcqa.rag.retrieval.contrast_siblings): "
+        "what the distractors share is the question's topic, not this one's misconception. "
+        "Label votes keep the plain query. None: by dataset (eedi 0.4, others 0: a MAP "
+        "response has no siblings).",
+    )
     hubness: float | None = Field(
-        None, ge=0, description="Subtract this times each misconception's hub score (the mean of its `hubness_k` "
-                                "highest cosines with a bank of queries: every wrong answer of the split being "
-                                "solved) from its cosines, so misconceptions near every query stop crowding the top "
-                                "(MisconceptionIndex.hub_scores). Off below `hubness_k` queries (one item, no split). "
-                                "None: by dataset (eedi 0.75, others 0).")
+        None,
+        ge=0,
+        description="Subtract this times each misconception's hub score (the mean of its `hubness_k` "
+        "highest cosines with a bank of queries: every wrong answer of the split being "
+        "solved) from its cosines, so misconceptions near every query stop crowding the top "
+        "(MisconceptionIndex.hub_scores). Off below `hubness_k` queries (one item, no split). "
+        "None: by dataset (eedi 0.75, others 0).",
+    )
     hubness_k: int = Field(50, ge=1, description="Bank neighbours behind a hub score.")
     votes: int | None = Field(
-        None, ge=0, description="How many of the nearest labelled answers of the examples split vote for their label "
-                                "(MAP: responses to the same question with the same answer; mcqa.rag.store.LabelStore), "
-                                "added to the retrieval scores. None: by dataset (DATASET_DEFAULTS: map 25, eedi 10, "
-                                "others 0); 0: off.")
+        None,
+        ge=0,
+        description="How many of the nearest labelled answers of the examples split vote for their label "
+        "(MAP: responses to the same question with the same answer; mcqa.rag.store.LabelStore), "
+        "added to the retrieval scores. None: by dataset (DATASET_DEFAULTS: map 25, eedi 10, "
+        "others 0); 0: off.",
+    )
     vote_threshold: float | None = Field(
-        None, ge=0, lt=1, description="A neighbour votes max(0, cosine - threshold) / (1 - threshold) "
-                                      "(mcqa.rag.retrieval.vote). None: by dataset (map 0.7, eedi 0.97: lower "
-                                      "thresholds push seen labels above unseen right ones).")
+        None,
+        ge=0,
+        lt=1,
+        description="A neighbour votes max(0, cosine - threshold) / (1 - threshold) "
+        "(mcqa.rag.retrieval.vote). None: by dataset (map 0.7, eedi 0.97: lower "
+        "thresholds push seen labels above unseen right ones).",
+    )
     vote_weight: float | None = Field(
-        None, ge=0, description="Fused score: retrieval cosine + vote_weight * votes. None: by dataset (map 10: "
-                                "its catalogue names say little; eedi 1).")
+        None,
+        ge=0,
+        description="Fused score: retrieval cosine + vote_weight * votes. None: by dataset (map 10: "
+        "its catalogue names say little; eedi 1).",
+    )
     classifier: str | None = Field(
-        None, description="A label classifier whose probabilities join the votes (needs votes > 0): `auto` (fitted on "
-                          "the label store at first use, cached), a folder from `mcqa train classifier`, or `none`. "
-                          "None: by dataset (map auto, others none).")
+        None,
+        description="A label classifier whose probabilities join the votes (needs votes > 0): `auto` (fitted on "
+        "the label store at first use, cached), a folder from `mcqa train classifier`, or `none`. "
+        "None: by dataset (map auto, others none).",
+    )
     classifier_weight: float = Field(3.0, ge=0, description="Votes + classifier_weight * P(label).")
-    reranker: str = Field("none", description="none | llm (a Yes/No prompt per candidate) | llm-list (one prompt per "
-                                              "wrong answer, the candidates lettered as options) | path to a "
-                                              "sentence-transformers CrossEncoder folder.")
-    rerank_top: int = Field(25, ge=1, description="How many of the retrieved candidates the reranker rescores "
-                                                  "(llm-list: at most 26, one letter each; 10 is its usual size).")
-    rerank_reverse: bool = Field(False, description="llm-list: also score the list reversed and average the two, so "
-                                                    "a candidate's place in the list does not decide its score.")
+    reranker: str = Field(
+        "none",
+        description="none | llm (a Yes/No prompt per candidate) | llm-list (one prompt per "
+        "wrong answer, the candidates lettered as options) | path to a "
+        "sentence-transformers CrossEncoder folder.",
+    )
+    rerank_top: int = Field(
+        25,
+        ge=1,
+        description="How many of the retrieved candidates the reranker rescores "
+        "(llm-list: at most 26, one letter each; 10 is its usual size).",
+    )
+    rerank_reverse: bool = Field(
+        False,
+        description="llm-list: also score the list reversed and average the two, so "
+        "a candidate's place in the list does not decide its score.",
+    )
     rerank_weight: float | None = Field(
-        None, ge=0, description="None: order the rescored head by the reranker alone. A number w: by z(retrieval) + "
-                                "w * z(reranker) over the head (mcqa.rag.retrieval.fuse_rerank), for a reranker "
-                                "that should refine retrieval rather than replace it.")
+        None,
+        ge=0,
+        description="None: order the rescored head by the reranker alone. A number w: by z(retrieval) + "
+        "w * z(reranker) over the head (mcqa.rag.retrieval.fuse_rerank), for a reranker "
+        "that should refine retrieval rather than replace it.",
+    )
     top_k: int = Field(25, ge=1, description="Misconceptions kept per wrong answer (MAP@25).")
-    batch_size: int = Field(8, ge=1, description="Items per graph run: every node makes one backend call for the batch.")
+    batch_size: int = Field(
+        8, ge=1, description="Items per graph run: every node makes one backend call for the batch."
+    )
     prompts: Prompts = Field(default_factory=Prompts)
 
     @model_validator(mode="after")
-    def _ensemble_weights(self) -> "AgentConfig":
+    def _ensemble_weights(self) -> AgentConfig:
         """One weight per member, none negative, not all 0 (checked when the config is read, not mid-run)."""
         weights, members = self.fusion_weights, 1 + len(self.embedders or [])
         if weights is not None and (len(weights) != members or min(weights) < 0 or not any(weights)):
-            raise ValueError(f"fusion_weights needs {members} weights >= 0, not all 0 (embedder, then each of "
-                             f"embedders), got {weights}")
+            raise ValueError(
+                f"fusion_weights needs {members} weights >= 0, not all 0 (embedder, then each of "
+                f"embedders), got {weights}"
+            )
         return self
 
     @property
     def sandbox_limits(self):
         from mcqa.sandbox import Limits
 
-        return Limits(cpu_seconds=self.tool_cpu_seconds, wall_seconds=self.tool_wall_seconds,
-                      memory_mb=self.tool_memory_mb)
+        return Limits(
+            cpu_seconds=self.tool_cpu_seconds, wall_seconds=self.tool_wall_seconds, memory_mb=self.tool_memory_mb
+        )
 
-    def for_dataset(self, dataset: str | None) -> "AgentConfig":
+    def for_dataset(self, dataset: str | None) -> AgentConfig:
         """A copy with the by-dataset defaults filled in (tools, votes, vote_threshold, vote_weight,
         classifier, permutations, scoring, sibling_contrast, hubness), as a run uses it."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {})}

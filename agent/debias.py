@@ -58,7 +58,7 @@ class AnswerDebias:
         """
         n = len(orders[0])
         by_choice = np.empty((len(orders), n))
-        for row, (order, probs) in enumerate(zip(orders, position_probs)):
+        for row, (order, probs) in enumerate(zip(orders, position_probs, strict=True)):
             by_choice[row, order] = probs
         averaged = by_choice.mean(axis=0)
         if len(orders) == n and n > 1:  # a full cycle: position preference cancels; also a PriDe sample

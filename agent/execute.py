@@ -48,10 +48,30 @@ class Program:
 # --- reading the question ------------------------------------------------------------------------
 
 # Invisible marks and typographic quotes break compilers and keep a printed output from matching a choice.
-_CHARS = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"', "\u2018": "'",
-                        "\u2019": "'", "\u201a": "'", "\u2032": "'", "\u00a0": " ", "\u2003": " ",
-                        "\u2002": " ", "\u2009": " ", "\u200b": None, "\u200c": None, "\u200d": None,
-                        "\u2060": None, "\ufeff": None, "\u00ad": None, "\u2013": "-", "\u2212": "-"})
+_CHARS = str.maketrans(
+    {
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2033": '"',
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u2032": "'",
+        "\u00a0": " ",
+        "\u2003": " ",
+        "\u2002": " ",
+        "\u2009": " ",
+        "\u200b": None,
+        "\u200c": None,
+        "\u200d": None,
+        "\u2060": None,
+        "\ufeff": None,
+        "\u00ad": None,
+        "\u2013": "-",
+        "\u2212": "-",
+    }
+)
 
 
 def clean(text: str) -> str:
@@ -66,19 +86,39 @@ _OUTPUT_ASK = re.compile(r"\b(output|print(s|ed)?|happens?|executed)\b", re.I)
 # ...but not these, which a run cannot answer (a count of calls, a complexity, a missing line).
 # Nor where the answer depends on what the run is given (arguments, input), on a condition the sandbox
 # does not meet ("if it is executed on a 32 bit processor", "if the system date is ...") or on two compilers.
-_NOT_A_RUN = re.compile(r"complexity|how many times|fill in|complete the|correction|trying to|_{3,}|"
-                        r"does the following (piece of )?code do|point out|pseudo|command|true about|"
-                        r"correct about|output like|\bC and C\+\+|input is|\b(16|32)[- ]?bit\b|"
-                        r"\bif\b(?!\s+(the\s+)?following\b)", re.I)
+_NOT_A_RUN = re.compile(
+    r"complexity|how many times|fill in|complete the|correction|trying to|_{3,}|"
+    r"does the following (piece of )?code do|point out|pseudo|command|true about|"
+    r"correct about|output like|\bC and C\+\+|input is|\b(16|32)[- ]?bit\b|"
+    r"\bif\b(?!\s+(the\s+)?following\b)",
+    re.I,
+)
 _BEHAVIOUR_ASK = re.compile(r"which behavior most likely to occur", re.I)
 # GeeksforGeeks items end the code with a fence and a language tag: "``````Python3".
 _FENCE_TAG = re.compile(r"\n?`{3,}\s*([A-Za-z+#]*\d*)[ \t]*(?:\n|$)")
-_NAMED = re.compile(r"\b(c\+\+|cpp|c#|c|java(?:script)?|python\s*\d?|php|r|sql|bash|shell|kotlin|"
-                    r"go|ruby|perl|scala|swift|rust)\b(?=[\s\w-]*\b(code|program|snippet|statement|"
-                    r"expression)s?\b)", re.I)
-_TAG_NAMES = {"c++": "cpp", "cpp": "cpp", "c": "c", "java": "java", "python": "python", "python3": "python",
-              "python2": "python2", "python 3": "python", "c#": "csharp", "javascript": "javascript",
-              "php": "php", "r": "r", "sql": "sql", "bash": "shell", "shell": "shell"}
+_NAMED = re.compile(
+    r"\b(c\+\+|cpp|c#|c|java(?:script)?|python\s*\d?|php|r|sql|bash|shell|kotlin|"
+    r"go|ruby|perl|scala|swift|rust)\b(?=[\s\w-]*\b(code|program|snippet|statement|"
+    r"expression)s?\b)",
+    re.I,
+)
+_TAG_NAMES = {
+    "c++": "cpp",
+    "cpp": "cpp",
+    "c": "c",
+    "java": "java",
+    "python": "python",
+    "python3": "python",
+    "python2": "python2",
+    "python 3": "python",
+    "c#": "csharp",
+    "javascript": "javascript",
+    "php": "php",
+    "r": "r",
+    "sql": "sql",
+    "bash": "shell",
+    "shell": "shell",
+}
 
 
 def _split(question: str) -> tuple[str, str, str | None]:
@@ -88,7 +128,7 @@ def _split(question: str) -> tuple[str, str, str | None]:
     fence = _FENCE_TAG.search(text)
     if fence:  # code first, then the tag, then (sometimes) the question
         tag = fence.group(1).lower() or None
-        code, after = text[:fence.start()], text[fence.end():]
+        code, after = text[: fence.start()], text[fence.end() :]
         head = _OUTPUT_ASK.search(code.split("\n", 1)[0][:300])
         if head and not code.lstrip().startswith(("#", "class", "import", "def", "public")):
             end = _prose_end(code, head.end())
@@ -115,8 +155,11 @@ def _language(prose: str, code: str, tag: str | None) -> str | None:
     named = _NAMED.search(prose)
     lang = _TAG_NAMES.get(re.sub(r"\s+", " ", named.group(1).lower())) if named else None
     lang = lang or _TAG_NAMES.get(tag or "")
-    cpp = re.search(r"\b(cout|cin|std::|using\s+namespace|template\s*<|iostream|class\s+\w+\s*[:{]|"
-                    r"bits/stdc\+\+)", code)
+    cpp = re.search(
+        r"\b(cout|cin|std::|using\s+namespace|template\s*<|iostream|class\s+\w+\s*[:{]|"
+        r"bits/stdc\+\+)",
+        code,
+    )
     if lang in ("c", "cpp") or lang is None and re.search(r"^\s*#?\s*include\s*<", code, re.M):
         return "cpp" if lang == "cpp" or cpp else "c"
     if lang:
@@ -158,15 +201,16 @@ def _unsquash(code: str, repairs: list[str]) -> str:
     more spaces or a tab outside a string literal becomes a line break, and every `#` directive starts
     its own line. Only C-like code: there line breaks matter only for directives and `//` comments."""
     lines = [line for line in code.splitlines() if line.strip()]
-    squashed = (any(len(re.findall(r"\S {3,}(?=\S)", line)) >= 2 for line in lines)
-                or re.search(r"\S[ \t]*#\s*(include|define)\b|#\s*include\s*<[^>\n]*>[ \t]*[^\s/]", code))
+    squashed = any(len(re.findall(r"\S {3,}(?=\S)", line)) >= 2 for line in lines) or re.search(
+        r"\S[ \t]*#\s*(include|define)\b|#\s*include\s*<[^>\n]*>[ \t]*[^\s/]", code
+    )
     if not squashed:
         return code
     repairs.append("newlines")
     code = re.sub(r"#[ \t]*include[ \t]*", "#include ", code)
     out, last = [], 0
     for literal in _STRING.finditer(code):
-        out.append(re.sub(r"[ \t]{2,}|\t", "\n", code[last:literal.start()]))
+        out.append(re.sub(r"[ \t]{2,}|\t", "\n", code[last : literal.start()]))
         out.append(literal.group())
         last = literal.end()
     out.append(re.sub(r"[ \t]{2,}|\t", "\n", code[last:]))
@@ -180,10 +224,16 @@ def _unsquash(code: str, repairs: list[str]) -> str:
 # and includes nothing itself: a snippet that includes <stdio.h> but not <semaphore.h> is often asking
 # about exactly that error.
 _C_HEADERS = ("stdio.h", "stdlib.h", "string.h", "math.h", "ctype.h", "limits.h", "stdbool.h")
-_C_ON_DEMAND = {"errno.h": r"\berrno\b|\bE[A-Z]{3,}\b", "signal.h": r"\bSIG[A-Z]+\b|\bsignal\s*\(",
-                "unistd.h": r"\b(fork|getpid|getppid|sleep|pipe|execl\w*|_exit)\s*\(",
-                "sys/wait.h": r"\bwait(pid)?\s*\(", "pthread.h": r"\bpthread_", "semaphore.h": r"\bsem_t\b",
-                "assert.h": r"\bassert\s*\(", "time.h": r"\btime\s*\(|\bclock\s*\(|\bCLOCKS_PER_SEC\b"}
+_C_ON_DEMAND = {
+    "errno.h": r"\berrno\b|\bE[A-Z]{3,}\b",
+    "signal.h": r"\bSIG[A-Z]+\b|\bsignal\s*\(",
+    "unistd.h": r"\b(fork|getpid|getppid|sleep|pipe|execl\w*|_exit)\s*\(",
+    "sys/wait.h": r"\bwait(pid)?\s*\(",
+    "pthread.h": r"\bpthread_",
+    "semaphore.h": r"\bsem_t\b",
+    "assert.h": r"\bassert\s*\(",
+    "time.h": r"\btime\s*\(|\bclock\s*\(|\bCLOCKS_PER_SEC\b",
+}
 _MAIN = re.compile(r"\bmain\s*\(")
 _FUNCTION = re.compile(r"^[\w\s\*&:<>,]*\b\w+\s*\([^;{}]*\)\s*(const\s*)?\{", re.M)
 
@@ -243,17 +293,16 @@ def _java(code: str, repairs: list[str]) -> tuple[str, str] | None:
         code = "class Main {\npublic static void main(String[] args) throws Exception {\n" + code + "\n}\n}\n"
     main_class = None
     for match in _CLASS.finditer(code):
-        body = code[match.end():]
+        body = code[match.end() :]
         following = _CLASS.search(body)
-        if re.search(r"\bstatic\s+void\s+main\s*\(", body[:following.start()] if following else body):
+        if re.search(r"\bstatic\s+void\s+main\s*\(", body[: following.start()] if following else body):
             main_class = match.group(4)
             break
     if main_class is None:
         return None
     if re.search(r"^\s*public\s+(final\s+|abstract\s+)*(class|interface|enum)\b", code, re.M):
         repairs.append("public")
-        code = re.sub(r"^(\s*)public\s+((final\s+|abstract\s+)*(class|interface|enum)\b)", r"\1\2", code,
-                      flags=re.M)
+        code = re.sub(r"^(\s*)public\s+((final\s+|abstract\s+)*(class|interface|enum)\b)", r"\1\2", code, flags=re.M)
     if not re.search(r"^\s*import\s", code, re.M):
         repairs.append("imports")
         code = "import java.util.*;\nimport java.io.*;\n" + code
@@ -269,7 +318,7 @@ def _python(code: str, repairs: list[str]) -> str | None:
     indents = [len(line) - len(line.lstrip()) for line in code.splitlines() if line.strip()]
     if indents and min(indents) > 0:
         repairs.append("dedent")
-        code = "\n".join(line[min(indents):] for line in code.splitlines())
+        code = "\n".join(line[min(indents) :] for line in code.splitlines())
     try:
         ast.parse(code)  # parsed only, never run here
     except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte
@@ -289,9 +338,11 @@ def _kind(item: Item) -> str:
 
 
 # How a snippet given without any question starts (then its choices are what it prints).
-_CODE_START = re.compile(r"\s*(#\s*include|#\s*define|//|/\*|((public|final)\s+)?class\s|import\s|def\s|"
-                         r"using\s|(int|void|char|float|double|long|struct|static|extern|const|unsigned)\b|"
-                         r"print\s*\(|\w+\s*=[^=])")
+_CODE_START = re.compile(
+    r"\s*(#\s*include|#\s*define|//|/\*|((public|final)\s+)?class\s|import\s|def\s|"
+    r"using\s|(int|void|char|float|double|long|struct|static|extern|const|unsigned)\b|"
+    r"print\s*\(|\w+\s*=[^=])"
+)
 
 
 def _analyse(item: Item) -> Program | str:
@@ -352,10 +403,15 @@ _ERRORS = {  # run status -> what a choice says for it, most specific first
 _SEGFAULT = r"segmentation|segmentaion|seg\s*fault|crash|core dump"  # SIGSEGV, SIGBUS: exit 139, 135
 # A Python run that failed for want of something the sandbox lacks (a module, a display, a data file),
 # or could not even be parsed (Python 2, pseudo-code, a page's lost indentation): says nothing of the item.
-_NOT_THE_PROGRAM = re.compile(r"\b(ModuleNotFoundError|ImportError|FileNotFoundError|TclError|SyntaxError|"
-                              r"IndentationError|TabError)\b")
-_SAYS_OUTPUT = re.compile(r"^(the\s+|this\s+)?(output|it|program|code)\s+(will\s+be|is|prints?|will\s+print|"
-                          r"displays?)\s*:?\s*", re.I)
+_NOT_THE_PROGRAM = re.compile(
+    r"\b(ModuleNotFoundError|ImportError|FileNotFoundError|TclError|SyntaxError|"
+    r"IndentationError|TabError)\b"
+)
+_SAYS_OUTPUT = re.compile(
+    r"^(the\s+|this\s+)?(output|it|program|code)\s+(will\s+be|is|prints?|will\s+print|"
+    r"displays?)\s*:?\s*",
+    re.I,
+)
 _NOTHING = re.compile(r"\bnothing\b|\bno output|not (print|display|output) anything|blank|^empty", re.I)
 _NUMBER = re.compile(r"^[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 
@@ -377,7 +433,7 @@ def _same_tokens(printed: str, choice: str) -> bool:
     ours, theirs = re.split(r"[\s,]+", printed), re.split(r"[\s,]+", choice)
     if len(ours) != len(theirs):
         return False
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         a, b = a.strip("'\"[](){}"), b.strip("'\"[](){}")
         if a == b:
             continue
@@ -415,35 +471,41 @@ def choice_from_run(item: Item, program: Program, result: RunResult) -> str | No
         if not syntax:
             return None
         wanted = "runtime error" if program.language == "python" else "compile error"
-        return _unique([l for l, c in zip(letters, choices) if c.lower() == wanted])
+        return _unique([x for x, c in zip(letters, choices, strict=True) if c.lower() == wanted])
     exited = status == "runtime_error" and program.language in ("c", "cpp") and 0 < (result.exit_code or 0) < 128
     if status == "ok" or exited:  # a C `main` without `return 0` exits with garbage: still its output
         printed = _norm(result.stdout)
         if not printed:
-            return _unique([l for l, c in zip(letters, choices) if _NOTHING.search(c)])
-        for same in (lambda c: c == printed,
-                     lambda c: re.sub(r"\s+", "", c) == re.sub(r"\s+", "", printed),
-                     lambda c: _same_tokens(printed, c),
-                     lambda c: _payload(c) == printed,
-                     lambda c: re.sub(r"\W+", "", c) == re.sub(r"\W+", "", printed)):
-            found = [l for l, c in zip(letters, choices) if c and same(c)]
+            return _unique([x for x, c in zip(letters, choices, strict=True) if _NOTHING.search(c)])
+        for same in (
+            lambda c: c == printed,
+            lambda c: re.sub(r"\s+", "", c) == re.sub(r"\s+", "", printed),
+            lambda c: _same_tokens(printed, c),
+            lambda c: _payload(c) == printed,
+            lambda c: re.sub(r"\W+", "", c) == re.sub(r"\W+", "", printed),
+        ):
+            found = [x for x, c in zip(letters, choices, strict=True) if c and same(c)]
             if found:
                 return _unique(found)
         return None
     if status == "runtime_error" and program.language == "python" and _NOT_THE_PROGRAM.search(result.stderr):
         return None
     if status == "runtime_error" and result.exit_code in (139, 135):
-        found = [l for l, c in zip(letters, choices) if re.search(_SEGFAULT, c, re.I)]
+        found = [x for x, c in zip(letters, choices, strict=True) if re.search(_SEGFAULT, c, re.I)]
         if found:
             return _unique(found)
     if status == "runtime_error" and program.language in ("python", "java"):
         # a choice naming the exception: "TypeError", "ArithmeticException"
         names = set(re.findall(r"\b(\w+(?:Error|Exception))\b", result.stderr))
-        named = [l for l, c in zip(letters, choices) if set(re.findall(r"\b\w+(?:Error|Exception)\b", c)) & names]
+        named = [
+            x
+            for x, c in zip(letters, choices, strict=True)
+            if set(re.findall(r"\b\w+(?:Error|Exception)\b", c)) & names
+        ]
         if named:
             return _unique(named)
     for pattern in _ERRORS.get(status, []):
-        found = [l for l, c in zip(letters, choices) if re.search(pattern, c, re.I)]
+        found = [x for x, c in zip(letters, choices, strict=True) if re.search(pattern, c, re.I)]
         if found:
             return _unique(found)
     return None

@@ -12,14 +12,25 @@ graph is built, so an answer-only benchmark never loads an embedder and a miscon
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import groupby
+from itertools import groupby, pairwise
 
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
 from mcqa.agent.config import AgentConfig
 from mcqa.agent.debias import AnswerDebias
-from mcqa.agent.prompts import LIST_LETTERS, VERDICTS, YES_NO, base_chat, cloze_chat, rerank_chat, rerank_list_chat, reconsider_chat, think_chat, verify_chat
+from mcqa.agent.prompts import (
+    LIST_LETTERS,
+    VERDICTS,
+    YES_NO,
+    base_chat,
+    cloze_chat,
+    reconsider_chat,
+    rerank_chat,
+    rerank_list_chat,
+    think_chat,
+    verify_chat,
+)
 from mcqa.agent.resources import Resources
 from mcqa.agent.state import AgentState, examples_of, items_of
 from mcqa.eval.bias import permute_item
@@ -27,11 +38,30 @@ from mcqa.llm.base import normalise_logprobs
 from mcqa.rag.queries import wrong_letters
 from mcqa.types import Item, Prediction
 
-RESOURCES = ("llm", "embedder", "examples", "misconceptions", "extra_misconceptions", "hub_penalties", "labels",
-             "classifier", "cross_encoder")
+RESOURCES = (
+    "llm",
+    "embedder",
+    "examples",
+    "misconceptions",
+    "extra_misconceptions",
+    "hub_penalties",
+    "labels",
+    "classifier",
+    "cross_encoder",
+)
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
-NODES = ("retrieve_examples", "answer", "execute", "compute", "verify", "reconsider", "think", "propose_misconceptions",
-         "rerank", "finalize")
+NODES = (
+    "retrieve_examples",
+    "answer",
+    "execute",
+    "compute",
+    "verify",
+    "reconsider",
+    "think",
+    "propose_misconceptions",
+    "rerank",
+    "finalize",
+)
 
 
 def default_tasks(dataset: str | None) -> list[str]:
@@ -46,7 +76,7 @@ def _score_grouped(llm, requests: list[tuple[object, list, list[str]]]) -> dict[
     for options, group in groupby(ordered, key=lambda r: tuple(r[2])):
         group = list(group)
         scores = llm.score_options([chat for _, chat, _ in group], list(options))
-        for (key, _, _), row in zip(group, scores):
+        for (key, _, _), row in zip(group, scores, strict=True):
             out[key] = row
     return out
 
@@ -64,7 +94,7 @@ def cloze_probs(choices: list[str], loglikelihoods: np.ndarray) -> np.ndarray:
 
 
 def _distribution(letters: list[str], logprobs: np.ndarray, all_letters: list[str]) -> dict[str, float]:
-    probs = dict(zip(letters, np.exp(logprobs)))
+    probs = dict(zip(letters, np.exp(logprobs), strict=True))
     return {x: round(float(probs.get(x, 0.0)), 6) for x in all_letters}
 
 
@@ -81,7 +111,7 @@ class Agent:
         found = self.resources.examples.search(items, self.config.few_shot)  # nearest first
         if self.config.few_shot_order == "nearest_last":  # the closest example right before the question
             found = [exs[::-1] for exs in found]
-        return {"examples": {it.id: [ex.model_dump() for ex in exs] for it, exs in zip(items, found)}}
+        return {"examples": {it.id: [ex.model_dump() for ex in exs] for it, exs in zip(items, found, strict=True)}}
 
     def answer(self, state: AgentState) -> AgentState:
         """The letter from the answer chat's option probabilities; with `permutations` or `pride` also
@@ -104,7 +134,9 @@ class Agent:
         if scoring != "letter":
             for it in items:
                 chat = cloze_chat(it, examples_of(state, it.id), prompts)
-                cloze[it.id] = cloze_probs(it.choices, self.resources.llm.score_options([chat], it.choices, normalise=False)[0])
+                cloze[it.id] = cloze_probs(
+                    it.choices, self.resources.llm.score_options([chat], it.choices, normalise=False)[0]
+                )
                 shown[(it.id, "cloze")] = chat
         answers, first, flips = {}, {}, {}
         for it in items:
@@ -124,8 +156,13 @@ class Agent:
             first[it.id] = probs
             if step and letter != plain:
                 flips[it.id] = [f"{step}: {plain}->{letter}"]
-        update: AgentState = {"answers": answers, "first_probs": first, "pending": [it.id for it in items],
-                              "rejected": {}, "flips": flips}
+        update: AgentState = {
+            "answers": answers,
+            "first_probs": first,
+            "pending": [it.id for it in items],
+            "rejected": {},
+            "flips": flips,
+        }
         return self._with_prompts(update, "answer", {f"{i}/{k}" if k else i: c for (i, k), c in shown.items()})
 
     def execute(self, state: AgentState) -> AgentState:
@@ -142,8 +179,9 @@ class Agent:
 
         cfg, done = self.config, state.get("tools", {})
         items = [it for it in items_of(state) if (done.get(it.id) or {}).get("letter") is None]
-        records, chats = compute_records(items, self.resources.llm, cfg.prompts, cfg.program_tokens,
-                                         cfg.sandbox_limits, cfg.tool_workers)
+        records, chats = compute_records(
+            items, self.resources.llm, cfg.prompts, cfg.program_tokens, cfg.sandbox_limits, cfg.tool_workers
+        )
         merged = {**done, **{i: r.as_dict() for i, r in records.items() if i not in done or r.letter is not None}}
         return self._with_prompts({"tools": merged}, "compute", chats)
 
@@ -187,10 +225,13 @@ class Agent:
                 continue
             top = sorted(answer["probs"].values(), reverse=True)
             margin = top[0] - (top[1] if len(top) > 1 else 0.0)
-            if (cfg.verify and state.get("verification", {}).get(item.id, 1.0) < cfg.reconsider_below
-                    and margin < cfg.reconsider_margin
-                    and len(rejected) < cfg.reconsider_rounds
-                    and len(rejected) + 1 < len(item.letters)):
+            if (
+                cfg.verify
+                and state.get("verification", {}).get(item.id, 1.0) < cfg.reconsider_below
+                and margin < cfg.reconsider_margin
+                and len(rejected) < cfg.reconsider_rounds
+                and len(rejected) + 1 < len(item.letters)
+            ):
                 out.append(item.id)
         return out
 
@@ -222,8 +263,7 @@ class Agent:
             new = max(probs, key=probs.get)
             flips.setdefault(i, []).append(f"{answers[i]['letter']}->{new}")
             answers[i] = {"letter": new, "probs": probs}
-        update: AgentState = {"answers": answers, "rejected": rejected, "flips": flips,
-                              "pending": [*settled, *chats]}
+        update: AgentState = {"answers": answers, "rejected": rejected, "flips": flips, "pending": [*settled, *chats]}
         return self._with_prompts(update, "reconsider", chats)
 
     def _settle(self, probs: dict[str, float], tool: str) -> str:
@@ -243,10 +283,13 @@ class Agent:
                 chats.append(think_chat(item, letter, self.config.prompts))
         texts = self.resources.llm.generate(chats, max_tokens=self.config.think_tokens, stop=["\n\n"]) if chats else []
         explanations: dict[str, dict[str, str]] = defaultdict(dict)
-        for (item_id, letter), text in zip(keys, texts):
+        for (item_id, letter), text in zip(keys, texts, strict=True):
             explanations[item_id][letter] = text.strip()
-        return self._with_prompts({"explanations": dict(explanations)}, "think",
-                                  {f"{i}/{x}": c for (i, x), c in zip(keys, chats)})
+        return self._with_prompts(
+            {"explanations": dict(explanations)},
+            "think",
+            {f"{i}/{x}": c for (i, x), c in zip(keys, chats, strict=True)},
+        )
 
     def propose_misconceptions(self, state: AgentState) -> AgentState:
         from mcqa.rag import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
@@ -263,7 +306,7 @@ class Agent:
         index = self.resources.misconceptions
         # With hubness the split's queries are encoded already, as its bank (Resources.query_bank): look them up.
         texts, banks = self.resources.query_bank if self.config.hubness and queries else ([], [])
-        known = [dict(zip(texts, bank)) for bank in banks] or [{}] * (1 + len(self.config.embedders or []))
+        known = [dict(zip(texts, bank, strict=True)) for bank in banks] or [{}] * (1 + len(self.config.embedders or []))
         vectors = index.embedder.encode_reusing(queries, known[0]) if queries else None
         groups = [item_id for item_id, _ in keys]
         contrast = self.config.sibling_contrast or 0.0
@@ -272,26 +315,52 @@ class Agent:
             from mcqa.rag.retrieval import search_fused
 
             others = self.resources.extra_misconceptions
-            members = [vectors, *(o.embedder.encode_reusing(queries, k) for o, k in zip(others, known[1:]))]
-            found = search_fused([index, *others], [contrast_siblings(v, groups, contrast) for v in members],
-                                 self.config.candidates, self.config.fusion, self.config.fusion_weights, penalties)
+            members = [
+                vectors,
+                *(o.embedder.encode_reusing(queries, k) for o, k in zip(others, known[1:], strict=True)),
+            ]
+            found = search_fused(
+                [index, *others],
+                [contrast_siblings(v, groups, contrast) for v in members],
+                self.config.candidates,
+                self.config.fusion,
+                self.config.fusion_weights,
+                penalties,
+            )
         else:
-            found = (index.search_vectors(contrast_siblings(vectors, groups, contrast), self.config.candidates,
-                                          penalties[0] if penalties else None) if queries else [])
+            found = (
+                index.search_vectors(
+                    contrast_siblings(vectors, groups, contrast),
+                    self.config.candidates,
+                    penalties[0] if penalties else None,
+                )
+                if queries
+                else []
+            )
         if self.config.votes and queries:
-            found = self._with_votes(items_of(state), answers, keys, found, build_query, dict(zip(queries, vectors)))
+            found = self._with_votes(
+                items_of(state), answers, keys, found, build_query, dict(zip(queries, vectors, strict=True))
+            )
         candidates: dict[str, dict[str, list[list]]] = defaultdict(dict)
-        for (item_id, letter), hits in zip(keys, found):
+        for (item_id, letter), hits in zip(keys, found, strict=True):
             candidates[item_id][letter] = [[mid, round(float(score), 6)] for mid, score in hits]
         update: AgentState = {"candidates": dict(candidates)}
         if self.record_prompts:
-            update["prompts"] = {**state.get("prompts", {}), "propose_misconceptions": dict(zip(
-                [f"{i}/{x}" for i, x in keys], queries))}
+            update["prompts"] = {
+                **state.get("prompts", {}),
+                "propose_misconceptions": dict(zip([f"{i}/{x}" for i, x in keys], queries, strict=True)),
+            }
         return update
 
-    def _with_votes(self, items: list[Item], answers: dict, keys: list[tuple[str, str]],
-                    found: list[list[tuple[str, float]]], build_query,
-                    encoded: dict[str, np.ndarray]) -> list[list[tuple[str, float]]]:
+    def _with_votes(
+        self,
+        items: list[Item],
+        answers: dict,
+        keys: list[tuple[str, str]],
+        found: list[list[tuple[str, float]]],
+        build_query,
+        encoded: dict[str, np.ndarray],
+    ) -> list[list[tuple[str, float]]]:
         """Retrieval hits fused with the votes of the nearest labelled answers (mcqa.rag.store.LabelStore),
         and with a trained classifier's probabilities where one is configured (mcqa.finetune.classifier).
 
@@ -316,7 +385,7 @@ class Agent:
         head = self.resources.classifier if self.config.uses_classifier else None
         probs = head.predict(vectors, groups) if head else None
         fused = []
-        for n, ((item, letter), hits, near) in enumerate(zip(pairs, found, neighbours)):
+        for n, ((item, _letter), hits, near) in enumerate(zip(pairs, found, neighbours, strict=True)):
             right = item.answer or answers.get(item.id, {}).get("letter")
             if item.chosen is not None and right is None:
                 fused.append(hits)
@@ -325,7 +394,7 @@ class Agent:
                 hits = [(f"Misconception:{m}", s) for m, s in hits]
             votes = vote(near, self.config.vote_threshold)
             if head:
-                for label, p in zip(head.labels, probs[n]):
+                for label, p in zip(head.labels, probs[n], strict=True):
                     votes[label] = votes.get(label, 0.0) + self.config.classifier_weight * float(p)
             ranked = fuse_votes(hits, votes, self.config.vote_weight)
             if item.chosen is not None:
@@ -339,11 +408,17 @@ class Agent:
         index, top = self.resources.misconceptions, self.config.rerank_top
         if self.config.reranker == "llm-list":  # one letter a candidate: a longer head keeps retrieval order
             top = min(top, len(LIST_LETTERS))
-        pairs = [(i, letter, mid) for i, by_letter in state["candidates"].items()
-                 for letter, hits in by_letter.items() for mid, _ in hits[:top]]
+        pairs = [
+            (i, letter, mid)
+            for i, by_letter in state["candidates"].items()
+            for letter, hits in by_letter.items()
+            for mid, _ in hits[:top]
+        ]
         if self.config.reranker == "llm":
-            requests = [((i, x, m), rerank_chat(items[i], x, index.name_of(m), self.config.prompts), YES_NO)
-                        for i, x, m in pairs]
+            requests = [
+                ((i, x, m), rerank_chat(items[i], x, index.name_of(m), self.config.prompts), YES_NO)
+                for i, x, m in pairs
+            ]
             scores = {k: float(np.exp(v[0])) for k, v in _score_grouped(self.resources.llm, requests).items()}
         elif self.config.reranker == "llm-list":
             scores = self._list_scores(state, items, top)
@@ -353,15 +428,18 @@ class Agent:
             build_query = QUERY_FORMATS[self.config.query_format or DEFAULT_QUERY_FORMAT]
             texts = [(build_query(items[i], x), index.name_of(m)) for i, x, m in pairs]
             values = self.resources.cross_encoder.predict(texts, batch_size=32) if texts else []
-            scores = {key: float(v) for key, v in zip(pairs, values)}
+            scores = {key: float(v) for key, v in zip(pairs, values, strict=True)}
         from mcqa.rag.retrieval import fuse_rerank
 
         ranked: dict[str, dict[str, list[list]]] = defaultdict(dict)
         for i, by_letter in state["candidates"].items():
             for letter, hits in by_letter.items():
-                fused = fuse_rerank([s for _, s in hits[:top]], [scores[(i, letter, m)] for m, _ in hits[:top]],
-                                    self.config.rerank_weight)
-                head = sorted(zip(fused, (m for m, _ in hits[:top])), key=lambda h: -h[0])
+                fused = fuse_rerank(
+                    [s for _, s in hits[:top]],
+                    [scores[(i, letter, m)] for m, _ in hits[:top]],
+                    self.config.rerank_weight,
+                )
+                head = sorted(zip(fused, (m for m, _ in hits[:top]), strict=True), key=lambda h: -h[0])
                 ranked[i][letter] = [[m, round(s, 6)] for s, m in head] + hits[top:]
         return {"ranked": dict(ranked)}
 
@@ -379,14 +457,14 @@ class Agent:
                 orders = [mids, mids[::-1]] if self.config.rerank_reverse and len(mids) > 1 else [mids]
                 for k, shown in enumerate(orders):
                     chat = rerank_list_chat(items[i], x, [index.name_of(m) for m in shown], prompts)
-                    requests.append(((i, x, k), chat, LIST_LETTERS[:len(shown)]))
+                    requests.append(((i, x, k), chat, LIST_LETTERS[: len(shown)]))
         scored = _score_grouped(self.resources.llm, requests) if requests else {}
         scores: dict[tuple, float] = {}
         for (i, x), mids in lists.items():
             probs = np.exp(scored[(i, x, 0)]) if mids else np.array([])
             if (i, x, 1) in scored:
                 probs = (probs + np.exp(scored[(i, x, 1)])[::-1]) / 2
-            scores.update({(i, x, m): float(p) for m, p in zip(mids, probs)})
+            scores.update({(i, x, m): float(p) for m, p in zip(mids, probs, strict=True)})
         return scores
 
     def finalize(self, state: AgentState) -> AgentState:
@@ -396,7 +474,8 @@ class Agent:
             letter = answers.get(item.id, {}).get("letter")
             hits = ranked.get(item.id, {})
             prediction = Prediction(
-                item_id=item.id, answer=letter,
+                item_id=item.id,
+                answer=letter,
                 option_probs=state.get("first_probs", {}).get(item.id, {}),
                 correct=None if item.answer is None or "answer" not in self.tasks else letter == item.answer,
                 verification=state.get("verification", {}).get(item.id),
@@ -438,7 +517,9 @@ class Agent:
         (mcqa.kaggle.bundle), runners (mcqa.kaggle.run, mcqa.eval.cli) ask here instead of deciding again."""
         cfg, nodes = self.config, set(self.nodes())
         used = set()
-        if nodes & {"answer", "compute", "verify", "reconsider", "think"} or ("rerank" in nodes and cfg.reranker in LLM_RERANKERS):
+        if nodes & {"answer", "compute", "verify", "reconsider", "think"} or (
+            "rerank" in nodes and cfg.reranker in LLM_RERANKERS
+        ):
             used.add("llm")
         if "retrieve_examples" in nodes:
             used |= {"examples", "embedder"}
@@ -468,11 +549,13 @@ class Agent:
             graph.add_node(name, getattr(self, name))
         chain = [n for n in names if n != "reconsider"]
         graph.add_edge(START, chain[0])
-        for current, following in zip(chain, chain[1:]):
+        for current, following in pairwise(chain):
             if current == "verify" and "reconsider" in names:
                 graph.add_conditional_edges(
-                    "verify", lambda s, nxt=following: "reconsider" if self.needs_reconsider(s) else nxt,
-                    ["reconsider", following])
+                    "verify",
+                    lambda s, nxt=following: "reconsider" if self.needs_reconsider(s) else nxt,
+                    ["reconsider", following],
+                )
                 graph.add_edge("reconsider", "verify")
             else:
                 graph.add_edge(current, following)

@@ -24,21 +24,31 @@ class Prompts(BaseModel):
 
     system: str = ANSWER_SYSTEM
     cloze: str = "Answer the following question.\n\nQuestion: {question}\n\nReply with only the answer."
-    verify: str = ("Verify the answer above. Work out the question yourself and check whether "
-                   "{letter}. {choice} is correct. Reply with only TRUE or FALSE.")
-    reconsider: str = ("That answer was checked and judged wrong. Reconsider the question and choose the "
-                       "correct answer from the remaining options. Reply with only the letter ({letters}).")
-    think: str = ("A student answered this question with {letter}. {choice}, which is wrong; the correct answer "
-                  "is {correct}. In one short sentence, describe the misconception that leads to answer {letter}.")
-    rerank: str = ("A student answered this question with {letter}. {choice}, which is wrong. Does this "
-                   "misconception explain the student's answer: \"{misconception}\"? Reply with only Yes or No.")
+    verify: str = (
+        "Verify the answer above. Work out the question yourself and check whether "
+        "{letter}. {choice} is correct. Reply with only TRUE or FALSE."
+    )
+    reconsider: str = (
+        "That answer was checked and judged wrong. Reconsider the question and choose the "
+        "correct answer from the remaining options. Reply with only the letter ({letters})."
+    )
+    think: str = (
+        "A student answered this question with {letter}. {choice}, which is wrong; the correct answer "
+        "is {correct}. In one short sentence, describe the misconception that leads to answer {letter}."
+    )
+    rerank: str = (
+        "A student answered this question with {letter}. {choice}, which is wrong. Does this "
+        'misconception explain the student\'s answer: "{misconception}"? Reply with only Yes or No.'
+    )
 
     program: str = PROGRAM_PROMPT  # the `compute` tool: {question}, {choices}
     program_system: str = PROGRAM_SYSTEM
 
-    rerank_list: str = ("A student answered this question with {letter}. {choice}, which is wrong; the correct "
-                        "answer is {correct}. Which misconception most likely led to the student's answer?\n\n"
-                        "{candidates}\n\nReply with only the letter ({letters}).")
+    rerank_list: str = (
+        "A student answered this question with {letter}. {choice}, which is wrong; the correct "
+        "answer is {correct}. Which misconception most likely led to the student's answer?\n\n"
+        "{candidates}\n\nReply with only the letter ({letters})."
+    )
 
 
 VERDICTS = ["TRUE", "FALSE"]
@@ -56,8 +66,10 @@ def cloze_chat(item: Item, examples: Sequence[Item], prompts: Prompts) -> Chat:
     chat: Chat = [{"role": "system", "content": prompts.system}]
     for example in examples:
         if example.answer is not None:
-            chat += [{"role": "user", "content": prompts.cloze.format(question=example.question.strip())},
-                     {"role": "assistant", "content": example.choice(example.answer)}]
+            chat += [
+                {"role": "user", "content": prompts.cloze.format(question=example.question.strip())},
+                {"role": "assistant", "content": example.choice(example.answer)},
+            ]
     return chat + [{"role": "user", "content": prompts.cloze.format(question=item.question.strip())}]
 
 
@@ -73,20 +85,26 @@ def reconsider_chat(item: Item, examples: Sequence[Item], rejected: list[str], p
     remaining = [x for x in item.letters if x not in rejected]
     chat = base_chat(item, examples, prompts)
     for letter in rejected:
-        chat += [{"role": "assistant", "content": letter},
-                 {"role": "user", "content": prompts.reconsider.format(letters=", ".join(remaining))}]
+        chat += [
+            {"role": "assistant", "content": letter},
+            {"role": "user", "content": prompts.reconsider.format(letters=", ".join(remaining))},
+        ]
     return chat
 
 
 def _wrong_answer_chat(item: Item, letter: str, prompts: Prompts, template: str, **fields) -> Chat:
     correct = f"{item.answer}. {item.choice(item.answer)}" if item.answer else "not given"
-    return [{"role": "system", "content": prompts.system}, {
-        "role": "user",
-        "content": f"Question: {item.question.strip()}\n\n"
-                   + "\n".join(f"{x}. {c}" for x, c in zip(item.letters, item.choices))
-                   + ("" if not item.construct else f"\n\nTopic: {item.construct}")
-                   + "\n\n" + template.format(letter=letter, choice=item.choice(letter), correct=correct, **fields),
-    }]
+    return [
+        {"role": "system", "content": prompts.system},
+        {
+            "role": "user",
+            "content": f"Question: {item.question.strip()}\n\n"
+            + "\n".join(f"{x}. {c}" for x, c in zip(item.letters, item.choices, strict=True))
+            + ("" if not item.construct else f"\n\nTopic: {item.construct}")
+            + "\n\n"
+            + template.format(letter=letter, choice=item.choice(letter), correct=correct, **fields),
+        },
+    ]
 
 
 def think_chat(item: Item, letter: str, prompts: Prompts) -> Chat:
@@ -101,7 +119,8 @@ def rerank_chat(item: Item, letter: str, misconception: str, prompts: Prompts) -
 def rerank_list_chat(item: Item, letter: str, misconceptions: list[str], prompts: Prompts) -> Chat:
     """All candidates of one wrong answer in one chat, lettered; the question first, so the wrong
     answers of one question share a prefix."""
-    letters = LIST_LETTERS[:len(misconceptions)]
-    candidates = "\n".join(f"{x}. {m}" for x, m in zip(letters, misconceptions))
-    return _wrong_answer_chat(item, letter, prompts, prompts.rerank_list, candidates=candidates,
-                              letters=", ".join(letters))
+    letters = LIST_LETTERS[: len(misconceptions)]
+    candidates = "\n".join(f"{x}. {m}" for x, m in zip(letters, misconceptions, strict=True))
+    return _wrong_answer_chat(
+        item, letter, prompts, prompts.rerank_list, candidates=candidates, letters=", ".join(letters)
+    )

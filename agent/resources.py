@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcqa.config import Config
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 class Resources:
-    def __init__(self, config: Config, dataset: str | None = None, data_root: Path | None = None, llm=None,
-                 split: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        dataset: str | None = None,
+        data_root: Path | None = None,
+        llm=None,
+        split: str | None = None,
+    ):
         self.config, self.dataset, self.data_root, self.split = config, dataset, data_root, split
         self.agent = config.agent.for_dataset(dataset)  # the agent section with its by-dataset defaults
         if llm is not None:
@@ -46,8 +56,10 @@ class Resources:
 
         if self.agent.examples is None:
             if not self.dataset:
-                raise ValueError("few-shot examples need a source: solve a named dataset (they come from its "
-                                 "examples_split) or set agent.examples to DATASET:SPLIT or a file")
+                raise ValueError(
+                    "few-shot examples need a source: solve a named dataset (they come from its "
+                    "examples_split) or set agent.examples to DATASET:SPLIT or a file"
+                )
             return ExampleSource.parse(f"{self.dataset}:{self.examples_split}")
         source = ExampleSource.parse(self.agent.examples, self.agent.examples_columns)
         if source.dataset is not None and source.dataset == self.dataset:
@@ -80,8 +92,10 @@ class Resources:
         from mcqa.rag import Embedder, load_or_build_misconception_index
 
         self._need_dataset("misconception retrieval")
-        return [load_or_build_misconception_index(self.dataset, Embedder(name), self.data_root)
-                for name in self.agent.embedders or []]
+        return [
+            load_or_build_misconception_index(self.dataset, Embedder(name), self.data_root)
+            for name in self.agent.embedders or []
+        ]
 
     @cached_property
     def query_bank(self) -> tuple[list[str], list[np.ndarray]]:
@@ -104,8 +118,12 @@ class Resources:
         from mcqa.rag.retrieval import bank_texts
 
         texts = bank_texts(items, QUERY_FORMATS[self.agent.query_format or DEFAULT_QUERY_FORMAT])
-        return texts, [index.embedder.encode_cached(texts, "query", progress=False) if texts else
-                       index.embedder.encode([], "query") for index in self._misconception_indexes()]
+        return texts, [
+            index.embedder.encode_cached(texts, "query", progress=False)
+            if texts
+            else index.embedder.encode([], "query")
+            for index in self._misconception_indexes()
+        ]
 
     @cached_property
     def hub_penalties(self) -> list:
@@ -117,8 +135,10 @@ class Resources:
 
         if not self.agent.hubness:
             return [None] * (1 + len(self.agent.embedders or []))
-        return [hub_penalty(index, bank, self.agent.hubness, self.agent.hubness_k)
-                for index, bank in zip(self._misconception_indexes(), self.query_bank[1])]
+        return [
+            hub_penalty(index, bank, self.agent.hubness, self.agent.hubness_k)
+            for index, bank in zip(self._misconception_indexes(), self.query_bank[1], strict=True)
+        ]
 
     def _misconception_indexes(self) -> list:
         return [self.misconceptions, *(self.extra_misconceptions if self.agent.embedders else [])]
@@ -129,8 +149,13 @@ class Resources:
         from mcqa.rag import DEFAULT_QUERY_FORMAT, load_or_build_label_store
 
         self._need_dataset("label votes")
-        return load_or_build_label_store(self.dataset, self.examples_split, self.embedder,
-                                         self.agent.query_format or DEFAULT_QUERY_FORMAT, self.data_root)
+        return load_or_build_label_store(
+            self.dataset,
+            self.examples_split,
+            self.embedder,
+            self.agent.query_format or DEFAULT_QUERY_FORMAT,
+            self.data_root,
+        )
 
     @cached_property
     def classifier(self):
@@ -142,8 +167,10 @@ class Resources:
             return load_or_fit_classifier(self.labels)
         head = LabelClassifier.load(self.agent.classifier)
         if head.meta.get("embedder") != self.embedder.name:
-            raise ValueError(f"{self.agent.classifier} was trained on the embedder {head.meta.get('embedder')!r}, "
-                             f"not {self.embedder.name!r}: its weights mean nothing to these vectors")
+            raise ValueError(
+                f"{self.agent.classifier} was trained on the embedder {head.meta.get('embedder')!r}, "
+                f"not {self.embedder.name!r}: its weights mean nothing to these vectors"
+            )
         return head
 
     @cached_property

@@ -26,9 +26,17 @@ def open_checkpointer(path: Path):
 
 
 class AgentSolver:
-    def __init__(self, config: Config, dataset: str | None = None, split: str | None = None,
-                 data_root: Path | None = None, traces: Path | None = None, llm=None,
-                 record_prompts: bool = False, interrupt: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        dataset: str | None = None,
+        split: str | None = None,
+        data_root: Path | None = None,
+        traces: Path | None = None,
+        llm=None,
+        record_prompts: bool = False,
+        interrupt: bool = False,
+    ):
         self.config = config
         self.tasks = config.agent.tasks or default_tasks(dataset)
         self.resources = Resources(config, dataset, data_root, llm=llm, split=split)

@@ -27,17 +27,17 @@ KEEP_CHARS = 1500  # of a program, its stdout and its stderr, in the record
 @dataclass
 class ToolRecord:
     tool: str
-    letter: str | None = None            # the choice the tool's result names; None when it named none
-    status: str = "skipped"              # sandbox status, or "skipped" / "no program" / "no match"
-    reason: str = ""                     # why no letter: the skip reason, the run's failure, "no choice matches"
+    letter: str | None = None  # the choice the tool's result names; None when it named none
+    status: str = "skipped"  # sandbox status, or "skipped" / "no program" / "no match"
+    reason: str = ""  # why no letter: the skip reason, the run's failure, "no choice matches"
     program: str = ""
     language: str = ""
     stdout: str = ""
     stderr: str = ""
     exit_code: int | None = None
     seconds: float = 0.0
-    value: object = None                 # compute: the program's result
-    checked: str | None = None           # the letter the verification compared against (the first answer)
+    value: object = None  # compute: the program's result
+    checked: str | None = None  # the letter the verification compared against (the first answer)
     agrees: bool | None = None
 
     def as_dict(self) -> dict:
@@ -49,13 +49,22 @@ def _cut(text: str) -> str:
 
 
 def _record(tool: str, program: str, language: str, result: RunResult) -> ToolRecord:
-    return ToolRecord(tool, status=result.status, reason=result.reason, program=_cut(program), language=language,
-                      stdout=_cut(result.stdout), stderr=_cut(result.stderr), exit_code=result.exit_code,
-                      seconds=result.seconds)
+    return ToolRecord(
+        tool,
+        status=result.status,
+        reason=result.reason,
+        program=_cut(program),
+        language=language,
+        stdout=_cut(result.stdout),
+        stderr=_cut(result.stderr),
+        exit_code=result.exit_code,
+        seconds=result.seconds,
+    )
 
 
 def run_all(jobs: list[tuple], limits: Limits, workers: int) -> list[RunResult]:
     """(source, language, kwargs) jobs through the sandbox, `workers` at a time, results in order."""
+
     def one(job):
         source, language, kwargs = job
         return run_program(source, language, limits, **kwargs)
@@ -77,8 +86,10 @@ def execute_records(items: list[Item], limits: Limits, workers: int) -> dict[str
             records[item.id] = ToolRecord("execute", status="skipped", reason=skip_reason(item))
         else:
             programs[item.id] = program
-    jobs = [(p.source, p.language, {"flags": p.flags, "main_class": p.main_class, "compile_only": p.kind == "compiles"})
-            for p in programs.values()]  # a "does it compile" item is only compiled: none of its code runs
+    jobs = [
+        (p.source, p.language, {"flags": p.flags, "main_class": p.main_class, "compile_only": p.kind == "compiles"})
+        for p in programs.values()
+    ]  # a "does it compile" item is only compiled: none of its code runs
     by_id = {it.id: it for it in items}
     for (item_id, program), result in zip(programs.items(), run_all(jobs, limits, workers), strict=True):
         record = _record("execute", program.source, program.language, result)
@@ -98,8 +109,9 @@ def math_applies(item: Item) -> bool:
     return numeric >= max(2, (len(item.choices) + 1) // 2)
 
 
-def compute_records(items: list[Item], llm, prompts, max_tokens: int, limits: Limits,
-                    workers: int) -> tuple[dict[str, ToolRecord], dict[str, list]]:
+def compute_records(
+    items: list[Item], llm, prompts, max_tokens: int, limits: Limits, workers: int
+) -> tuple[dict[str, ToolRecord], dict[str, list]]:
     """Program-aided answers for the batch's math items: one generate call, then the sandbox.
 
     Returns the records and the chats sent (for traces)."""
@@ -118,8 +130,9 @@ def compute_records(items: list[Item], llm, prompts, max_tokens: int, limits: Li
     for item, reply in zip(todo, replies, strict=True):
         code = program_from_reply(reply)
         if code is None:
-            records[item.id] = ToolRecord("compute", status="no program", reason="the reply holds no solution()",
-                                          program=_cut(reply))
+            records[item.id] = ToolRecord(
+                "compute", status="no program", reason="the reply holds no solution()", program=_cut(reply)
+            )
             continue
         runnable_items.append((item, code))
         jobs.append((runnable(code), "python", {}))

@@ -33,7 +33,7 @@ def replay(saver, thread_id: str) -> list[dict[str, Any]]:
             changed = tup.checkpoint.get("updated_channels") or list(values)
             update = {k: values[k] for k in changed if not k.startswith(BRANCH) and k in values}
             steps.append({"step": tup.metadata["step"], "node": scheduled, "update": update})
-        scheduled = next((k[len(BRANCH):] for k in values if k.startswith(BRANCH)), None)
+        scheduled = next((k[len(BRANCH) :] for k in values if k.startswith(BRANCH)), None)
     return steps
 
 
@@ -57,8 +57,10 @@ def for_item(update: dict[str, Any], item_id: str) -> dict[str, Any]:
         elif key == "pending":
             value = [v for v in value if v == item_id]
         elif key == "prompts":
-            value = {node: {k: c for k, c in chats.items() if k == item_id or k.startswith(item_id + "/")}
-                     for node, chats in value.items()}
+            value = {
+                node: {k: c for k, c in chats.items() if k == item_id or k.startswith(item_id + "/")}
+                for node, chats in value.items()
+            }
         elif isinstance(value, dict):
             value = {item_id: value[item_id]} if item_id in value else {}
         out[key] = value
@@ -83,8 +85,10 @@ def render_step(console: Console, node: str, update: dict[str, Any], names: dict
             for chats in value.values():
                 for ref, chat in chats.items():
                     text = chat if isinstance(chat, str) else chat[-1]["content"]
-                    console.print(f"[dim]prompt {ref} ({len(chat) if not isinstance(chat, str) else 1} turns), "
-                                  f"last turn:[/]\n{text[:800]}")
+                    console.print(
+                        f"[dim]prompt {ref} ({len(chat) if not isinstance(chat, str) else 1} turns), "
+                        f"last turn:[/]\n{text[:800]}"
+                    )
         elif key == "answers":
             for answer in value.values():
                 table = Table("option", "probability", title="answer")
@@ -96,8 +100,10 @@ def render_step(console: Console, node: str, update: dict[str, Any], names: dict
             tools = update.get("tools", {})
             for item_id, p in value.items():
                 if (tools.get(item_id) or {}).get("letter"):
-                    console.print(f"verification: tool `{tools[item_id]['tool']}` "
-                                  f"{'agrees' if p >= 0.5 else 'disagrees'} with the answer")
+                    console.print(
+                        f"verification: tool `{tools[item_id]['tool']}` "
+                        f"{'agrees' if p >= 0.5 else 'disagrees'} with the answer"
+                    )
                 else:
                     console.print(f"verification: P(TRUE) = {p:.3f} -> {'passed' if p >= 0.5 else 'failed'}")
         elif key == "tools":
@@ -113,8 +119,10 @@ def render_step(console: Console, node: str, update: dict[str, Any], names: dict
         elif key == "predictions":
             for p in value:
                 verdict = "" if p.get("correct") is None else (" [green]right[/]" if p["correct"] else " [red]wrong[/]")
-                console.print(f"[bold]final answer[/]: {p.get('answer')}{verdict}"
-                              + (f"  flips: {', '.join(p['flips'])}" if p.get("flips") else ""))
+                console.print(
+                    f"[bold]final answer[/]: {p.get('answer')}{verdict}"
+                    + (f"  flips: {', '.join(p['flips'])}" if p.get("flips") else "")
+                )
                 for letter, ids in p.get("misconceptions", {}).items():
                     console.print(f"  {letter}: top misconceptions {', '.join(map(str, ids[:5]))} ...")
         else:
@@ -126,18 +134,30 @@ def render_tool(console: Console, record: dict) -> None:
     if record.get("status") == "skipped":
         console.print(f"tool `{record['tool']}`: skipped ({record.get('reason')})")
         return
-    console.print(f"tool `{record['tool']}` ({record.get('language') or '?'}): {record['status']}, exit "
-                  f"{record.get('exit_code')}, {record.get('seconds', 0):.2f}s -> "
-                  + (f"[bold]{record['letter']}[/]" if record.get("letter") else f"no choice ({escape(record.get('reason') or '')})")
-                  + ("" if record.get("agrees") is None else f"; agrees with {record['checked']}: {record['agrees']}"))
+    console.print(
+        f"tool `{record['tool']}` ({record.get('language') or '?'}): {record['status']}, exit "
+        f"{record.get('exit_code')}, {record.get('seconds', 0):.2f}s -> "
+        + (
+            f"[bold]{record['letter']}[/]"
+            if record.get("letter")
+            else f"no choice ({escape(record.get('reason') or '')})"
+        )
+        + ("" if record.get("agrees") is None else f"; agrees with {record['checked']}: {record['agrees']}")
+    )
     console.print(f"[dim]program:[/]\n{escape(record.get('program', '')[:1500])}", highlight=False)
     for stream in ("stdout", "stderr"):
         if record.get(stream):
             console.print(f"[dim]{stream}:[/] {escape(record[stream][:600])}", highlight=False)
 
 
-def step_through(solver, item, console: Console, pause: bool = True,
-                 ask: Callable[[str], str] = input, names: dict[str, str] | None = None) -> dict | None:
+def step_through(
+    solver,
+    item,
+    console: Console,
+    pause: bool = True,
+    ask: Callable[[str], str] = input,
+    names: dict[str, str] | None = None,
+) -> dict | None:
     """Run the graph on one item, pausing before each node: Enter steps, c continues, q quits.
 
     Returns the final prediction (a dict), or None if the user quit. The solver must be built with

@@ -30,7 +30,7 @@ def timed(solver, items, batch_size: int) -> tuple[float, dict]:
     before = dict(llm.stats)
     started = time.perf_counter()
     for start in range(0, len(items), batch_size):
-        solver(items[start: start + batch_size])
+        solver(items[start : start + batch_size])
     seconds = time.perf_counter() - started
     delta = {k: llm.stats[k] - before.get(k, 0) for k in ("prompt_tokens", "cached_tokens", "restored_states")}
     return seconds, delta
@@ -48,8 +48,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "agent_throughput.json")
     args = parser.parse_args()
 
-    cfg = load_config(**{"llm.model": args.model, "llm.n_threads": args.threads,
-                         "agent.tasks": ["answer"], "agent.verify": True, "agent.reconsider_rounds": 0})
+    cfg = load_config(
+        **{
+            "llm.model": args.model,
+            "llm.n_threads": args.threads,
+            "agent.tasks": ["answer"],
+            "agent.verify": True,
+            "agent.reconsider_rounds": 0,
+        }
+    )
     items = load_split(args.dataset, args.split).items[: args.n]
     llm = load_llm(cfg.llm)
     solver = AgentSolver(cfg, dataset=args.dataset, llm=llm)
@@ -60,18 +67,29 @@ def main() -> None:
             seconds, delta = timed(solver, items, size)
             rounds[mode].append(len(items) / seconds)
             tokens[mode] = delta
-            print(f"{mode:>14}: {len(items) / seconds:.3f} items/s ({seconds:.1f}s)  "
-                  f"prompt tokens/item {delta['prompt_tokens'] / len(items):.0f}, computed/item "
-                  f"{(delta['prompt_tokens'] - delta['cached_tokens']) / len(items):.0f}, "
-                  f"restored states {delta['restored_states']}")
+            print(
+                f"{mode:>14}: {len(items) / seconds:.3f} items/s ({seconds:.1f}s)  "
+                f"prompt tokens/item {delta['prompt_tokens'] / len(items):.0f}, computed/item "
+                f"{(delta['prompt_tokens'] - delta['cached_tokens']) / len(items):.0f}, "
+                f"restored states {delta['restored_states']}"
+            )
     result = {
-        "model": args.model, "items": len(items), "batch_size": args.batch_size, "repeats": args.repeats,
+        "model": args.model,
+        "items": len(items),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
         "threads": cfg.llm.n_threads,
         "items_per_s_median": {m: round(statistics.median(v), 3) for m, v in rounds.items()},
-        "ratio_batch_over_loop": round(statistics.median(rounds["batch"]) / statistics.median(rounds["one_at_a_time"]), 3),
-        "tokens_per_item": {m: {"in_prompts": round(t["prompt_tokens"] / len(items), 1),
-                                "computed": round((t["prompt_tokens"] - t["cached_tokens"]) / len(items), 1)}
-                            for m, t in tokens.items()},
+        "ratio_batch_over_loop": round(
+            statistics.median(rounds["batch"]) / statistics.median(rounds["one_at_a_time"]), 3
+        ),
+        "tokens_per_item": {
+            m: {
+                "in_prompts": round(t["prompt_tokens"] / len(items), 1),
+                "computed": round((t["prompt_tokens"] - t["cached_tokens"]) / len(items), 1),
+            }
+            for m, t in tokens.items()
+        },
     }
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,17 +18,23 @@ import json
 import statistics
 from pathlib import Path
 
-from mcqa.agent.solver import AgentSolver
-from mcqa.config import load_config
-from mcqa.rag.splits import load_items
-from mcqa.llm import load_llm
-
 from agent_throughput import timed  # noqa: E402  (bench/ is run as a folder of scripts)
 
-MODES = {"zero-shot": {"permutations": 1}, "pride-8": {"permutations": 1, "pride": 8},
-         "permutations-2": {"permutations": 2}, "permutations-4": {"permutations": 4},
-         "cloze": {"permutations": 1, "scoring": "cloze"}, "letter+cloze": {"permutations": 1, "scoring": "both"},
-         "execute": {"permutations": 1, "tools": ["execute"]}, "compute": {"permutations": 1, "tools": ["compute"]}}
+from mcqa.agent.solver import AgentSolver
+from mcqa.config import load_config
+from mcqa.llm import load_llm
+from mcqa.rag.splits import load_items
+
+MODES = {
+    "zero-shot": {"permutations": 1},
+    "pride-8": {"permutations": 1, "pride": 8},
+    "permutations-2": {"permutations": 2},
+    "permutations-4": {"permutations": 4},
+    "cloze": {"permutations": 1, "scoring": "cloze"},
+    "letter+cloze": {"permutations": 1, "scoring": "both"},
+    "execute": {"permutations": 1, "tools": ["execute"]},
+    "compute": {"permutations": 1, "tools": ["compute"]},
+}
 
 
 def main() -> None:
@@ -40,8 +46,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
-                        help="Which modes to time (zero-shot is always timed: the ratios are to it).")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(MODES),
+        default=list(MODES),
+        help="Which modes to time (zero-shot is always timed: the ratios are to it).",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "answer_modes.json")
     args = parser.parse_args()
 
@@ -57,18 +68,29 @@ def main() -> None:
             seconds, delta = timed(AgentSolver(cfg, dataset=args.dataset, llm=llm), items, args.batch_size)
             rounds[mode].append(seconds / len(items))
             tokens[mode] = delta
-            print(f"{mode:>15}: {seconds / len(items):.2f} s/item  prompt tokens/item "
-                  f"{delta['prompt_tokens'] / len(items):.0f}, computed/item "
-                  f"{(delta['prompt_tokens'] - delta['cached_tokens']) / len(items):.0f}")
+            print(
+                f"{mode:>15}: {seconds / len(items):.2f} s/item  prompt tokens/item "
+                f"{delta['prompt_tokens'] / len(items):.0f}, computed/item "
+                f"{(delta['prompt_tokens'] - delta['cached_tokens']) / len(items):.0f}"
+            )
     median = {m: statistics.median(v) for m, v in rounds.items()}
     result = {
-        "model": args.model, "dataset": args.dataset, "split": args.split, "items": len(items),
-        "batch_size": args.batch_size, "repeats": args.repeats, "threads": llm.config.n_threads,
+        "model": args.model,
+        "dataset": args.dataset,
+        "split": args.split,
+        "items": len(items),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "threads": llm.config.n_threads,
         "seconds_per_item_median": {m: round(v, 3) for m, v in median.items()},
         "ratio_to_zero_shot": {m: round(v / median["zero-shot"], 2) for m, v in median.items()},
-        "tokens_per_item": {m: {"in_prompts": round(t["prompt_tokens"] / len(items), 1),
-                                "computed": round((t["prompt_tokens"] - t["cached_tokens"]) / len(items), 1)}
-                            for m, t in tokens.items()},
+        "tokens_per_item": {
+            m: {
+                "in_prompts": round(t["prompt_tokens"] / len(items), 1),
+                "computed": round((t["prompt_tokens"] - t["cached_tokens"]) / len(items), 1),
+            }
+            for m, t in tokens.items()
+        },
     }
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

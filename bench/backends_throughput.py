@@ -33,7 +33,7 @@ def solve(llm, cfg, dataset: str, items, batch_size: int) -> tuple[float, list[s
     started = time.perf_counter()
     letters = []
     for start in range(0, len(items), batch_size):
-        letters += [p.answer for p in solver(items[start: start + batch_size])]
+        letters += [p.answer for p in solver(items[start : start + batch_size])]
     seconds = time.perf_counter() - started
     tokens = {k: llm.stats[k] - before.get(k, 0) for k in ("prompt_tokens", "cached_tokens", "generated_tokens")}
     return seconds, letters, tokens
@@ -53,9 +53,17 @@ def main() -> None:
     args = parser.parse_args()
 
     items = load_split(args.dataset, args.split).items[: args.n]
-    cfg = load_config(**{"llm.model": args.model, "llm.n_threads": args.threads, "llm.n_ctx": 4096,
-                         "agent.tasks": ["answer"], "agent.verify": True, "agent.reconsider_rounds": 0,
-                         "agent.few_shot": 0})
+    cfg = load_config(
+        **{
+            "llm.model": args.model,
+            "llm.n_threads": args.threads,
+            "llm.n_ctx": 4096,
+            "agent.tasks": ["answer"],
+            "agent.verify": True,
+            "agent.reconsider_rounds": 0,
+            "agent.few_shot": 0,
+        }
+    )
     has_vllm = importlib.util.find_spec("vllm") is not None
     folder = None
     if has_vllm:
@@ -64,8 +72,9 @@ def main() -> None:
         folder = cache_dir() / "models" / f"{Path(args.model).stem}-vllm-{args.dtype}"
         if not (folder / "mcqa-convert.json").is_file():
             convert(args.model, folder, dtype=args.dtype, overwrite=True)
-    vllm_cfg = cfg.llm.model_copy(update={"backend": "vllm", "model": str(folder), "dtype": args.dtype,
-                                          "enforce_eager": True})
+    vllm_cfg = cfg.llm.model_copy(
+        update={"backend": "vllm", "model": str(folder), "dtype": args.dtype, "enforce_eager": True}
+    )
 
     rows, reference = {}, None
     for name in args.backends.split(","):
@@ -79,10 +88,17 @@ def main() -> None:
         elif name == "vllm":
             llm = load_llm(vllm_cfg)
         else:
-            server = Server(cfg.llm if name == "llamacpp-server" else vllm_cfg,
-                            engine="llamacpp" if name == "llamacpp-server" else "vllm").start()
-            llm = load_llm(LLMConfig(backend="openai", base_url=server.base_url,
-                                     model=cfg.llm.model if name == "llamacpp-server" else str(folder)))
+            server = Server(
+                cfg.llm if name == "llamacpp-server" else vllm_cfg,
+                engine="llamacpp" if name == "llamacpp-server" else "vllm",
+            ).start()
+            llm = load_llm(
+                LLMConfig(
+                    backend="openai",
+                    base_url=server.base_url,
+                    model=cfg.llm.model if name == "llamacpp-server" else str(folder),
+                )
+            )
         load_s = time.perf_counter() - started
         try:
             seconds, letters, tokens = solve(llm, cfg, args.dataset, items, args.batch_size)
@@ -93,18 +109,30 @@ def main() -> None:
         del llm
         gc.collect()
         reference = reference or letters
-        rows[name] = {"load_s": round(load_s, 1), "solve_s": round(seconds, 1),
-                      "items_per_s": round(len(items) / seconds, 3),
-                      "prompt_tokens_per_item": round(tokens["prompt_tokens"] / len(items), 1),
-                      "cached_tokens_per_item": round(tokens["cached_tokens"] / len(items), 1),
-                      "same_letters_as_llamacpp": sum(a == b for a, b in zip(letters, reference)),
-                      "letters": "".join(x or "-" for x in letters)}
-        print(f"{name:>16}: {rows[name]['items_per_s']:.3f} items/s (solve {seconds:.1f}s, load {load_s:.1f}s), "
-              f"{rows[name]['prompt_tokens_per_item']:.0f} prompt tokens/item, "
-              f"letters agree with llama.cpp on {rows[name]['same_letters_as_llamacpp']}/{len(items)}")
-    result = {"model": args.model, "dataset": f"{args.dataset}/{args.split}", "items": len(items),
-              "batch_size": args.batch_size, "threads": args.threads, "vllm_dtype": args.dtype,
-              "machine": f"{platform.machine()} {os.cpu_count()} cores", "backends": rows}
+        rows[name] = {
+            "load_s": round(load_s, 1),
+            "solve_s": round(seconds, 1),
+            "items_per_s": round(len(items) / seconds, 3),
+            "prompt_tokens_per_item": round(tokens["prompt_tokens"] / len(items), 1),
+            "cached_tokens_per_item": round(tokens["cached_tokens"] / len(items), 1),
+            "same_letters_as_llamacpp": sum(a == b for a, b in zip(letters, reference, strict=True)),
+            "letters": "".join(x or "-" for x in letters),
+        }
+        print(
+            f"{name:>16}: {rows[name]['items_per_s']:.3f} items/s (solve {seconds:.1f}s, load {load_s:.1f}s), "
+            f"{rows[name]['prompt_tokens_per_item']:.0f} prompt tokens/item, "
+            f"letters agree with llama.cpp on {rows[name]['same_letters_as_llamacpp']}/{len(items)}"
+        )
+    result = {
+        "model": args.model,
+        "dataset": f"{args.dataset}/{args.split}",
+        "items": len(items),
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "vllm_dtype": args.dtype,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "backends": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.out}")

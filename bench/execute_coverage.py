@@ -49,19 +49,40 @@ def measure(split: str, limit: int | None, details: Path | None) -> dict:
                 correct[group] += 1
                 by_status[key]["correct"] += 1
         if details is not None:
-            lines.append(json.dumps({"id": item.id, "language": program.language, "kind": program.kind,
-                                     "repairs": program.repairs, "status": result.status, "exit_code": result.exit_code,
-                                     "stdout": result.stdout[:1000], "stderr": result.stderr[-1000:],
-                                     "letter": letter, "gold": item.answer, "choices": item.choices}))
+            lines.append(
+                json.dumps(
+                    {
+                        "id": item.id,
+                        "language": program.language,
+                        "kind": program.kind,
+                        "repairs": program.repairs,
+                        "status": result.status,
+                        "exit_code": result.exit_code,
+                        "stdout": result.stdout[:1000],
+                        "stderr": result.stderr[-1000:],
+                        "letter": letter,
+                        "gold": item.answer,
+                        "choices": item.choices,
+                    }
+                )
+            )
     if details is not None:
         details.write_text("\n".join(lines) + "\n", encoding="utf-8")
     total = lambda counter: sum(counter.values())  # noqa: E731
-    return {"split": split, "items": len(items), "accepted": total(accepted), "answered": total(answered),
-            "correct": total(correct), "seconds": round(time.monotonic() - started, 1),
-            "accepted_by_group": dict(sorted(accepted.items())), "answered_by_group": dict(sorted(answered.items())),
-            "correct_by_group": dict(sorted(correct.items())), "runs_by_status": dict(sorted(statuses.items())),
-            "answers_by_status": {k: dict(v) for k, v in sorted(by_status.items())},
-            "skipped": dict(skipped.most_common())}
+    return {
+        "split": split,
+        "items": len(items),
+        "accepted": total(accepted),
+        "answered": total(answered),
+        "correct": total(correct),
+        "seconds": round(time.monotonic() - started, 1),
+        "accepted_by_group": dict(sorted(accepted.items())),
+        "answered_by_group": dict(sorted(answered.items())),
+        "correct_by_group": dict(sorted(correct.items())),
+        "runs_by_status": dict(sorted(statuses.items())),
+        "answers_by_status": {k: dict(v) for k, v in sorted(by_status.items())},
+        "skipped": dict(skipped.most_common()),
+    }
 
 
 def main() -> None:
@@ -71,15 +92,19 @@ def main() -> None:
     parser.add_argument("--details", type=Path, default=None, help="write one JSON line per run here")
     args = parser.parse_args()
     report = measure(args.split, args.limit, args.details)
-    print(f"{report['split']}: {report['items']} items, {report['accepted']} with a program, "
-          f"{report['answered']} answered by a run, {report['correct']} of them right ({report['seconds']} s)")
+    print(
+        f"{report['split']}: {report['items']} items, {report['accepted']} with a program, "
+        f"{report['answered']} answered by a run, {report['correct']} of them right ({report['seconds']} s)"
+    )
     for group, n in report["accepted_by_group"].items():
         answered, right = report["answered_by_group"].get(group, 0), report["correct_by_group"].get(group, 0)
         print(f"  {group:18} programs {n:4}  answered {answered:4}  right {right:4}")
     print("runs by status:")
     for key, counts in report["answers_by_status"].items():
-        print(f"  {key:34} runs {counts.get('runs', 0):4}  answered {counts.get('answered', 0):4}  "
-              f"right {counts.get('correct', 0):4}")
+        print(
+            f"  {key:34} runs {counts.get('runs', 0):4}  answered {counts.get('answered', 0):4}  "
+            f"right {counts.get('correct', 0):4}"
+        )
     print("skipped:", ", ".join(f"{reason} {n}" for reason, n in report["skipped"].items()))
     results = Path(__file__).parent / "results"
     if results.is_dir():

@@ -50,16 +50,22 @@ def main() -> None:
     evaluated = stats["prompt_tokens"] - stats["cached_tokens"]
     acc, graded = accuracy(predictions)
     result = {
-        "model": args.model, "dataset": f"{args.dataset}/{args.split}", "items": len(items), "threads": args.threads,
+        "model": args.model,
+        "dataset": f"{args.dataset}/{args.split}",
+        "items": len(items),
+        "threads": args.threads,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "load_s": round(load_s, 2), "total_s": round(total_s, 2),
+        "load_s": round(load_s, 2),
+        "total_s": round(total_s, 2),
         "items_per_s": round(len(items) / total_s, 3),
         "median_s_per_item_by_batch": round(statistics.median(batch_seconds), 3),
-        "prompt_tokens": stats["prompt_tokens"], "cached_tokens": stats["cached_tokens"],
+        "prompt_tokens": stats["prompt_tokens"],
+        "cached_tokens": stats["cached_tokens"],
         "prompt_tokens_per_s": round(stats["prompt_tokens"] / total_s, 1),
         "evaluated_tokens_per_s": round(evaluated / total_s, 1),
         "mean_prompt_tokens": round(stats["prompt_tokens"] / len(items), 1),
-        "accuracy": round(acc, 3), "graded": graded,
+        "accuracy": round(acc, 3),
+        "graded": graded,
     }
     for key, value in result.items():
         print(f"{key:>28}: {value}")

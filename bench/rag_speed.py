@@ -49,13 +49,19 @@ def encoding(embedder: Embedder, texts: list[str], repeats: int) -> dict:
     raw_s, ours_s = [], []
     for repeat in range(repeats):
         pair = [(raw_s, run_raw), (ours_s, run_ours)]
-        for seconds, fn in (pair if repeat % 2 == 0 else pair[::-1]):
+        for seconds, fn in pair if repeat % 2 == 0 else pair[::-1]:
             seconds.append(timed(fn))
     raw_tps, ours_tps = len(texts) / statistics.median(raw_s), len(texts) / statistics.median(ours_s)
-    return {"texts": len(texts), "repeats": repeats, "batch_size": embedder.batch_size,
-            "raw_s": [round(s, 3) for s in raw_s], "embedder_s": [round(s, 3) for s in ours_s],
-            "raw_texts_per_s": round(raw_tps, 2), "embedder_texts_per_s": round(ours_tps, 2),
-            "ratio_embedder_to_raw": round(ours_tps / raw_tps, 3)}
+    return {
+        "texts": len(texts),
+        "repeats": repeats,
+        "batch_size": embedder.batch_size,
+        "raw_s": [round(s, 3) for s in raw_s],
+        "embedder_s": [round(s, 3) for s in ours_s],
+        "raw_texts_per_s": round(raw_tps, 2),
+        "embedder_texts_per_s": round(ours_tps, 2),
+        "ratio_embedder_to_raw": round(ours_tps / raw_tps, 3),
+    }
 
 
 def search(embedder: Embedder, queries: list[str], k: int, repeats: int) -> dict:
@@ -75,8 +81,9 @@ def search(embedder: Embedder, queries: list[str], k: int, repeats: int) -> dict
     faiss.omp_set_num_threads(default_threads())
     end_to_end_s = timed(lambda: index.search(queries, k))
     result["end_to_end_s"] = round(end_to_end_s, 2)
-    result["search_share_of_end_to_end"] = round(result[f"search_ms_median_{default_threads()}_thread"]
-                                                 / 1000 / end_to_end_s, 4)
+    result["search_share_of_end_to_end"] = round(
+        result[f"search_ms_median_{default_threads()}_thread"] / 1000 / end_to_end_s, 4
+    )
     return result
 
 
@@ -99,12 +106,16 @@ def main() -> None:
     embedder = Embedder(args.model)
     embedder.model  # noqa: B018 - load now, so neither side pays for it
     result = {
-        "embedder": embedder.name, "query_format": DEFAULT_QUERY_FORMAT, "threads": default_threads(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores", "load_s": round(time.perf_counter() - started, 2),
+        "embedder": embedder.name,
+        "query_format": DEFAULT_QUERY_FORMAT,
+        "threads": default_threads(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "load_s": round(time.perf_counter() - started, 2),
         "loadavg_before": [round(x, 2) for x in load_before],
         "encoding": encoding(embedder, texts[: args.texts], args.repeats),
-        "search": search(embedder, (texts * (args.queries // len(texts) + 1))[: args.queries], args.k,
-                         args.search_repeats),
+        "search": search(
+            embedder, (texts * (args.queries // len(texts) + 1))[: args.queries], args.k, args.search_repeats
+        ),
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result, indent=2))

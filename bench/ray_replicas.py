@@ -46,21 +46,34 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (and Ray CPUs) per replica.")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--set", dest="settings", action="append", default=[],
-                        help="A config override as in `mcqa eval run --set` (default: the answer node alone, "
-                             "no verify, the plain prompt).")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        help="A config override as in `mcqa eval run --set` (default: the answer node alone, "
+        "no verify, the plain prompt).",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ray_replicas.json")
     args = parser.parse_args()
 
-    settings = {"agent.tasks": ["answer"], "agent.verify": False, "agent.permutations": 1,
-                **parse_settings(args.settings), "llm.model": args.model, "llm.n_threads": args.threads}
+    settings = {
+        "agent.tasks": ["answer"],
+        "agent.verify": False,
+        "agent.permutations": 1,
+        **parse_settings(args.settings),
+        "llm.model": args.model,
+        "llm.n_threads": args.threads,
+    }
     cfg = load_config(**settings)
     items = load_items(args.dataset, args.split)[: args.n]  # validation: a side of train, as `eval run` reads it
     started = time.perf_counter()
     ray.init(num_cpus=max(os.cpu_count() or 1, 2 * args.threads), include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - started
-    print(f"{len(items)} items, batches of {args.batch_size}, {args.model} on {args.threads} thread(s) per "
-          f"solver, {os.cpu_count()} cores; local Ray instance up in {ray_start:.1f}s")
+    print(
+        f"{len(items)} items, batches of {args.batch_size}, {args.model} on {args.threads} thread(s) per "
+        f"solver, {os.cpu_count()} cores; local Ray instance up in {ray_start:.1f}s"
+    )
 
     modes = ("plain", "ray-1", "ray-2")
     rates = {mode: [] for mode in modes}
@@ -72,7 +85,7 @@ def main() -> None:
                 began = time.perf_counter()
                 if mode == "plain":
                     solver = build_solver(cfg, dataset=args.dataset, split=args.split)
-                    solver.resources.llm  # load outside the timing, as a replica does before its first batch
+                    _ = solver.resources.llm  # load outside the timing, as a replica does before its first batch
                 else:
                     solver = RayPool(cfg, int(mode[-1]), args.dataset, args.split)
                     solver.ready()
@@ -83,23 +96,31 @@ def main() -> None:
                     if mode != "plain":
                         solver.close()
                 rates[mode].append(len(items) / seconds)
-                print(f"{mode:>6}: {len(items) / seconds:.3f} items/s ({seconds:.1f}s; start-up "
-                      f"{startup[mode][-1]:.1f}s)")
+                print(
+                    f"{mode:>6}: {len(items) / seconds:.3f} items/s ({seconds:.1f}s; start-up {startup[mode][-1]:.1f}s)"
+                )
     ray.shutdown()
 
     median = {mode: statistics.median(values) for mode, values in rates.items()}
     result = {
-        "model": args.model, "dataset": args.dataset, "split": args.split, "items": len(items),
-        "batch_size": args.batch_size, "threads_per_solver": args.threads, "cores": os.cpu_count(),
-        "repeats": args.repeats, "settings": {k: v for k, v in settings.items() if not k.startswith("llm.")},
+        "model": args.model,
+        "dataset": args.dataset,
+        "split": args.split,
+        "items": len(items),
+        "batch_size": args.batch_size,
+        "threads_per_solver": args.threads,
+        "cores": os.cpu_count(),
+        "repeats": args.repeats,
+        "settings": {k: v for k, v in settings.items() if not k.startswith("llm.")},
         "items_per_s_median": {mode: round(rate, 3) for mode, rate in median.items()},
         "startup_s_median": {mode: round(statistics.median(v), 2) for mode, v in startup.items()},
         "ray_instance_start_s": round(ray_start, 2),
         # > 0: the Ray path with one replica is that much slower than the plain runner on the same work
         "ray_overhead_1_replica": round(median["plain"] / median["ray-1"] - 1, 3),
         "speedup_2_over_1_replica": round(median["ray-2"] / median["ray-1"], 3),
-        "letters_as_plain": {mode: sum(letters[mode].get(k) == v for k, v in letters["plain"].items())
-                             for mode in modes},
+        "letters_as_plain": {
+            mode: sum(letters[mode].get(k) == v for k, v in letters["plain"].items()) for mode in modes
+        },
     }
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

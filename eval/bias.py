@@ -54,14 +54,16 @@ def permute_item(item: Item, order: list[int]) -> Item:
     if sorted(order) != list(range(len(item.choices))):
         raise ValueError(f"{order} is not a permutation of {len(item.choices)} choices")
     new_letter = {letter(original): letter(position) for position, original in enumerate(order)}
-    return item.model_copy(update={
-        "id": perm_id(item.id, order),
-        "choices": [item.choices[i] for i in order],
-        "answer": new_letter.get(item.answer) if item.answer else None,
-        "chosen": new_letter.get(item.chosen) if item.chosen else None,
-        "misconceptions": {new_letter[k]: list(v) for k, v in item.misconceptions.items()},
-        "metadata": {**item.metadata, "original_id": item.id},
-    })
+    return item.model_copy(
+        update={
+            "id": perm_id(item.id, order),
+            "choices": [item.choices[i] for i in order],
+            "answer": new_letter.get(item.answer) if item.answer else None,
+            "chosen": new_letter.get(item.chosen) if item.chosen else None,
+            "misconceptions": {new_letter[k]: list(v) for k, v in item.misconceptions.items()},
+            "metadata": {**item.metadata, "original_id": item.id},
+        }
+    )
 
 
 def unpermute_prediction(prediction: Prediction, order: list[int]) -> Prediction:
@@ -76,13 +78,17 @@ def unpermute_prediction(prediction: Prediction, order: list[int]) -> Prediction
         before, arrow, after = text.partition("->")
         return f"{back.get(before.strip(), before)}{arrow}{back.get(after.strip(), after)}" if arrow else text
 
-    return prediction.model_copy(update={
-        "answer": back.get(prediction.answer) if prediction.answer else None,
-        "option_probs": {back[k]: v for k, v in sorted(prediction.option_probs.items(), key=lambda kv: back[kv[0]])},
-        "misconceptions": {back[k]: v for k, v in prediction.misconceptions.items()},
-        "misconception_scores": {back[k]: v for k, v in prediction.misconception_scores.items()},
-        "flips": [flip(f) for f in prediction.flips],
-    })
+    return prediction.model_copy(
+        update={
+            "answer": back.get(prediction.answer) if prediction.answer else None,
+            "option_probs": {
+                back[k]: v for k, v in sorted(prediction.option_probs.items(), key=lambda kv: back[kv[0]])
+            },
+            "misconceptions": {back[k]: v for k, v in prediction.misconceptions.items()},
+            "misconception_scores": {back[k]: v for k, v in prediction.misconception_scores.items()},
+            "flips": [flip(f) for f in prediction.flips],
+        }
+    )
 
 
 def position_probs(prediction: Prediction, order: list[int]) -> np.ndarray:
@@ -125,8 +131,11 @@ def permuted_copies(items: list[Item], k: int, debias: int, seed: int = 0) -> tu
     as its ids are equal, but each list keeps it: consistency is measured over the random copies
     only, so it does not depend on which items the debias sample drew."""
     shuffled = [permute_item(item, order) for item in (items if k else []) for order in random_orders(item, k, seed)]
-    shifted = [permute_item(item, order) for item in (seeded_sample(items, debias, seed) if debias else [])
-               for order in cyclic_orders(len(item.choices))]
+    shifted = [
+        permute_item(item, order)
+        for item in (seeded_sample(items, debias, seed) if debias else [])
+        for order in cyclic_orders(len(item.choices))
+    ]
     return shuffled, shifted
 
 
@@ -135,7 +144,7 @@ def permuted_solver(solver):
 
     def solve(items: list[Item]) -> list[Prediction]:
         predictions = solver(items)
-        return [unpermute_prediction(p, parse_perm_id(it.id)[1]) for it, p in zip(items, predictions)]
+        return [unpermute_prediction(p, parse_perm_id(it.id)[1]) for it, p in zip(items, predictions, strict=True)]
 
     return solve
 
@@ -188,10 +197,13 @@ def consistency(items: list[Item], predictions, permuted) -> dict | None:
                 copy_graded.append(bool(is_correct(item, copy)))
             if copy.answer != prediction.answer:
                 flipped_letters[f"{prediction.answer}->{copy.answer}"] += 1
-    return {"items": len(pairs), "copies": sum(len(by_item[it.id]) for it, _ in pairs),
-            "consistency": agree / len(pairs),
-            "copy_accuracy": sum(copy_graded) / len(copy_graded) if copy_graded else None,
-            "changes": dict(flipped_letters.most_common(10))}
+    return {
+        "items": len(pairs),
+        "copies": sum(len(by_item[it.id]) for it, _ in pairs),
+        "consistency": agree / len(pairs),
+        "copy_accuracy": sum(copy_graded) / len(copy_graded) if copy_graded else None,
+        "changes": dict(flipped_letters.most_common(10)),
+    }
 
 
 # --- PriDe ---------------------------------------------------------------------------------------
@@ -237,7 +249,9 @@ def debias(prediction: Prediction, prior: list[float]) -> Prediction:
     scores = np.array([prediction.option_probs[k] for k in letters]) / np.asarray(prior)
     scores = scores / scores.sum()
     answer = letters[int(np.argmax(scores))]
-    return prediction.model_copy(update={"answer": answer, "option_probs": dict(zip(letters, map(float, scores)))})
+    return prediction.model_copy(
+        update={"answer": answer, "option_probs": dict(zip(letters, map(float, scores), strict=True))}
+    )
 
 
 def debias_summary(items: list[Item], predictions, permuted, sample_size: int) -> dict | None:
@@ -254,7 +268,7 @@ def debias_summary(items: list[Item], predictions, permuted, sample_size: int) -
         corrected[item.id] = new
     return {
         "sample_size": sample_size,
-        "prior": {str(n): dict(zip((letter(i) for i in range(n)), p)) for n, p in priors.items()},
+        "prior": {str(n): dict(zip((letter(i) for i in range(n)), p, strict=True)) for n, p in priors.items()},
         "accuracy": accuracy_summary(items, corrected),
         "changed": changed,
         "position": position_summary(items, corrected),

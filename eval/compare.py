@@ -12,8 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mcqa.eval.metrics import (answers_questions, average_precision_at_k, bootstrap_estimate, eedi_rows, is_correct,
-                               map_competition_labels, paired_bootstrap_difference)
+from mcqa.eval.metrics import (
+    answers_questions,
+    average_precision_at_k,
+    bootstrap_estimate,
+    eedi_rows,
+    is_correct,
+    map_competition_labels,
+    paired_bootstrap_difference,
+)
 from mcqa.eval.runner import PredictionLog, RunDir, RunError
 from mcqa.types import Item, Prediction
 
@@ -51,13 +58,19 @@ def _per_item_scores(items: list[Item] | None, predictions: dict[str, Prediction
     """
     answering = answers_questions(predictions)
     if items is None:
-        return {"accuracy": {p.item_id: (float(p.correct), 1.0) for p in predictions.values()
-                             if p.correct is not None}} if answering else {}
+        return (
+            {"accuracy": {p.item_id: (float(p.correct), 1.0) for p in predictions.values() if p.correct is not None}}
+            if answering
+            else {}
+        )
     scores: dict[str, dict[str, tuple]] = {}
     if answering:
         by_id = {it.id: it for it in items}
-        scores["accuracy"] = {item_id: (float(is_correct(by_id[item_id], p)), 1.0) for item_id, p in predictions.items()
-                              if item_id in by_id and by_id[item_id].answer is not None}
+        scores["accuracy"] = {
+            item_id: (float(is_correct(by_id[item_id], p)), 1.0)
+            for item_id, p in predictions.items()
+            if item_id in by_id and by_id[item_id].answer is not None
+        }
     rows = eedi_rows(items, predictions)
     if any(ranked for _, _, ranked, _ in rows):
         eedi: dict[str, tuple] = {}
@@ -67,8 +80,13 @@ def _per_item_scores(items: list[Item] | None, predictions: dict[str, Prediction
         scores["map@25"] = eedi
     labelled = [it for it in items if it.metadata.get("label") and it.id in predictions]
     if labelled:
-        scores["map@3"] = {it.id: (average_precision_at_k(map_competition_labels(it, predictions[it.id]),
-                                                          {it.metadata["label"]}, 3), 1.0) for it in labelled}
+        scores["map@3"] = {
+            it.id: (
+                average_precision_at_k(map_competition_labels(it, predictions[it.id]), {it.metadata["label"]}, 3),
+                1.0,
+            )
+            for it in labelled
+        }
     return scores
 
 
@@ -102,9 +120,23 @@ def compare_runs(path_a: Path, path_b: Path, data_root: Path | None = None, seed
         est_a = bootstrap_estimate(a[:, 0], a[:, 1], seed=seed)
         est_b = bootstrap_estimate(b[:, 0], b[:, 1], seed=seed)
         diff = paired_bootstrap_difference(a[:, 0], b[:, 0], a[:, 1], b[:, 1], seed=seed)
-        rows.append({"metric": metric, "shared_items": len(shared), "a": est_a.as_dict(), "b": est_b.as_dict(),
-                     "difference": diff.as_dict(), "significant": bool(diff.excludes(0.0)),
-                     "only_a": len(set(scores_a[metric]) - set(shared)),
-                     "only_b": len(set(scores_b[metric]) - set(shared))})
-    return {"a": str(path_a), "b": str(path_b), "source_a": meta_a.get("source"), "source_b": meta_b.get("source"),
-            "items_loaded": items_a is not None and items_b is not None, "metrics": rows}
+        rows.append(
+            {
+                "metric": metric,
+                "shared_items": len(shared),
+                "a": est_a.as_dict(),
+                "b": est_b.as_dict(),
+                "difference": diff.as_dict(),
+                "significant": bool(diff.excludes(0.0)),
+                "only_a": len(set(scores_a[metric]) - set(shared)),
+                "only_b": len(set(scores_b[metric]) - set(shared)),
+            }
+        )
+    return {
+        "a": str(path_a),
+        "b": str(path_b),
+        "source_a": meta_a.get("source"),
+        "source_b": meta_b.get("source"),
+        "items_loaded": items_a is not None and items_b is not None,
+        "metrics": rows,
+    }

@@ -53,7 +53,7 @@ def map_at_k(rankings: Sequence[Sequence], relevants: Sequence[Iterable], k: int
         raise ValueError(f"{len(rankings)} rankings but {len(relevants)} label sets")
     if not rankings:
         return float("nan")
-    return sum(average_precision_at_k(r, rel, k) for r, rel in zip(rankings, relevants)) / len(rankings)
+    return sum(average_precision_at_k(r, rel, k) for r, rel in zip(rankings, relevants, strict=True)) / len(rankings)
 
 
 def recall_at_k(rankings: Sequence[Sequence], relevants: Sequence[Iterable], k: int = 25) -> float:
@@ -61,7 +61,7 @@ def recall_at_k(rankings: Sequence[Sequence], relevants: Sequence[Iterable], k: 
     if len(rankings) != len(relevants):
         raise ValueError(f"{len(rankings)} rankings but {len(relevants)} label sets")
     scores = []
-    for ranked, relevant in zip(rankings, relevants):
+    for ranked, relevant in zip(rankings, relevants, strict=True):
         relevant = set(relevant)
         if relevant:
             scores.append(len(relevant & set(dedupe(ranked)[:k])) / len(relevant))
@@ -109,7 +109,7 @@ def _resampled_ratios(columns: list[tuple[np.ndarray, np.ndarray]], n_resamples:
         idx = rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
         for c, (values, weights) in enumerate(columns):
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[c, start: start + len(idx)] = values[idx].sum(axis=1) / weights[idx].sum(axis=1)
+                out[c, start : start + len(idx)] = values[idx].sum(axis=1) / weights[idx].sum(axis=1)
     return out
 
 
@@ -122,8 +122,9 @@ def _percentiles(replicates: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_estimate(values, weights=None, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
-                       seed: int = 0) -> Estimate:
+def bootstrap_estimate(
+    values, weights=None, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0
+) -> Estimate:
     """sum(values)/sum(weights) (a mean when weights are 1) with a percentile bootstrap interval.
 
     Seeded, so the same run always reports the same interval.
@@ -137,8 +138,9 @@ def bootstrap_estimate(values, weights=None, n_resamples: int = N_RESAMPLES, lev
     return Estimate(value, min(low, value), max(high, value), len(values))
 
 
-def paired_bootstrap_difference(a, b, weights_a=None, weights_b=None, n_resamples: int = N_RESAMPLES,
-                                level: float = LEVEL, seed: int = 0) -> Estimate:
+def paired_bootstrap_difference(
+    a, b, weights_a=None, weights_b=None, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0
+) -> Estimate:
     """ratio(b) - ratio(a) over the same units, with a paired bootstrap interval (units resampled
     together, so the between-item variance that both runs share cancels out)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -184,13 +186,21 @@ def accuracy_summary(items: list[Item], predictions, seed: int = 0) -> dict:
     graded = np.array([is_correct(it, p) for it, p in pairs], dtype=float)
     answered = np.array([p.answer is not None and p.error is None for _, p in pairs], dtype=bool)
     estimate = bootstrap_estimate(graded, seed=seed)
-    return {
-        "accuracy": estimate.value, "low": estimate.low, "high": estimate.high, "level": LEVEL,
-        "labelled": len(pairs), "correct": int(graded.sum()),
-        "unanswered": int((~answered).sum()),
-        "errors": sum(p.error is not None for _, p in pairs),
-        "answered_accuracy": float(graded[answered].mean()) if answered.any() else None,
-    } if pairs else {"accuracy": None, "labelled": 0, "correct": 0, "unanswered": 0, "errors": 0}
+    return (
+        {
+            "accuracy": estimate.value,
+            "low": estimate.low,
+            "high": estimate.high,
+            "level": LEVEL,
+            "labelled": len(pairs),
+            "correct": int(graded.sum()),
+            "unanswered": int((~answered).sum()),
+            "errors": sum(p.error is not None for _, p in pairs),
+            "answered_accuracy": float(graded[answered].mean()) if answered.any() else None,
+        }
+        if pairs
+        else {"accuracy": None, "labelled": 0, "correct": 0, "unanswered": 0, "errors": 0}
+    )
 
 
 def breakdown(items: list[Item], predictions, field: str, seed: int = 0) -> dict[str, dict]:
@@ -248,9 +258,13 @@ def misconception_summary(items: list[Item], predictions, k: int = 25, seed: int
     values, weights = _per_item(rows, lambda r: average_precision_at_k(r[2], r[3], k))
     estimate = bootstrap_estimate(values, weights, seed=seed)
     return {
-        f"map@{k}": map_at_k(rankings, relevants, k), "low": estimate.low, "high": estimate.high,
+        f"map@{k}": map_at_k(rankings, relevants, k),
+        "low": estimate.low,
+        "high": estimate.high,
         f"recall@{k}": recall_at_k(rankings, relevants, k),
-        "rows": len(rows), "items": len(values), "rows_ranked": sum(bool(r) for r in rankings),
+        "rows": len(rows),
+        "items": len(values),
+        "rows_ranked": sum(bool(r) for r in rankings),
         "curve": {j: map_at_k(rankings, relevants, j) for j in range(1, k + 1)},
     }
 
@@ -272,15 +286,21 @@ def map_competition_labels(item: Item, prediction: Prediction, k: int = 3) -> li
         return []
     truth = "True" if (prediction.answer or item.answer) == item.chosen else "False"
     labels = [f"{truth}_Misconception:{m}" for m in ranked]
-    labels = ([f"{truth}_Correct:NA"] + labels + [f"{truth}_Neither:NA"] if truth == "True"
-              else labels + [f"{truth}_Neither:NA", f"{truth}_Correct:NA"])
+    labels = (
+        [f"{truth}_Correct:NA"] + labels + [f"{truth}_Neither:NA"]
+        if truth == "True"
+        else labels + [f"{truth}_Neither:NA", f"{truth}_Correct:NA"]
+    )
     return dedupe(labels)[:k]
 
 
 def map_competition_summary(items: list[Item], predictions, k: int = 3, seed: int = 0) -> dict | None:
     """MAP@3 of the MAP competition: one row per student response, scored against its one label."""
-    rows = [(item.id, map_competition_labels(item, prediction, k), {item.metadata["label"]})
-            for item, prediction in paired(items, predictions) if item.metadata.get("label")]
+    rows = [
+        (item.id, map_competition_labels(item, prediction, k), {item.metadata["label"]})
+        for item, prediction in paired(items, predictions)
+        if item.metadata.get("label")
+    ]
     if not rows:
         return None
     scores = [average_precision_at_k(ranked, relevant, k) for _, ranked, relevant in rows]
@@ -319,10 +339,16 @@ def flip_ledger(items: list[Item], predictions) -> dict:
                 kind = "wrong_to_wrong"
             ledger[kind] += 1
             by_step[step or "reconsider"][kind] += 1
-    return {**ledger, "flips": sum(ledger.values()), "items_flipped": items_flipped,
-            "net": ledger["wrong_to_right"] - ledger["right_to_wrong"],
-            "by_step": {step: {**counts, "net": counts["wrong_to_right"] - counts["right_to_wrong"]}
-                        for step, counts in sorted(by_step.items())}}
+    return {
+        **ledger,
+        "flips": sum(ledger.values()),
+        "items_flipped": items_flipped,
+        "net": ledger["wrong_to_right"] - ledger["right_to_wrong"],
+        "by_step": {
+            step: {**counts, "net": counts["wrong_to_right"] - counts["right_to_wrong"]}
+            for step, counts in sorted(by_step.items())
+        },
+    }
 
 
 def tools_summary(items: list[Item], predictions, seed: int = 0) -> dict | None:
@@ -396,9 +422,11 @@ def confidence_summary(items: list[Item], predictions) -> dict | None:
         correct = bool(is_correct(item, prediction))
         verification = prediction.verification
         answer_prob = prediction.option_probs.get(prediction.answer) if prediction.answer else None
-        for name, score in (("verification", verification), ("answer_prob", answer_prob),
-                            ("both", None if verification is None or answer_prob is None
-                             else (verification + answer_prob) / 2)):
+        for name, score in (
+            ("verification", verification),
+            ("answer_prob", answer_prob),
+            ("both", None if verification is None or answer_prob is None else (verification + answer_prob) / 2),
+        ):
             if score is not None:
                 signals[name].append((float(score), correct))
     out = {}
@@ -408,7 +436,10 @@ def confidence_summary(items: list[Item], predictions) -> dict | None:
         scores = np.array([s for s, _ in rows])
         labels = np.array([c for _, c in rows], dtype=bool)
         ranked = labels[np.argsort(-scores, kind="stable")]  # most confident first; ties keep item order
-        out[name] = {"n": len(rows), "correct": int(labels.sum()), "auroc": _auroc(scores, labels),
-                     "accuracy_at_coverage": {c: float(ranked[: math.ceil(float(c) * len(rows))].mean())
-                                              for c in COVERAGES}}
+        out[name] = {
+            "n": len(rows),
+            "correct": int(labels.sum()),
+            "auroc": _auroc(scores, labels),
+            "accuracy_at_coverage": {c: float(ranked[: math.ceil(float(c) * len(rows))].mean()) for c in COVERAGES},
+        }
     return out or None

@@ -35,7 +35,10 @@ def accuracy_by_group(groups: dict[str, dict], title: str, top: int = 20) -> str
     shown = list(groups.items())[:top][::-1]
     names = [f"{name[:40]} (n={g['n']})" for name, g in shown]
     values = [g["accuracy"] for _, g in shown]
-    errors = [[v - g["low"] for v, (_, g) in zip(values, shown)], [g["high"] - v for v, (_, g) in zip(values, shown)]]
+    errors = [
+        [v - g["low"] for v, (_, g) in zip(values, shown, strict=True)],
+        [g["high"] - v for v, (_, g) in zip(values, shown, strict=True)],
+    ]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
     ax.barh(names, values, xerr=errors, color="#4C72B0", ecolor="#555555", capsize=2)
     ax.set_xlim(0, 1)
@@ -57,18 +60,25 @@ def letters(position: dict, debiased: dict | None = None) -> str | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     width = 0.8 / len(series)
     for i, (label, counts, color) in enumerate(series):
-        left.bar([j + i * width for j in range(len(keys))], [counts.get(k, 0) for k in keys], width,
-                 label=label, color=color)
+        left.bar(
+            [j + i * width for j in range(len(keys))], [counts.get(k, 0) for k in keys], width, label=label, color=color
+        )
     left.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(keys))], keys)
     left.set_ylabel("items")
     left.set_title("letter distribution")
     left.legend()
     by_gold = position["accuracy_by_gold"]
-    right.bar([f"{k}\n(n={by_gold[k]['n'] if k in by_gold else 0})" for k in keys],
-              [by_gold[k]["accuracy"] if k in by_gold else 0 for k in keys], color="#C44E52")
+    right.bar(
+        [f"{k}\n(n={by_gold[k]['n'] if k in by_gold else 0})" for k in keys],
+        [by_gold[k]["accuracy"] if k in by_gold else 0 for k in keys],
+        color="#C44E52",
+    )
     right.set_ylim(0, 1)
-    right.set_title(f"accuracy by gold letter (RStd {position['rstd']:.1f})" if position.get("rstd") is not None
-                    else "accuracy by gold letter")
+    right.set_title(
+        f"accuracy by gold letter (RStd {position['rstd']:.1f})"
+        if position.get("rstd") is not None
+        else "accuracy by gold letter"
+    )
     return _png(fig)
 
 
@@ -92,8 +102,11 @@ def flips(ledger: dict) -> str:
     plt = _pyplot()
     kinds = ["wrong_to_right", "right_to_wrong", "wrong_to_wrong", "unlabelled"]
     fig, ax = plt.subplots(figsize=(6, 2.6))
-    ax.bar([k.replace("_", " ") for k in kinds], [ledger.get(k, 0) for k in kinds],
-           color=["#55A868", "#C44E52", "#8172B2", "#999999"])
+    ax.bar(
+        [k.replace("_", " ") for k in kinds],
+        [ledger.get(k, 0) for k in kinds],
+        color=["#55A868", "#C44E52", "#8172B2", "#999999"],
+    )
     ax.set_ylabel("answers flipped")
     ax.set_title(f"answer flips (net {ledger.get('net', 0):+d})")
     return _png(fig)

@@ -81,8 +81,10 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
-        raise RuntimeError(f"no Ray cluster at {address} ({exc.strerror or exc}): start one with `ray start "
-                           "--head`, or use --ray local") from None
+        raise RuntimeError(
+            f"no Ray cluster at {address} ({exc.strerror or exc}): start one with `ray start "
+            "--head`, or use --ray local"
+        ) from None
 
 
 class _Replica:
@@ -91,16 +93,21 @@ class _Replica:
     def __init__(self, config: dict, dataset: str | None, split: str | None, data_root: str | None):
         from mcqa.solve import build_solver
 
-        self.solver = build_solver(Config.model_validate(config), dataset=dataset, split=split,
-                                   data_root=Path(data_root) if data_root else None)
+        self.solver = build_solver(
+            Config.model_validate(config),
+            dataset=dataset,
+            split=split,
+            data_root=Path(data_root) if data_root else None,
+        )
         if "llm" in self.solver.agent.resources_used():
-            self.solver.resources.llm  # load it now: a model that does not load fails the start, not each batch
+            _ = self.solver.resources.llm  # load it now: a model that does not load fails the start, not each batch
 
     def pid(self) -> int:
         return os.getpid()
 
-    def solve(self, batch: list[Item], retries: int, backoff: float,
-              wrap: Callable[[Solver], Solver] | None = None) -> list[Prediction]:
+    def solve(
+        self, batch: list[Item], retries: int, backoff: float, wrap: Callable[[Solver], Solver] | None = None
+    ) -> list[Prediction]:
         return solve_with_retries(wrap(self.solver) if wrap else self.solver, batch, retries, backoff)
 
 
@@ -113,8 +120,16 @@ class RayPool:
     kills the actors, and shuts down an instance the pool started.
     """
 
-    def __init__(self, config: Config, replicas: int = 1, dataset: str | None = None, split: str | None = None,
-                 data_root: Path | None = None, address: str | None = None, retries: int = 2):
+    def __init__(
+        self,
+        config: Config,
+        replicas: int = 1,
+        dataset: str | None = None,
+        split: str | None = None,
+        data_root: Path | None = None,
+        address: str | None = None,
+        retries: int = 2,
+    ):
         ray = _ray()
         self.address = address or os.environ.get("RAY_ADDRESS")
         local = replica_resources(config)  # before connecting, a local instance's size is known from the config
@@ -123,16 +138,18 @@ class RayPool:
         self.resources = replica_resources(config, capacity.get("GPU", 0.0))
         need = {"CPU": replicas * self.resources["num_cpus"], "GPU": replicas * self.resources.get("num_gpus", 0)}
         short = [f"{need[k]:g} {k} (it has {capacity.get(k, 0.0):g})" for k in need if need[k] > capacity.get(k, 0.0)]
-        self.shortfall = (f"{replicas} replica(s) need {', '.join(short)}: they wait until the cluster has them"
-                          if short else None)
+        self.shortfall = (
+            f"{replicas} replica(s) need {', '.join(short)}: they wait until the cluster has them" if short else None
+        )
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
-        self._actor = ray.remote(_Replica).options(max_restarts=-1, max_task_retries=retries,
-                                                   runtime_env={"env_vars": env}, **self.resources)
+        self._actor = ray.remote(_Replica).options(
+            max_restarts=-1, max_task_retries=retries, runtime_env={"env_vars": env}, **self.resources
+        )
         self._args = (config.model_dump(mode="json"), dataset, split, str(data_root) if data_root else None)
         self.actors = [self._actor.remote(*self._args) for _ in range(replicas)]
         self.wrap: Callable[[Solver], Solver] | None = None
 
-    def wrapped(self, wrap: Callable[[Solver], Solver]) -> "RayPool":
+    def wrapped(self, wrap: Callable[[Solver], Solver]) -> RayPool:
         """The same actors, each solving through `wrap(its solver)` (mcqa.eval.bias.permuted_solver): what
         `wrap(solver)` is in one process. cloudpickle ships `wrap`: a module-level function by name, a
         closure by value."""
@@ -153,8 +170,9 @@ class RayPool:
         """One batch on one replica (the Solver protocol); the batch loop uses `map_batches` instead."""
         return next(self.map_batches([batch], retries=0, backoff=0.0))
 
-    def map_batches(self, batches: Iterable[list[Item]], retries: int = 2, backoff: float = 1.0
-                    ) -> Iterator[list[Prediction]]:
+    def map_batches(
+        self, batches: Iterable[list[Item]], retries: int = 2, backoff: float = 1.0
+    ) -> Iterator[list[Prediction]]:
         """Each batch's predictions, one per item, as batches complete: one batch in flight per replica,
         the next handed to whichever replica finishes first. Batches are pulled from `batches` only
         when a replica is free, so a `stop` in the caller's loop still ends the run between batches."""
@@ -181,14 +199,18 @@ class RayPool:
                     if len(batch) > 1:
                         split_up.extendleft([item] for item in reversed(batch))
                     else:
-                        what = "Ray could not run it" if isinstance(exc, ray.exceptions.RayTaskError) else \
-                            "its Ray replica died on every try"
+                        what = (
+                            "Ray could not run it"
+                            if isinstance(exc, ray.exceptions.RayTaskError)
+                            else "its Ray replica died on every try"
+                        )
                         predictions = [error_prediction(batch[0], RuntimeError(f"{what} ({_last_line(exc)})"))]
                     if not self._alive(index):
                         live.discard(index)
                         if not live:
-                            raise ReplicasLost(f"every Ray replica died and none could be started again "
-                                               f"({_last_line(exc)})") from None
+                            raise ReplicasLost(
+                                f"every Ray replica died and none could be started again ({_last_line(exc)})"
+                            ) from None
                 if index in live:
                     idle.append(index)
                 if predictions is not None:
@@ -218,7 +240,7 @@ class RayPool:
         if self.started:
             ray.shutdown()
 
-    def __enter__(self) -> "RayPool":
+    def __enter__(self) -> RayPool:
         return self
 
     def __exit__(self, *exc) -> None:

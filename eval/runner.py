@@ -36,8 +36,13 @@ from pathlib import Path
 import yaml
 
 from mcqa.config import Config
-from mcqa.solve import Solver, read_predictions, solve_batches, write_jsonl
-from mcqa.solve import solve_with_retries  # noqa: F401 - where the runner's callers and tests find it
+from mcqa.solve import (
+    Solver,
+    read_predictions,
+    solve_batches,
+    solve_with_retries,  # noqa: F401 - where the runner's callers and tests find it
+    write_jsonl,
+)
 from mcqa.types import Item, Prediction
 
 # Config keys that change how fast a run goes, never what it answers: a resumed run may change them.
@@ -94,8 +99,9 @@ class PredictionLog:
         if errors:
             for key in errors:
                 del self.done[key]
-            atomic_write(self.path, "".join(p.model_dump_json(exclude_defaults=True) + "\n"
-                                             for p in self.done.values()))
+            atomic_write(
+                self.path, "".join(p.model_dump_json(exclude_defaults=True) + "\n" for p in self.done.values())
+            )
         return len(errors)
 
 
@@ -129,9 +135,17 @@ class BackendDown(RuntimeError):
     run stops instead of recording an error against every remaining item."""
 
 
-def run_items(solver: Solver, items: list[Item], log: PredictionLog, batch_size: int = 8, retries: int = 2,
-              on_progress: Callable[[int], None] | None = None, backoff: float = 1.0,
-              stats: RunStats | None = None, max_failed_batches: int = 3) -> RunStats:
+def run_items(
+    solver: Solver,
+    items: list[Item],
+    log: PredictionLog,
+    batch_size: int = 8,
+    retries: int = 2,
+    on_progress: Callable[[int], None] | None = None,
+    backoff: float = 1.0,
+    stats: RunStats | None = None,
+    max_failed_batches: int = 3,
+) -> RunStats:
     """Solve the items not yet in `log`, batch by batch, appending each batch as it completes.
 
     A batch whose every item failed is held back, not written, until a later batch succeeds (then
@@ -154,8 +168,10 @@ def run_items(solver: Solver, items: list[Item], log: PredictionLog, batch_size:
             if all(p.error is not None for p in predictions):
                 held.append(predictions)
                 if len(held) >= max_failed_batches:
-                    raise BackendDown(f"{len(held)} batches in a row failed on every item ({predictions[0].error}); "
-                                      "stopped without recording them, so a resumed run tries them again")
+                    raise BackendDown(
+                        f"{len(held)} batches in a row failed on every item ({predictions[0].error}); "
+                        "stopped without recording them, so a resumed run tries them again"
+                    )
             else:
                 for failed in held:
                     record(failed)
@@ -190,9 +206,13 @@ def config_differences(old: dict, new: dict, ignore: frozenset = SPEED_ONLY) -> 
     new value is not the setting's default: a new setting's default keeps the old behaviour."""
     a, b = _flatten(old), _flatten(new)
     defaults = _flatten(Config().model_dump(mode="json"))
-    return [f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}"
-            for key in sorted(set(a) | set(b)) if key not in ignore and a.get(key) != b.get(key)
-            and not (key not in a and key in defaults and b.get(key) == defaults[key])]
+    return [
+        f"{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}"
+        for key in sorted(set(a) | set(b))
+        if key not in ignore
+        and a.get(key) != b.get(key)
+        and not (key not in a and key in defaults and b.get(key) == defaults[key])
+    ]
 
 
 @dataclass
@@ -200,9 +220,21 @@ class RunDir:
     """The files of one run folder, and the checks that keep a resumed run the same run."""
 
     path: Path
-    owned: tuple[str, ...] = field(default=("config.yaml", "run.json", "predictions.jsonl", "permutations.jsonl",
-                                            "metrics.json", "report.md", "report.html", "traces.sqlite",
-                                            "traces.sqlite-wal", "traces.sqlite-shm"), repr=False)
+    owned: tuple[str, ...] = field(
+        default=(
+            "config.yaml",
+            "run.json",
+            "predictions.jsonl",
+            "permutations.jsonl",
+            "metrics.json",
+            "report.md",
+            "report.html",
+            "traces.sqlite",
+            "traces.sqlite-wal",
+            "traces.sqlite-shm",
+        ),
+        repr=False,
+    )
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -253,18 +285,24 @@ class RunDir:
         stored = self.stored_config()
         if stored is None:
             if self.predictions.exists() and self.predictions.stat().st_size:
-                raise RunError(f"{self.path} has predictions but no config.yaml: use another --out, "
-                               "or --force to start over")
+                raise RunError(
+                    f"{self.path} has predictions but no config.yaml: use another --out, or --force to start over"
+                )
             return
         differences = config_differences(stored, config.model_dump(mode="json"))
         old_source = self.read_meta().get("source")
         if old_source is not None:  # (a kill between writing config.yaml and run.json leaves none)
-            differences += [f"{key}: {old_source.get(key)!r} -> {source.get(key)!r}"
-                            for key in sorted(set(old_source) | set(source)) if old_source.get(key) != source.get(key)]
+            differences += [
+                f"{key}: {old_source.get(key)!r} -> {source.get(key)!r}"
+                for key in sorted(set(old_source) | set(source))
+                if old_source.get(key) != source.get(key)
+            ]
         if differences:
-            raise RunError(f"{self.path} was run with other settings ({'; '.join(differences)}). Resume it "
-                           f"with --config {self.file('config.yaml')} and the same dataset and split, use "
-                           "another --out, or pass --force to start over (its predictions are deleted)")
+            raise RunError(
+                f"{self.path} was run with other settings ({'; '.join(differences)}). Resume it "
+                f"with --config {self.file('config.yaml')} and the same dataset and split, use "
+                "another --out, or pass --force to start over (its predictions are deleted)"
+            )
 
     def start(self, config: Config, source: dict) -> None:
         """Write config.yaml and run.json (atomically) before the first prediction is appended."""

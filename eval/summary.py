@@ -9,8 +9,18 @@ agent's misconception-only runs on Eedi and MAP, where the right answer is given
 from __future__ import annotations
 
 from mcqa.eval.bias import consistency, debias_summary, position_summary
-from mcqa.eval.metrics import (accuracy_summary, answers_questions, breakdown, confidence_summary, flip_ledger,
-                               is_correct, map_competition_summary, misconception_summary, paired, tools_summary)
+from mcqa.eval.metrics import (
+    accuracy_summary,
+    answers_questions,
+    breakdown,
+    confidence_summary,
+    flip_ledger,
+    is_correct,
+    map_competition_summary,
+    misconception_summary,
+    paired,
+    tools_summary,
+)
 from mcqa.types import Item, Prediction
 
 WORST_ITEMS = 20
@@ -26,19 +36,34 @@ def worst_items(items: list[Item], predictions: dict[str, Prediction], n: int = 
     for item, prediction in paired(items, predictions):
         if item.answer is None or prediction.answer is None or is_correct(item, prediction):
             continue
-        wrong.append({
-            "item_id": item.id, "question": item.question, "answer": prediction.answer, "gold": item.answer,
-            "confidence": prediction.option_probs.get(prediction.answer),
-            "gold_probability": prediction.option_probs.get(item.answer),
-            "answer_text": item.choice(prediction.answer), "gold_text": item.choice(item.answer),
-            "subject": item.subject, "trace_id": prediction.trace_id, "flips": prediction.flips,
-        })
+        wrong.append(
+            {
+                "item_id": item.id,
+                "question": item.question,
+                "answer": prediction.answer,
+                "gold": item.answer,
+                "confidence": prediction.option_probs.get(prediction.answer),
+                "gold_probability": prediction.option_probs.get(item.answer),
+                "answer_text": item.choice(prediction.answer),
+                "gold_text": item.choice(item.answer),
+                "subject": item.subject,
+                "trace_id": prediction.trace_id,
+                "flips": prediction.flips,
+            }
+        )
     wrong.sort(key=lambda w: -(w["confidence"] or 0.0))
     return wrong[:n]
 
 
-def summarize(items: list[Item], predictions: dict[str, Prediction], run: dict, shuffled: list[Prediction] = (),
-              shifted: list[Prediction] = (), debias_sample_size: int = 0, seed: int = 0) -> dict:
+def summarize(
+    items: list[Item],
+    predictions: dict[str, Prediction],
+    run: dict,
+    shuffled: list[Prediction] = (),
+    shifted: list[Prediction] = (),
+    debias_sample_size: int = 0,
+    seed: int = 0,
+) -> dict:
     """metrics.json: `run` (what was asked, by whom) plus every metric that applies to these items.
 
     `shuffled`: predictions on randomly permuted copies (--permute); `shifted`: on the cyclic shifts
@@ -47,8 +72,13 @@ def summarize(items: list[Item], predictions: dict[str, Prediction], run: dict, 
     predicted = len(paired(items, predictions))
     answering = answers_questions(predictions)
     metrics: dict = {
-        "run": {**run, "items": len(items), "predicted": predicted, "pending": len(items) - predicted,
-                "answers_questions": answering},
+        "run": {
+            **run,
+            "items": len(items),
+            "predicted": predicted,
+            "pending": len(items) - predicted,
+            "answers_questions": answering,
+        },
         "accuracy": accuracy_summary(items, predictions, seed=seed) if answering else None,
         "by_subject": breakdown(items, predictions, "subject", seed=seed) if answering else {},
         "by_construct": breakdown(items, predictions, "construct", seed=seed) if answering else {},
@@ -56,8 +86,7 @@ def summarize(items: list[Item], predictions: dict[str, Prediction], run: dict, 
         "map_competition": map_competition_summary(items, predictions, k=3, seed=seed),
         "position": position_summary(items, predictions) if answering else None,
         "permutation": consistency(items, predictions, shuffled) if answering and shuffled else None,
-        "debias": (debias_summary(items, predictions, shifted, debias_sample_size)
-                   if answering and shifted else None),
+        "debias": (debias_summary(items, predictions, shifted, debias_sample_size) if answering and shifted else None),
         "flips": flip_ledger(items, predictions),
         "tools": tools_summary(items, predictions, seed=seed) if answering else None,
         "confidence": confidence_summary(items, predictions) if answering else None,

@@ -31,14 +31,18 @@ class Config(BaseModel):
 
     dataset: str = Field("map", description="A dataset whose test asks the questions of its train split (map).")
     base: str = Field("minilm-l6", description="The frozen embedder (the agent's `agent.embedder`).")
-    query_format: str = Field("subject_correct", description="The agent's query format (evidence texts of answers "
-                                                             "without an explanation are written in it).")
+    query_format: str = Field(
+        "subject_correct",
+        description="The agent's query format (evidence texts of answers without an explanation are written in it).",
+    )
     C: float = Field(30.0, gt=0, description="Inverse L2 strength of the logistic regression.")
     max_iter: int = Field(500, ge=10, description="Solver iterations (lbfgs).")
     fraction: float = Field(0.2, gt=0, lt=1, description="Share of train held out as validation (MAP: rows).")
     seed: int = Field(0, description="Seeds the fit/validation split.")
-    weights: list[float] = Field([0.0, 1.0, 3.0, 10.0], description="classifier_weight values scored on validation "
-                                                                    "with the vote (0: the vote alone).")
+    weights: list[float] = Field(
+        [0.0, 1.0, 3.0, 10.0],
+        description="classifier_weight values scored on validation with the vote (0: the vote alone).",
+    )
     limit: int | None = Field(None, ge=1, description="Use only this many fit and validation items (a quick check).")
 
 
@@ -67,26 +71,39 @@ class LabelClassifier:
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / HEAD_FILE, weights=self.weights, bias=self.bias, labels=np.array(self.labels),
-                 groups=np.array(sorted(self.groups, key=self.groups.get)))
+        np.savez(
+            folder / HEAD_FILE,
+            weights=self.weights,
+            bias=self.bias,
+            labels=np.array(self.labels),
+            groups=np.array(sorted(self.groups, key=self.groups.get)),
+        )
         (folder / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> "LabelClassifier":
+    def load(cls, folder: Path) -> LabelClassifier:
         folder = Path(folder).expanduser()
         from mcqa.rag.vectors import StoreError
 
         if not (folder / HEAD_FILE).is_file() or not (folder / META_FILE).is_file():
-            raise StoreError(f"{folder} is not a trained classifier: no {HEAD_FILE} and {META_FILE} "
-                             f"(train one with `mcqa train classifier`)")
+            raise StoreError(
+                f"{folder} is not a trained classifier: no {HEAD_FILE} and {META_FILE} "
+                f"(train one with `mcqa train classifier`)"
+            )
         with np.load(folder / HEAD_FILE, allow_pickle=False) as arrays:
-            return cls(arrays["weights"], arrays["bias"], [str(x) for x in arrays["labels"]],
-                       [str(x) for x in arrays["groups"]], json.loads((folder / META_FILE).read_text()))
+            return cls(
+                arrays["weights"],
+                arrays["bias"],
+                [str(x) for x in arrays["labels"]],
+                [str(x) for x in arrays["groups"]],
+                json.loads((folder / META_FILE).read_text()),
+            )
 
 
-def fit_head(vectors: np.ndarray, groups: list[str], labels: list[str], meta: dict, C: float = 30.0,
-             max_iter: int = 500) -> LabelClassifier:
+def fit_head(
+    vectors: np.ndarray, groups: list[str], labels: list[str], meta: dict, C: float = 30.0, max_iter: int = 500
+) -> LabelClassifier:
     """Logistic regression from [vector, answer-group one-hot] to label, as a LabelClassifier (numpy only
     at inference: no sklearn object is kept)."""
     import warnings
@@ -115,10 +132,21 @@ def load_or_fit_classifier(store) -> LabelClassifier:
 
     def fit() -> LabelClassifier:
         defaults = Config()
-        meta = {"dataset": store.source.get("dataset"), "embedder": store.embedder.name, "fitted_on": "label store",
-                "query_format": store.source.get("query_format"), "fit_answers": len(store)}
-        return fit_head(store.vectors, [r["group"] for r in store.records], [r["label"] for r in store.records],
-                        meta, defaults.C, defaults.max_iter)
+        meta = {
+            "dataset": store.source.get("dataset"),
+            "embedder": store.embedder.name,
+            "fitted_on": "label store",
+            "query_format": store.source.get("query_format"),
+            "fit_answers": len(store),
+        }
+        return fit_head(
+            store.vectors,
+            [r["group"] for r in store.records],
+            [r["label"] for r in store.records],
+            meta,
+            defaults.C,
+            defaults.max_iter,
+        )
 
     content = store.source.get("items_sha256")
     if content is None:  # a store built in memory (a Kaggle run on a new train file): nothing to key a cache by
@@ -134,9 +162,9 @@ def train(config: Config, run: TrainRun) -> dict:
     from mcqa.datasets.map import full_label
     from mcqa.eval.metrics import map_at_k
     from mcqa.rag.embedder import Embedder
+    from mcqa.rag.queries import query_format
     from mcqa.rag.retrieval import vote
     from mcqa.rag.splits import load_items
-    from mcqa.rag.queries import query_format
     from mcqa.rag.store import LabelStore, label_records
     from mcqa.rag.vectors import build_index
 
@@ -155,8 +183,12 @@ def train(config: Config, run: TrainRun) -> dict:
     encode_s = round(time.perf_counter() - clock, 1)
 
     clock = time.perf_counter()
-    meta = {"dataset": config.dataset, "embedder": embedder.name, "query_format": config.query_format,
-            "fit_answers": len(labels)}
+    meta = {
+        "dataset": config.dataset,
+        "embedder": embedder.name,
+        "query_format": config.query_format,
+        "fit_answers": len(labels),
+    }
     head = fit_head(vectors, groups, labels, meta, config.C, config.max_iter)
     train_s = round(time.perf_counter() - clock, 1)
     out = head.save(run.path / "model")
@@ -177,18 +209,29 @@ def train(config: Config, run: TrainRun) -> dict:
 
     k = 3 if config.dataset == "map" else 25
     items = [by_id[r["item"]] for r in val_records]
-    gold = [ranked(item, {r["label"]: 1.0}) for item, r in zip(items, val_records)]
+    gold = [ranked(item, {r["label"]: 1.0}) for item, r in zip(items, val_records, strict=True)]
     scores = {}
     for weight in config.weights:
         rankings = []
-        for item, near, row in zip(items, neighbours, probs):
+        for item, near, row in zip(items, neighbours, probs, strict=True):
             fused = vote(near, threshold)
-            for label, p in zip(head.labels, row):
+            for label, p in zip(head.labels, row, strict=True):
                 fused[label] = fused.get(label, 0.0) + weight * float(p)
             rankings.append(ranked(item, fused))
         scores[f"votes+{weight:g}*classifier"] = round(map_at_k(rankings, gold, k), 4)
-    head_alone = [ranked(item, dict(zip(head.labels, map(float, row)))) for item, row in zip(items, probs)]
+    head_alone = [
+        ranked(item, dict(zip(head.labels, map(float, row), strict=True)))
+        for item, row in zip(items, probs, strict=True)
+    ]
     scores["classifier"] = round(map_at_k(head_alone, gold, k), 4)
-    return {"recipe": "classifier", "fit_answers": len(labels), "validation_answers": len(val_records),
-            "labels": len(head.labels), "encode_s": encode_s, "train_s": train_s,
-            "validation": {f"map@{k}": scores}, "model": str(out), "total_s": round(time.perf_counter() - started, 1)}
+    return {
+        "recipe": "classifier",
+        "fit_answers": len(labels),
+        "validation_answers": len(val_records),
+        "labels": len(head.labels),
+        "encode_s": encode_s,
+        "train_s": train_s,
+        "validation": {f"map@{k}": scores},
+        "model": str(out),
+        "total_s": round(time.perf_counter() - started, 1),
+    }

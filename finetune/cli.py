@@ -11,15 +11,17 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mcqa.cli_common import console, fail
 
-train_app = typer.Typer(help="Fine-tune the models the agent uses. Every run writes OUT/config.yaml, checkpoints "
-                             "(a killed run resumes from them: run the same command again), the trained model and "
-                             "OUT/results.json (metrics, seconds per step, total time).", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Fine-tune the models the agent uses. Every run writes OUT/config.yaml, checkpoints "
+    "(a killed run resumes from them: run the same command again), the trained model and "
+    "OUT/results.json (metrics, seconds per step, total time).",
+    no_args_is_help=True,
+)
 
 RECIPES = {
     "embedder": "mcqa.finetune.embedder",
@@ -29,20 +31,30 @@ RECIPES = {
     "classifier": "mcqa.finetune.classifier",
 }
 
-ConfigOpt = typer.Option(None, "--config", help="Recipe YAML (keys: see the recipe's Config; examples in "
-                         "finetune/configs/). Default: the recipe's defaults.")
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    help="Recipe YAML (keys: see the recipe's Config; examples in finetune/configs/). Default: the recipe's defaults.",
+)
 OutOpt = typer.Option(..., "--out", "-o", help="Run folder (created; an existing run with the same config resumes).")
 ForceOpt = typer.Option(False, "--force", help="Delete what OUT holds and start over.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: every core).")
 SeedOpt = typer.Option(None, "--seed", help="Seed for data building and training (overrides the config).")
-LimitOpt = typer.Option(None, "--limit", min=1, help="Use only this many fit and validation items, a seeded sample "
-                        "(a quick check; overrides the config).")
-MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Stop each training stage after this many steps "
-                           "(a quick check of a config; overrides the config).")
+LimitOpt = typer.Option(
+    None,
+    "--limit",
+    min=1,
+    help="Use only this many fit and validation items, a seeded sample (a quick check; overrides the config).",
+)
+MaxStepsOpt = typer.Option(
+    None,
+    "--max-steps",
+    min=1,
+    help="Stop each training stage after this many steps (a quick check of a config; overrides the config).",
+)
 
 
-def run_recipe(name: str, config_path: Optional[Path], out: Path, force: bool, threads: Optional[int],
-               **overrides) -> dict:
+def run_recipe(name: str, config_path: Path | None, out: Path, force: bool, threads: int | None, **overrides) -> dict:
     """Load the recipe's config, open the run folder and train; prints where results went."""
     from mcqa.finetune.common import TrainError, TrainRun, load_train_config, set_threads
 
@@ -64,61 +76,89 @@ def run_recipe(name: str, config_path: Optional[Path], out: Path, force: bool, t
 
 
 @train_app.command("embedder")
-def train_embedder(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
-                   threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                  max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
+def train_embedder(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    seed: int | None = SeedOpt,
+    max_steps: int | None = MaxStepsOpt,
+    limit: int | None = LimitOpt,
+) -> None:
     """Contrastive fine-tuning of the sentence-transformers embedder (MNRL) with iteratively mined hard negatives."""
     run_recipe("embedder", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("reranker")
-def train_reranker(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
-                   threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                  max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
+def train_reranker(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    seed: int | None = SeedOpt,
+    max_steps: int | None = MaxStepsOpt,
+    limit: int | None = LimitOpt,
+) -> None:
     """A CrossEncoder reranker from the packaged MiniLM, on the embedder's top candidates (binary loss)."""
     run_recipe("reranker", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("refiner")
-def train_refiner(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
-                  threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                  max_steps: Optional[int] = MaxStepsOpt, limit: Optional[int] = LimitOpt) -> None:
+def train_refiner(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    seed: int | None = SeedOpt,
+    max_steps: int | None = MaxStepsOpt,
+    limit: int | None = LimitOpt,
+) -> None:
     """A small refiner over frozen embeddings (triplet hinge) with a ridge head: cheap metric learning on CPU."""
     run_recipe("refiner", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("classifier")
-def train_classifier(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
-                     threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-                     limit: Optional[int] = LimitOpt) -> None:
+def train_classifier(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    seed: int | None = SeedOpt,
+    limit: int | None = LimitOpt,
+) -> None:
     """A label classifier on frozen embeddings (logistic regression, seconds): its probabilities join the label
     votes (`agent.classifier: OUT/model`). For MAP, whose test asks train's questions."""
     run_recipe("classifier", config, out, force, threads, seed=seed, limit=limit)
 
 
 @train_app.command("llm")
-def train_llm(config: Optional[Path] = ConfigOpt, out: Path = OutOpt, force: bool = ForceOpt,
-              threads: Optional[int] = ThreadsOpt, seed: Optional[int] = SeedOpt,
-              max_steps: Optional[int] = MaxStepsOpt,
-              model: Optional[str] = typer.Option(None, "--model", help="Base model (overrides the config)."),
-              task: Optional[str] = typer.Option(None, "--task", help="answer | rerank | think (overrides the config).")
-              ) -> None:
+def train_llm(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    seed: int | None = SeedOpt,
+    max_steps: int | None = MaxStepsOpt,
+    model: str | None = typer.Option(None, "--model", help="Base model (overrides the config)."),
+    task: str | None = typer.Option(None, "--task", help="answer | rerank | think (overrides the config)."),
+) -> None:
     """LoRA SFT of the LLM on the agent's prompts, loss on the answer only (unsloth on CUDA, peft+TRL on CPU);
     exports a GGUF LoRA adapter for llama.cpp (OUT/adapter.gguf) and/or merged weights for vLLM (OUT/merged)."""
     run_recipe("llm", config, out, force, threads, seed=seed, max_steps=max_steps, base=model, task=task)
 
 
 @train_app.command("think-data")
-def think_data(dataset: str = typer.Option(..., "--dataset", help="Dataset whose wrong answers are explained."),
-               split: str = typer.Option("fit", "--split", help="Split (fit: the train side of the train split)."),
-               out: Path = typer.Option(..., "--out", "-o", help="JSONL written (appended; a rerun completes it)."),
-               limit: Optional[int] = typer.Option(200, "--limit", min=1, help="Wrong answers explained (seeded sample)."),
-               seed: int = typer.Option(0, "--seed", help="Seed of the sample (decoding is greedy)."),
-               config: Optional[Path] = typer.Option(None, "--config", help="mcqa config; its `llm` is the teacher."),
-               model: Optional[str] = typer.Option(None, "--model", help="Teacher model (overrides the config)."),
-               threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of the teacher."),
-               max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Tokens per explanation at most.")
-               ) -> None:
+def think_data(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset whose wrong answers are explained."),
+    split: str = typer.Option("fit", "--split", help="Split (fit: the train side of the train split)."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL written (appended; a rerun completes it)."),
+    limit: int | None = typer.Option(200, "--limit", min=1, help="Wrong answers explained (seeded sample)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample (decoding is greedy)."),
+    config: Path | None = typer.Option(None, "--config", help="mcqa config; its `llm` is the teacher."),
+    model: str | None = typer.Option(None, "--model", help="Teacher model (overrides the config)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of the teacher."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=8, help="Tokens per explanation at most."),
+) -> None:
     """Teacher explanations of wrong answers (the misconception, with the gold label as a hint where the dataset
     has one), saved as JSONL for `mcqa train llm` with task: think."""
     from mcqa.config import load_config
@@ -131,8 +171,16 @@ def think_data(dataset: str = typer.Option(..., "--dataset", help="Dataset whose
         fail(str(exc))
     llm = load_llm(cfg.llm)
     try:
-        counts = generate_think_data(dataset, split, out, llm, limit=limit, seed=seed, max_tokens=max_tokens,
-                                     progress=lambda done, total: console.print(f"{done}/{total}", end="\r"))
+        counts = generate_think_data(
+            dataset,
+            split,
+            out,
+            llm,
+            limit=limit,
+            seed=seed,
+            max_tokens=max_tokens,
+            progress=lambda done, total: console.print(f"{done}/{total}", end="\r"),
+        )
     finally:
         llm.close()
     console.print_json(json.dumps(counts))

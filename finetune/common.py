@@ -55,8 +55,9 @@ def retrieval_data(config: RetrievalSplit) -> tuple[list, list, list]:
     from mcqa.rag.splits import load_items
 
     fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed, unseen=config.unseen)
-    validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed,
-                            unseen=config.unseen)
+    validation = load_items(
+        config.dataset, "validation", fraction=config.fraction, seed=config.seed, unseen=config.unseen
+    )
     rng = random.Random(config.seed)
     fit, validation = (sample_limit(items, config.limit, rng) for items in (fit, validation))
     return fit, validation, load_misconceptions(config.dataset)
@@ -109,8 +110,10 @@ class TrainRun:
         saved = self.path / "config.yaml"
         as_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
         if saved.exists() and not same_config(config, yaml.safe_load(saved.read_text())):
-            raise TrainError(f"{self.path} holds a run with another config ({saved}); resume it with "
-                             f"--config {saved}, use another --out, or --force to start over")
+            raise TrainError(
+                f"{self.path} holds a run with another config ({saved}); resume it with "
+                f"--config {saved}, use another --out, or --force to start over"
+            )
         saved.write_text(as_yaml)
         self.started = time.perf_counter()
 
@@ -149,8 +152,11 @@ def latest_checkpoint(folder: Path) -> str | None:
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    steps = [(int(m.group(1)), p) for p in folder.iterdir()
-             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    steps = [
+        (int(m.group(1)), p)
+        for p in folder.iterdir()
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    ]
     return str(max(steps)[1]) if steps else None
 
 
@@ -190,5 +196,9 @@ def timing(timer) -> dict:
     seconds = sorted(timer.step_seconds)
     if not seconds:
         return {"steps": 0}
-    return {"steps": len(seconds), "median_step_s": round(seconds[len(seconds) // 2], 3),
-            "mean_step_s": round(sum(seconds) / len(seconds), 3), "train_s": round(sum(seconds), 1)}
+    return {
+        "steps": len(seconds),
+        "median_step_s": round(seconds[len(seconds) // 2], 3),
+        "mean_step_s": round(sum(seconds) / len(seconds), 3),
+        "train_s": round(sum(seconds), 1),
+    }

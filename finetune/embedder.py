@@ -29,12 +29,19 @@ from mcqa.finetune.common import RetrievalSplit, TrainRun, latest_checkpoint, re
 class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="Embedder to start from: registry name or sentence-transformers folder.")
     rounds: int = Field(2, ge=1, description="Mine-then-train rounds; round k mines with the model of round k-1.")
-    miner: str | None = Field(None, description="Embedder that mines round 0's negatives instead of `base`: a fast "
-                                                "model (minilm-l6) mining for a slow one saves encoding the fit "
-                                                "queries and the catalogue with the slow one.")
+    miner: str | None = Field(
+        None,
+        description="Embedder that mines round 0's negatives instead of `base`: a fast "
+        "model (minilm-l6) mining for a slow one saves encoding the fit "
+        "queries and the catalogue with the slow one.",
+    )
     negatives: int = Field(3, ge=1, description="Hard negatives per (query, positive) pair.")
-    rank_min: int = Field(2, ge=0, description="Negatives are drawn from ranks [rank_min, rank_max) of the current model "
-                                               "(the very top is skipped: near-duplicates of the label live there).")
+    rank_min: int = Field(
+        2,
+        ge=0,
+        description="Negatives are drawn from ranks [rank_min, rank_max) of the current model "
+        "(the very top is skipped: near-duplicates of the label live there).",
+    )
     rank_max: int = Field(60, ge=2)
     epochs: float = Field(1.0, gt=0, description="Epochs over the mined pairs per round.")
     batch_size: int = Field(32, ge=2, description="Pairs per step; every other pair's texts are in-batch negatives.")
@@ -45,8 +52,11 @@ class Config(RetrievalSplit):
     max_seq_length: int = Field(128, ge=16, description="Tokens per text (queries are about 100 at the median).")
     max_steps: int | None = Field(None, ge=1, description="Cap on steps per round (a quick check); None: whole epochs.")
     save_steps: int = Field(25, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
-    distill_from: str | None = Field(None, description="A CrossEncoder folder (mcqa train reranker): add a MarginMSE "
-                                                       "distillation stage towards its scores.")
+    distill_from: str | None = Field(
+        None,
+        description="A CrossEncoder folder (mcqa train reranker): add a MarginMSE "
+        "distillation stage towards its scores.",
+    )
 
 
 def catalogue_vectors(dataset: str, embedder) -> tuple[list[str], np.ndarray]:
@@ -90,8 +100,11 @@ class Encoded:
         from mcqa.eval.metrics import map_at_k, recall_at_k
 
         rankings = self.rankings(k)
-        return {f"map@{k}": round(map_at_k(rankings, self.relevant, k), 4),
-                f"recall@{k}": round(recall_at_k(rankings, self.relevant, k), 4), "queries": len(rankings)}
+        return {
+            f"map@{k}": round(map_at_k(rankings, self.relevant, k), 4),
+            f"recall@{k}": round(recall_at_k(rankings, self.relevant, k), 4),
+            "queries": len(rankings),
+        }
 
     @functools.cached_property
     def fit_queries(self) -> np.ndarray:
@@ -102,8 +115,9 @@ class Encoded:
         """The fit pairs with `n` negatives drawn (seeded) from ranks [rank_min, rank_max) of this model."""
         from mcqa.rag.mining import mine_vectors
 
-        return mine_vectors(self.pairs, self.fit_queries, self.names, self.distinct, rank_min, rank_max, n,
-                            "random", seed)
+        return mine_vectors(
+            self.pairs, self.fit_queries, self.names, self.distinct, rank_min, rank_max, n, "random", seed
+        )
 
     def rankings(self, k: int) -> list[list[str]]:
         """The top-k catalogue ids of every validation query, best first."""
@@ -114,18 +128,25 @@ class Encoded:
         what a reranker's scores are fused with."""
         scores = self.validation_queries @ self.catalogue.T
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return ([[self.ids[j] for j in row] for row in order],
-                np.take_along_axis(scores, order, axis=1).tolist())
+        return ([[self.ids[j] for j in row] for row in order], np.take_along_axis(scores, order, axis=1).tolist())
 
 
-def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, config: Config,
-              distill_labels: list[list[float]] | None = None) -> dict:
+def fit_round(
+    start_from: str,
+    rows: list[dict],
+    out: Path,
+    checkpoints: Path,
+    config: Config,
+    distill_labels: list[list[float]] | None = None,
+) -> dict:
     """Train one round (or the distillation stage) from `start_from`, save to `out`; returns timing."""
     from datasets import Dataset
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import (
-        BatchSamplers, SentenceTransformerTrainingArguments)
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
 
     from mcqa.models import resolve
     from mcqa.rag.embedder import open_sentence_transformer
@@ -139,19 +160,33 @@ def fit_round(start_from: str, rows: list[dict], out: Path, checkpoints: Path, c
         columns["label"] = distill_labels
         loss = losses.MarginMSELoss(model)
     elif config.cached:
-        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale,
-                                                         mini_batch_size=config.mini_batch_size)
+        loss = losses.CachedMultipleNegativesRankingLoss(
+            model, scale=config.scale, mini_batch_size=config.mini_batch_size
+        )
     else:
         loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate, warmup_steps=0.1,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=1, logging_steps=10, seed=config.seed, data_seed=config.seed, report_to="none",
-        use_cpu=True, dataloader_num_workers=0)
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        logging_steps=10,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
     timer = step_timer()
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns),
-                                         loss=loss, callbacks=[timer])
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss, callbacks=[timer]
+    )
     trainer.train(resume_from_checkpoint=latest_checkpoint(checkpoints))
     model.save_pretrained(str(out))
     return timing(timer)
@@ -174,8 +209,12 @@ def train(config: Config, run: TrainRun) -> dict:
     started = time.perf_counter()
     fit, validation, misconceptions = retrieval_data(config)
     pairs = training_pairs(fit, misconceptions, config.query_format)
-    results = run.read_results() or {"recipe": "embedder", "fit_pairs": len(pairs),
-                                     "validation_items": len(validation), "rounds": []}
+    results = run.read_results() or {
+        "recipe": "embedder",
+        "fit_pairs": len(pairs),
+        "validation_items": len(validation),
+        "rounds": [],
+    }
     current, encoded = config.base, None
     stages = [f"round-{r}" for r in range(config.rounds)] + (["distill"] if config.distill_from else [])
     for number, stage in enumerate(stages):
@@ -200,9 +239,15 @@ def train(config: Config, run: TrainRun) -> dict:
         current = str(out)
         clock = time.perf_counter()
         encoded = Encoded(current, pairs, validation, misconceptions, config)
-        record = {"stage": stage, "pairs": len(rows), "mine_s": mine_s, **stats,
-                  "encode_s": round(time.perf_counter() - clock, 1), "model": current,
-                  "validation": encoded.score(config.k)}
+        record = {
+            "stage": stage,
+            "pairs": len(rows),
+            "mine_s": mine_s,
+            **stats,
+            "encode_s": round(time.perf_counter() - clock, 1),
+            "model": current,
+            "validation": encoded.score(config.k),
+        }
         results["rounds"].append(record)
         run.write_results(results)
         run.mark_done(stage)
@@ -210,6 +255,11 @@ def train(config: Config, run: TrainRun) -> dict:
     if final.exists():
         shutil.rmtree(final)
     shutil.copytree(current, final)
-    results.update({"model": str(final), "total_s": round(time.perf_counter() - started, 1),
-                    "train_s": round(sum(r.get("train_s", 0) for r in results["rounds"]), 1)})
+    results.update(
+        {
+            "model": str(final),
+            "total_s": round(time.perf_counter() - started, 1),
+            "train_s": round(sum(r.get("train_s", 0) for r in results["rounds"]), 1),
+        }
+    )
     return results

@@ -36,8 +36,11 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16") 
 
 def _permute_rows(weights: np.ndarray, n_head: int) -> np.ndarray:
     """convert_hf_to_gguf's LlamaModel.permute on the output rows (lora_b's first axis)."""
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def base_gguf_arch(base: str) -> str:
@@ -80,8 +83,11 @@ def export_gguf_lora(adapter: Path, base: str, out: Path, base_config: dict | No
     for name, value in tensors.items():
         if ".lora_A." not in name and ".lora_B." not in name:
             raise ValueError(f"unexpected tensor {name} in {adapter}: only LoRA A/B weights can be exported")
-        hf_name = name.replace("base_model.model.", "").replace(".lora_A.weight", ".weight").replace(
-            ".lora_B.weight", ".weight")
+        hf_name = (
+            name.replace("base_model.model.", "")
+            .replace(".lora_A.weight", ".weight")
+            .replace(".lora_B.weight", ".weight")
+        )
         pairs.setdefault(hf_name, {})["a" if ".lora_A." in name else "b"] = value.astype(np.float32)
 
     out = Path(out)

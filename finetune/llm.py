@@ -45,7 +45,8 @@ class LoraSettings(BaseModel):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Linear layers adapted (every one of them: the GGUF export maps each to llama.cpp's name).")
+        description="Linear layers adapted (every one of them: the GGUF export maps each to llama.cpp's name).",
+    )
 
 
 class Config(BaseModel):
@@ -71,9 +72,11 @@ class Config(BaseModel):
     seed: int = Field(0, description="Seeds the split, the sampling of examples and negatives, and training.")
     save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
     backend: Literal["auto", "unsloth", "peft"] = Field(
-        "auto", description="auto: unsloth when CUDA and unsloth are there, else peft + TRL (CPU).")
+        "auto", description="auto: unsloth when CUDA and unsloth are there, else peft + TRL (CPU)."
+    )
     export: list[Literal["gguf_lora", "merged"]] = Field(
-        ["gguf_lora"], description="gguf_lora: OUT/adapter.gguf for llama.cpp; merged: OUT/merged/ for vLLM.")
+        ["gguf_lora"], description="gguf_lora: OUT/adapter.gguf for llama.cpp; merged: OUT/merged/ for vLLM."
+    )
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -88,8 +91,9 @@ def answer_examples(items) -> list[dict]:
     return [_example(base_chat(it, [], prompts), it.answer, item_id=it.id) for it in items if it.answer]
 
 
-def rerank_examples(items, catalogue, negatives: int, rng: random.Random,
-                    hard: dict[tuple[str, str], list[str]] | None = None) -> list[dict]:
+def rerank_examples(
+    items, catalogue, negatives: int, rng: random.Random, hard: dict[tuple[str, str], list[str]] | None = None
+) -> list[dict]:
     """Per labelled wrong answer: 'Yes' for each label, `negatives` x 'No' (hard ones first if given)."""
     from mcqa.agent.prompts import Prompts, rerank_chat
     from mcqa.rag.queries import labelled_pairs
@@ -114,8 +118,9 @@ def rerank_examples(items, catalogue, negatives: int, rng: random.Random,
 
 def think_examples(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [_example(r["prompt"], r["explanation"].strip(), item_id=r["item_id"])
-            for r in rows if r["explanation"].strip()]
+    return [
+        _example(r["prompt"], r["explanation"].strip(), item_id=r["item_id"]) for r in rows if r["explanation"].strip()
+    ]
 
 
 def build_examples(config: Config, split: str) -> list[dict]:
@@ -179,8 +184,10 @@ def pick_backend(requested: str, cuda: bool | None = None, unsloth: bool | None 
     if unsloth is None:
         unsloth = importlib.util.find_spec("unsloth") is not None
     if requested == "unsloth" and not (cuda and unsloth):
-        raise TrainError("backend unsloth needs CUDA and the unsloth package"
-                         f" (cuda: {cuda}, unsloth installed: {unsloth}); use backend peft or auto")
+        raise TrainError(
+            "backend unsloth needs CUDA and the unsloth package"
+            f" (cuda: {cuda}, unsloth installed: {unsloth}); use backend peft or auto"
+        )
     return "unsloth" if cuda and unsloth else "peft"
 
 
@@ -190,8 +197,14 @@ def _peft_model(config: Config):
     from mcqa.llm.hf import load_hf_causal_lm
 
     model, tokenizer = load_hf_causal_lm(config.base, "float32")
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=config.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     return model, tokenizer, lora
 
 
@@ -211,11 +224,18 @@ def _unsloth_model(config: Config, run: TrainRun):
             tokenizer.save_pretrained(folder)
             del model
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=str(folder), max_seq_length=config.max_seq_len, dtype=None, load_in_4bit=True)
+        model_name=str(folder), max_seq_length=config.max_seq_len, dtype=None, load_in_4bit=True
+    )
     model = FastLanguageModel.get_peft_model(
-        model, r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules, bias="none", use_gradient_checkpointing="unsloth",
-        random_state=config.seed)
+        model,
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        bias="none",
+        use_gradient_checkpointing="unsloth",
+        random_state=config.seed,
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -264,37 +284,52 @@ def _train(config: Config, run: TrainRun, adapter: Path, callbacks: list) -> dic
         model, tokenizer, lora = _peft_model(config)
     load_s = time.perf_counter() - started
 
-    examples, dropped = fit_length(build_examples(config, config.split), tokenizer, config.max_seq_len,
-                                   config.max_items)
+    examples, dropped = fit_length(
+        build_examples(config, config.split), tokenizer, config.max_seq_len, config.max_items
+    )
     held_out = []
     if config.eval_items:
-        held_out, _ = fit_length(build_examples(config, "validation"), tokenizer, config.max_seq_len,
-                                 config.eval_items)
+        held_out, _ = fit_length(build_examples(config, "validation"), tokenizer, config.max_seq_len, config.eval_items)
     if not examples:
         raise TrainError(f"no training examples for task {config.task} (dropped as too long: {dropped})")
 
+    import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    import torch
-
     cuda = torch.cuda.is_available()
     args = SFTConfig(
-        output_dir=str(run.checkpoints), per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
-        warmup_steps=0.05, lr_scheduler_type="linear", logging_steps=1, save_steps=config.save_steps,
-        save_total_limit=2, seed=config.seed, data_seed=config.seed, report_to="none", max_length=None,
-        packing=False, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
-        dataloader_num_workers=0, eval_strategy="no",
+        output_dir=str(run.checkpoints),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        warmup_steps=0.05,
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        max_length=None,
+        packing=False,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        eval_strategy="no",
         # unsloth masks on the rendered text (train_on_responses_only); TRL masks prompt-completion pairs
-        completion_only_loss=backend == "peft", dataset_text_field="text",
+        completion_only_loss=backend == "peft",
+        dataset_text_field="text",
     )
 
     def as_dataset(rows: list[dict]):
         if backend == "unsloth":
-            return Dataset.from_list([{"text": tokenizer.apply_chat_template(r["prompt"] + r["completion"],
-                                                                             tokenize=False)} for r in rows])
+            return Dataset.from_list(
+                [{"text": tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)} for r in rows]
+            )
         return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
     timer = step_timer()
@@ -306,9 +341,15 @@ def _train(config: Config, run: TrainRun, adapter: Path, callbacks: list) -> dic
         def on_save(self, args, state, control, **kwargs):
             run.write_results({"progress": {"global_step": state.global_step, "timing": timing(timer)}})
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=as_dataset(examples),
-                         eval_dataset=as_dataset(held_out) if held_out else None, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[timer, Progress(), *callbacks])
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=as_dataset(examples),
+        eval_dataset=as_dataset(held_out) if held_out else None,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[timer, Progress(), *callbacks],
+    )
     if backend == "unsloth":
         from unsloth.chat_templates import train_on_responses_only
 
@@ -323,10 +364,16 @@ def _train(config: Config, run: TrainRun, adapter: Path, callbacks: list) -> dic
     trainer.model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
     results = {
-        "backend": backend, "examples": len(examples), "dropped_too_long": dropped, "eval_examples": len(held_out),
-        "resumed_from": resume, "global_step": trainer.state.global_step,
-        "train_loss": round(output.training_loss, 4), "load_s": round(load_s, 1),
-        "timing": timing(timer), "train_total_s": round(time.perf_counter() - started, 1),
+        "backend": backend,
+        "examples": len(examples),
+        "dropped_too_long": dropped,
+        "eval_examples": len(held_out),
+        "resumed_from": resume,
+        "global_step": trainer.state.global_step,
+        "train_loss": round(output.training_loss, 4),
+        "load_s": round(load_s, 1),
+        "timing": timing(timer),
+        "train_total_s": round(time.perf_counter() - started, 1),
         "examples_per_step": config.batch_size * config.grad_accum,
     }
     if after is not None:

@@ -27,7 +27,9 @@ from mcqa.finetune.common import RetrievalSplit, TrainRun, retrieval_data
 class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="The frozen embedder: registry name or sentence-transformers folder.")
     margin: float = Field(0.1, gt=0, description="Triplet hinge margin on cosine distance.")
-    hard_window: int = Field(30, ge=2, description="Negatives are drawn from the base model's top this many non-labels.")
+    hard_window: int = Field(
+        30, ge=2, description="Negatives are drawn from the base model's top this many non-labels."
+    )
     negatives: int = Field(8, ge=1, description="Negatives per pair per epoch.")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -53,18 +55,22 @@ def score(queries: np.ndarray, catalogue: np.ndarray, ids: list[str], relevant: 
     from mcqa.eval.metrics import map_at_k, recall_at_k
 
     rankings = [[ids[j] for j in row] for row in ranked(queries, catalogue, k)]
-    return {f"map@{k}": round(map_at_k(rankings, relevant, k), 4), f"recall@{k}": round(recall_at_k(rankings, relevant, k), 4)}
+    return {
+        f"map@{k}": round(map_at_k(rankings, relevant, k), 4),
+        f"recall@{k}": round(recall_at_k(rankings, relevant, k), 4),
+    }
 
 
-def fit_refiner(q: np.ndarray, p_index: np.ndarray, catalogue: np.ndarray, positives: list[set[int]],
-                config: Config) -> tuple[np.ndarray, dict]:
+def fit_refiner(
+    q: np.ndarray, p_index: np.ndarray, catalogue: np.ndarray, positives: list[set[int]], config: Config
+) -> tuple[np.ndarray, dict]:
     """Train A (d x d) with the triplet hinge; returns (A, timing)."""
     import torch
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     window = []
-    for row, pos in zip(ranked(q, catalogue, config.hard_window + 8), positives):
+    for row, pos in zip(ranked(q, catalogue, config.hard_window + 8), positives, strict=True):
         window.append([j for j in row if j not in pos][: config.hard_window])
     window = np.array(window)
     A = torch.zeros(q.shape[1], q.shape[1], requires_grad=True)
@@ -81,7 +87,7 @@ def fit_refiner(q: np.ndarray, p_index: np.ndarray, catalogue: np.ndarray, posit
             if config.max_steps and steps >= config.max_steps:
                 break
             clock = time.perf_counter()
-            batch = order[start: start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             cols = rng.integers(0, window.shape[1], size=(len(batch), config.negatives))
             negatives = torch.from_numpy(window[batch[:, None], cols])
             anchor = refine(Q[batch])
@@ -96,8 +102,11 @@ def fit_refiner(q: np.ndarray, p_index: np.ndarray, catalogue: np.ndarray, posit
             steps += 1
             step_seconds.append(time.perf_counter() - clock)
     step_seconds.sort()
-    return A.detach().numpy(), {"steps": steps, "median_step_s": round(step_seconds[len(step_seconds) // 2], 5)
-                                if step_seconds else None, "train_s": round(sum(step_seconds), 2)}
+    return A.detach().numpy(), {
+        "steps": steps,
+        "median_step_s": round(step_seconds[len(step_seconds) // 2], 5) if step_seconds else None,
+        "train_s": round(sum(step_seconds), 2),
+    }
 
 
 def ridge_head(q: np.ndarray, p: np.ndarray, lam: float) -> np.ndarray:
@@ -109,11 +118,11 @@ def ridge_head(q: np.ndarray, p: np.ndarray, lam: float) -> np.ndarray:
 def save_refiner(base: str, A: np.ndarray, out) -> None:
     """The base sentence-transformers modules + Dense(I + A, no bias, identity) + Normalize."""
     import torch
+    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
     from mcqa.models import resolve
     from mcqa.rag.embedder import open_sentence_transformer
-    from sentence_transformers import SentenceTransformer
 
     model = open_sentence_transformer(str(resolve(base, "embedder")))
     d = A.shape[0]
@@ -163,6 +172,13 @@ def train(config: Config, run: TrainRun) -> dict:
     out = run.path / "model"
     save_refiner(config.base, A, out)
     np.save(run.path / "ridge.npy", W_refined)
-    return {"recipe": "refiner", "fit_pairs": len(pairs), "queries": len(val_pairs), "encode_s": encode_s,
-            "training": stats, "validation": validation_scores, "model": str(out),
-            "total_s": round(time.perf_counter() - started, 1)}
+    return {
+        "recipe": "refiner",
+        "fit_pairs": len(pairs),
+        "queries": len(val_pairs),
+        "encode_s": encode_s,
+        "training": stats,
+        "validation": validation_scores,
+        "model": str(out),
+        "total_s": round(time.perf_counter() - started, 1),
+    }

@@ -22,8 +22,11 @@ from mcqa.finetune.common import RetrievalSplit, TrainRun, latest_checkpoint, re
 
 class Config(RetrievalSplit):
     base: str = Field("minilm-l6", description="Model to start from: registry name or a transformers folder.")
-    retriever: str = Field("minilm-l6", description="Embedder whose top candidates become the negatives and are "
-                                                    "reranked in validation (e.g. OUT/model of `mcqa train embedder`).")
+    retriever: str = Field(
+        "minilm-l6",
+        description="Embedder whose top candidates become the negatives and are "
+        "reranked in validation (e.g. OUT/model of `mcqa train embedder`).",
+    )
     candidates: int = Field(50, ge=2, description="Negatives are drawn from the retriever's top this many.")
     negatives: int = Field(3, ge=1, description="Negatives per (query, positive) pair.")
     epochs: float = Field(1.0, gt=0)
@@ -33,8 +36,12 @@ class Config(RetrievalSplit):
     max_steps: int | None = Field(None, ge=1, description="Cap on training steps (a quick check); None: whole epochs.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (a killed run resumes there).")
     rerank_top: int = Field(30, ge=1, description="Candidates the reranker rescores in validation.")
-    rerank_weight: float | None = Field(1.0, ge=0, description="Validation also scores z(retrieval) + w * z(reranker) "
-                                                               "(the agent's `rerank_weight`); None: the reranker alone.")
+    rerank_weight: float | None = Field(
+        1.0,
+        ge=0,
+        description="Validation also scores z(retrieval) + w * z(reranker) "
+        "(the agent's `rerank_weight`); None: the reranker alone.",
+    )
 
 
 def encoded_retriever(config: Config):
@@ -47,13 +54,15 @@ def encoded_retriever(config: Config):
     return Encoded(config.retriever, pairs, validation, misconceptions, config), misconceptions
 
 
-def rerank_scores(reranker, queries: list[str], candidates: list[list[str]], names: dict[str, str]) -> list[list[float]]:
+def rerank_scores(
+    reranker, queries: list[str], candidates: list[list[str]], names: dict[str, str]
+) -> list[list[float]]:
     """The CrossEncoder's score of every (query, candidate name), in the candidates' order."""
-    texts = [(q, names[m]) for q, row in zip(queries, candidates) for m in row]
+    texts = [(q, names[m]) for q, row in zip(queries, candidates, strict=True) for m in row]
     flat = reranker.predict(texts, batch_size=64, show_progress_bar=False) if texts else []
     scores, start = [], 0
     for row in candidates:
-        scores.append([float(s) for s in flat[start: start + len(row)]])
+        scores.append([float(s) for s in flat[start : start + len(row)]])
         start += len(row)
     return scores
 
@@ -72,24 +81,33 @@ def compare(reranker_path: str, encoded, misconceptions, config: Config) -> dict
     retrieved, similarities = encoded.top(max(config.k, config.rerank_top))
     clock = time.perf_counter()
     top = [row[: config.rerank_top] for row in retrieved]
-    scores = rerank_scores(CrossEncoder(reranker_path, device="cpu"), queries, top,
-                           {m.id: m.name for m in misconceptions})
+    scores = rerank_scores(
+        CrossEncoder(reranker_path, device="cpu"), queries, top, {m.id: m.name for m in misconceptions}
+    )
     rerank_s = time.perf_counter() - clock
     k = config.k
 
     def ranked_by(weight: float | None) -> list[list[str]]:
         out = []
-        for s, row, full, retrieval in zip(scores, top, retrieved, similarities):
+        for s, row, full, retrieval in zip(scores, top, retrieved, similarities, strict=True):
             fused = fuse_rerank(retrieval[: config.rerank_top], s, weight)
-            out.append([m for _, m in sorted(zip(fused, row), key=lambda t: -t[0])] + full[config.rerank_top:])
+            out.append(
+                [m for _, m in sorted(zip(fused, row, strict=True), key=lambda t: -t[0])] + full[config.rerank_top :]
+            )
         return out
 
     def metrics(rankings: list[list[str]]) -> dict:
-        return {f"map@{k}": round(map_at_k(rankings, relevant, k), 4),
-                f"recall@{k}": round(recall_at_k(rankings, relevant, k), 4)}
+        return {
+            f"map@{k}": round(map_at_k(rankings, relevant, k), 4),
+            f"recall@{k}": round(recall_at_k(rankings, relevant, k), 4),
+        }
 
-    result = {"queries": len(queries), "rerank_top": config.rerank_top, "retrieval": metrics(retrieved),
-              "reranked": metrics(ranked_by(None))}
+    result = {
+        "queries": len(queries),
+        "rerank_top": config.rerank_top,
+        "retrieval": metrics(retrieved),
+        "reranked": metrics(ranked_by(None)),
+    }
     if config.rerank_weight is not None:
         result["fused"] = {"rerank_weight": config.rerank_weight, **metrics(ranked_by(config.rerank_weight))}
     result["rerank_ms_per_query"] = round(1000 * rerank_s / max(1, len(queries)), 1)
@@ -103,8 +121,9 @@ def fit_reranker(rows: list[dict], out: Path, checkpoints: Path, config: Config)
 
     from mcqa.models import resolve
 
-    model = CrossEncoder(str(resolve(config.base, "embedder")), num_labels=1, max_length=config.max_seq_length,
-                         device="cpu")
+    model = CrossEncoder(
+        str(resolve(config.base, "embedder")), num_labels=1, max_length=config.max_seq_length, device="cpu"
+    )
     queries, candidates, labels = [], [], []
     for row in rows:
         for text, label in [(row["positive"], 1.0)] + [(n, 0.0) for n in row["negatives"]]:
@@ -113,13 +132,30 @@ def fit_reranker(rows: list[dict], out: Path, checkpoints: Path, config: Config)
             labels.append(label)
     data = Dataset.from_dict({"query": queries, "candidate": candidates, "label": labels}).shuffle(seed=config.seed)
     args = CrossEncoderTrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate, warmup_steps=0.1,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=1, logging_steps=20,
-        seed=config.seed, data_seed=config.seed, report_to="none", use_cpu=True, dataloader_num_workers=0)
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=0.1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        logging_steps=20,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
     timer = step_timer()
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
-                                  loss=BinaryCrossEntropyLoss(model, pos_weight=None), callbacks=[timer])
+    trainer = CrossEncoderTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        loss=BinaryCrossEntropyLoss(model, pos_weight=None),
+        callbacks=[timer],
+    )
     trainer.train(resume_from_checkpoint=latest_checkpoint(checkpoints))
     model.save_pretrained(str(out))
     return {"pairs": len(labels), **timing(timer)}

@@ -17,8 +17,10 @@ import json
 import random
 from pathlib import Path
 
-HINT = ("\n\n(Note for you only: the misconception labelled for answer {letter} is \"{name}\". Describe it in "
-        "your own words, specifically for this question, without mentioning this note.)")
+HINT = (
+    '\n\n(Note for you only: the misconception labelled for answer {letter} is "{name}". Describe it in '
+    "your own words, specifically for this question, without mentioning this note.)"
+)
 
 
 def sample_pairs(items, limit: int | None, seed: int) -> list[tuple]:
@@ -38,8 +40,18 @@ def sample_pairs(items, limit: int | None, seed: int) -> list[tuple]:
     return pairs[:limit] if limit else pairs
 
 
-def generate_think_data(dataset: str, split: str, out: Path, llm, limit: int | None = 200, seed: int = 0,
-                        max_tokens: int = 64, batch: int = 8, root: Path | None = None, progress=None) -> dict:
+def generate_think_data(
+    dataset: str,
+    split: str,
+    out: Path,
+    llm,
+    limit: int | None = 200,
+    seed: int = 0,
+    max_tokens: int = 64,
+    batch: int = 8,
+    root: Path | None = None,
+    progress=None,
+) -> dict:
     """Write (or complete) `out`; returns counts. `llm` is any mcqa.llm backend (generate is greedy)."""
     from mcqa.agent.prompts import Prompts, think_chat
     from mcqa.rag.splits import load_items
@@ -61,7 +73,7 @@ def generate_think_data(dataset: str, split: str, out: Path, llm, limit: int | N
     written, teacher_name = 0, str(getattr(getattr(llm, "config", None), "model", llm.name))
     with out.open("a") as handle:
         for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
+            chunk = todo[start : start + batch]
             chats, teacher = [], []
             for item, letter, ids in chunk:
                 chat = think_chat(item, letter, prompts)
@@ -72,15 +84,31 @@ def generate_think_data(dataset: str, split: str, out: Path, llm, limit: int | N
                     chat = [chat[0], {"role": "user", "content": hinted}]
                 teacher.append(chat)
             texts = llm.generate(teacher, max_tokens=max_tokens, stop=["\n\n"])
-            for (item, letter, ids), chat, text in zip(chunk, chats, texts):
-                handle.write(json.dumps({
-                    "dataset": dataset, "split": split, "item_id": item.id, "letter": letter,
-                    "misconception_ids": ids, "misconception": next((names[i] for i in ids if i in names), None),
-                    "prompt": chat, "explanation": text.strip(), "teacher": teacher_name,
-                    "seed": seed}) + "\n")
+            for (item, letter, ids), chat, text in zip(chunk, chats, texts, strict=True):
+                handle.write(
+                    json.dumps(
+                        {
+                            "dataset": dataset,
+                            "split": split,
+                            "item_id": item.id,
+                            "letter": letter,
+                            "misconception_ids": ids,
+                            "misconception": next((names[i] for i in ids if i in names), None),
+                            "prompt": chat,
+                            "explanation": text.strip(),
+                            "teacher": teacher_name,
+                            "seed": seed,
+                        }
+                    )
+                    + "\n"
+                )
                 written += 1
             handle.flush()
             if progress:
                 progress(len(done) + written, len(pairs))
-    return {"pairs": len(pairs), "already_done": len(done & {(p[0].id, p[1]) for p in pairs}), "written": written,
-            "out": str(out)}
+    return {
+        "pairs": len(pairs),
+        "already_done": len(done & {(p[0].id, p[1]) for p in pairs}),
+        "written": written,
+        "out": str(out),
+    }

@@ -89,9 +89,16 @@ def _ship_classifier(classifier: str, labels, trained_on: str, target: Path) -> 
     head.save(target)
 
 
-def build_bundle(task_name: str, out: Path, config_path: Path | None = None, data_root: Path | None = None,
-                 wheels: bool = True, dataset_id: str | None = None, find_links: list[str] = (),
-                 log=print) -> dict:
+def build_bundle(
+    task_name: str,
+    out: Path,
+    config_path: Path | None = None,
+    data_root: Path | None = None,
+    wheels: bool = True,
+    dataset_id: str | None = None,
+    find_links: list[str] = (),
+    log=print,
+) -> dict:
     """Write the bundle for `task_name` into `out`; returns its manifest (with sizes)."""
     from mcqa.agent.graph import Agent, default_tasks
     from mcqa.agent.resources import Resources
@@ -133,14 +140,20 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
             index.save(out / "indexes" / f"misconceptions-{task.dataset}")
             log(f"index: {len(index)} misconceptions of {task.dataset}")
             if "labels" in used:
-                labels = load_or_build_label_store(task.dataset, config.agent.examples_split, embedder,
-                                                   config.agent.query_format or DEFAULT_QUERY_FORMAT, data_root)
+                labels = load_or_build_label_store(
+                    task.dataset,
+                    config.agent.examples_split,
+                    embedder,
+                    config.agent.query_format or DEFAULT_QUERY_FORMAT,
+                    data_root,
+                )
                 labels.save(out / "indexes" / f"labels-{task.dataset}")
                 log(f"index: {len(labels)} labelled answers of {task.dataset}/{config.agent.examples_split}")
             if "classifier" in used:
                 relative["agent.classifier"] = "models/classifier"
-                _ship_classifier(agent.classifier, labels, Embedder(config.agent.embedder).name,
-                                 out / relative["agent.classifier"])
+                _ship_classifier(
+                    agent.classifier, labels, Embedder(config.agent.embedder).name, out / relative["agent.classifier"]
+                )
                 log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
         if "extra_misconceptions" in used:  # an ensemble's other members, each with its own index
             for n, name in enumerate(config.agent.embedders):
@@ -163,7 +176,9 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
     for dotted, path in relative.items():
         section, key, *member = dotted.split(".")
         if member:  # agent.embedders.N: one member of a list
-            raw.setdefault(section, {}).setdefault(key, list(getattr(getattr(config, section), key)))[int(member[0])] = path
+            raw.setdefault(section, {}).setdefault(key, list(getattr(getattr(config, section), key)))[
+                int(member[0])
+            ] = path
         else:
             raw.setdefault(section, {})[key] = path
     (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -177,15 +192,25 @@ def build_bundle(task_name: str, out: Path, config_path: Path | None = None, dat
 
     slug = f"mcqa-{task.name}"
     user = os.environ.get("KAGGLE_USERNAME", "INSERT_USERNAME")
-    (out / "dataset-metadata.json").write_text(json.dumps({
-        "title": f"mcqa offline bundle: {task.name}",
-        "id": dataset_id or f"{user}/{slug}",
-        "licenses": [{"name": "other"}],
-        "subtitle": "mcqa wheels, models and prebuilt indexes for an internet-off submission",
-    }, indent=2) + "\n")
+    (out / "dataset-metadata.json").write_text(
+        json.dumps(
+            {
+                "title": f"mcqa offline bundle: {task.name}",
+                "id": dataset_id or f"{user}/{slug}",
+                "licenses": [{"name": "other"}],
+                "subtitle": "mcqa wheels, models and prebuilt indexes for an internet-off submission",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     manifest = {
-        "task": task.name, "dataset": task.dataset, "competition": task.competition,
-        "install": requirements, "relative_paths": relative, "tasks": list(tasks),
+        "task": task.name,
+        "dataset": task.dataset,
+        "competition": task.competition,
+        "install": requirements,
+        "relative_paths": relative,
+        "tasks": list(tasks),
         "llm": Path(relative["llm.model"]).name if "llm.model" in relative else None,
         "embedder": config.agent.embedder if "embedder" in used else None,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

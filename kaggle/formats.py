@@ -15,8 +15,14 @@ from pathlib import Path
 
 from mcqa.datasets.base import read_rows
 
-MAP_CATEGORIES = ("True_Correct", "True_Neither", "True_Misconception",
-                  "False_Correct", "False_Neither", "False_Misconception")
+MAP_CATEGORIES = (
+    "True_Correct",
+    "True_Neither",
+    "True_Misconception",
+    "False_Correct",
+    "False_Neither",
+    "False_Misconception",
+)
 EEDI_LETTERS = "ABCD"
 
 
@@ -32,15 +38,35 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    t.name: t for t in [
-        Task("eedi", "eedi", "eedi-mining-misconceptions-in-mathematics", "test.csv",
-             ("QuestionId_Answer", "MisconceptionId"), 25,
-             "Eedi: 25 ranked misconception ids for every wrong answer of every test question (MAP@25)"),
-        Task("codemmlu", "codemmlu_fpt", "fpt-ai-residency-batch-6-entry-test", "b6_test_data.csv",
-             ("task_id", "answer"), None, "CodeMMLU, FPT Kaggle version: one answer letter per task"),
-        Task("map", "map", "map-charting-student-math-misunderstandings", "test.csv",
-             ("row_id", "Category:Misconception"), 3,
-             "MAP: 3 ranked Category:Misconception labels per student response (MAP@3)"),
+    t.name: t
+    for t in [
+        Task(
+            "eedi",
+            "eedi",
+            "eedi-mining-misconceptions-in-mathematics",
+            "test.csv",
+            ("QuestionId_Answer", "MisconceptionId"),
+            25,
+            "Eedi: 25 ranked misconception ids for every wrong answer of every test question (MAP@25)",
+        ),
+        Task(
+            "codemmlu",
+            "codemmlu_fpt",
+            "fpt-ai-residency-batch-6-entry-test",
+            "b6_test_data.csv",
+            ("task_id", "answer"),
+            None,
+            "CodeMMLU, FPT Kaggle version: one answer letter per task",
+        ),
+        Task(
+            "map",
+            "map",
+            "map-charting-student-math-misunderstandings",
+            "test.csv",
+            ("row_id", "Category:Misconception"),
+            3,
+            "MAP: 3 ranked Category:Misconception labels per student response (MAP@3)",
+        ),
     ]
 }
 
@@ -104,9 +130,7 @@ def check_value(task: Task, row_id: str, value: str, info: dict) -> str | None:
         if task.name == "map":
             match = MAP_LABEL.match(label)
             if not match or match["category"] not in MAP_CATEGORIES:
-                return (f"label {label!r} is not Category:Misconception with a category of "
-                        f"{', '.join(MAP_CATEGORIES)}")
+                return f"label {label!r} is not Category:Misconception with a category of {', '.join(MAP_CATEGORIES)}"
             if match["category"].endswith("_Misconception") == (match["misconception"] == "NA"):
-                return (f"label {label!r}: a *_Misconception category names a misconception, "
-                        f"the others have NA")
+                return f"label {label!r}: a *_Misconception category names a misconception, the others have NA"
     return None

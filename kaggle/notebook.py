@@ -22,14 +22,14 @@ local run: MCQA_BUNDLE, MCQA_INPUT, MCQA_OUT, MCQA_THREADS. MCQA_DEADLINE_MINUTE
 solving starts: leave room for the install) stops solving in time to write the submission.
 """'''
 
-SETTINGS = '''import os, sys, subprocess, importlib, time
+SETTINGS = """import os, sys, subprocess, importlib, time
 from pathlib import Path
 
 TASK = {task!r}
 BUNDLE = Path(os.environ.get("MCQA_BUNDLE", "/kaggle/input/{slug}"))
 INPUT = Path(os.environ.get("MCQA_INPUT", "/kaggle/input/{competition}"))
 OUT = Path(os.environ.get("MCQA_OUT", "/kaggle/working/submission.csv"))
-INSTALL = {install!r}'''
+INSTALL = {install!r}"""
 
 FUNCTIONS = '''def unpack(bundle, work):
     """The bundle as folders. An upload with `--dir-mode zip|tar` may leave wheels/, models/ and
@@ -81,7 +81,7 @@ def check(input_dir, out):
     print("\\n".join(problems) or f"{out}: valid {TASK} submission", flush=True)
     return not problems'''
 
-MAIN = '''def main(argv=None):
+MAIN = """def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(description="mcqa offline Kaggle submission for " + TASK)
     parser.add_argument("--bundle", type=Path, default=BUNDLE if BUNDLE.is_dir() else HERE)
@@ -99,19 +99,26 @@ MAIN = '''def main(argv=None):
         install(args.bundle)
     offline(args.out)
     solve(args.bundle, args.input, args.out, args.threads, args.limit, args.deadline_minutes)
-    return 0 if check(args.input, args.out) else 1'''
+    return 0 if check(args.input, args.out) else 1"""
 
 
 def _cells(task: Task, slug: str, install: list[str]) -> list[str]:
-    return [SETTINGS.format(task=task.name, slug=slug, competition=task.competition, install=list(install)),
-            FUNCTIONS]
+    return [SETTINGS.format(task=task.name, slug=slug, competition=task.competition, install=list(install)), FUNCTIONS]
 
 
 def write_script(path: Path, task: Task, slug: str, install: list[str]) -> Path:
     cells = _cells(task, slug, install)
     here = "HERE = Path(__file__).resolve().parent  # the bundle folder when the script runs from it"
-    text = "\n\n\n".join([HEADER.format(description=task.description), cells[0], here, *cells[1:], MAIN,
-                          'if __name__ == "__main__":\n    sys.exit(main())'])
+    text = "\n\n\n".join(
+        [
+            HEADER.format(description=task.description),
+            cells[0],
+            here,
+            *cells[1:],
+            MAIN,
+            'if __name__ == "__main__":\n    sys.exit(main())',
+        ]
+    )
     Path(path).write_text(text + "\n")
     return Path(path)
 
@@ -124,26 +131,40 @@ def _source(text: str) -> list[str]:
 def write_notebook(path: Path, task: Task, slug: str, install: list[str]) -> Path:
     settings, functions = _cells(task, slug, install)
     cells = [
-        ("markdown", f"# mcqa offline submission: {task.name}\n\n{task.description}.\n\n"
-                     f"Add two inputs: this bundle (`/kaggle/input/{slug}`) and the competition "
-                     f"(`/kaggle/input/{task.competition}`). Internet off. Run all: it installs mcqa from the "
-                     f"bundle's wheels, solves the test file and writes `/kaggle/working/submission.csv`."),
+        (
+            "markdown",
+            f"# mcqa offline submission: {task.name}\n\n{task.description}.\n\n"
+            f"Add two inputs: this bundle (`/kaggle/input/{slug}`) and the competition "
+            f"(`/kaggle/input/{task.competition}`). Internet off. Run all: it installs mcqa from the "
+            f"bundle's wheels, solves the test file and writes `/kaggle/working/submission.csv`.",
+        ),
         ("code", settings),
         ("code", functions),
         ("code", "BUNDLE = unpack(BUNDLE, OUT.parent)\ninstall(BUNDLE)\noffline(OUT)"),
-        ("code", "figures = solve(BUNDLE, INPUT, OUT, threads=int(os.environ.get('MCQA_THREADS', 0)) or None,\n"
-                 "                deadline_minutes=float(os.environ.get('MCQA_DEADLINE_MINUTES', 0)) or None)"),
+        (
+            "code",
+            "figures = solve(BUNDLE, INPUT, OUT, threads=int(os.environ.get('MCQA_THREADS', 0)) or None,\n"
+            "                deadline_minutes=float(os.environ.get('MCQA_DEADLINE_MINUTES', 0)) or None)",
+        ),
         ("code", "assert check(INPUT, OUT), 'the submission is not valid'"),
     ]
     notebook = {
         "cells": [
-            {"cell_type": kind, "id": f"cell-{n}", "metadata": {}, "source": _source(text),
-             **({"execution_count": None, "outputs": []} if kind == "code" else {})}
+            {
+                "cell_type": kind,
+                "id": f"cell-{n}",
+                "metadata": {},
+                "source": _source(text),
+                **({"execution_count": None, "outputs": []} if kind == "code" else {}),
+            }
             for n, (kind, text) in enumerate(cells)
         ],
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     Path(path).write_text(json.dumps(notebook, indent=1) + "\n")
     return Path(path)

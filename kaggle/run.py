@@ -17,8 +17,13 @@ from pathlib import Path
 
 from mcqa.kaggle.formats import get_task
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 BUNDLE_MANIFEST = "bundle.json"
 EMBEDDER_MARK = "bundle:"  # embedder name recorded for a folder shipped inside the bundle (paths differ per machine)
 
@@ -30,7 +35,9 @@ def set_offline() -> None:
 def read_manifest(bundle: Path) -> dict:
     path = Path(bundle) / BUNDLE_MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{bundle} is not an mcqa bundle: no {BUNDLE_MANIFEST} (build one with `mcqa kaggle bundle`)")
+        raise FileNotFoundError(
+            f"{bundle} is not an mcqa bundle: no {BUNDLE_MANIFEST} (build one with `mcqa kaggle bundle`)"
+        )
     return json.loads(path.read_text())
 
 
@@ -112,8 +119,12 @@ def _bundled_labels(bundle: Path, dataset: str, embedder, query_format: str, inp
         log(f"bundled label store: {len(store)} labelled answers, train checksum matches")
         return store
     log(f"the train file in {input_dir} differs from the bundled one: encoding its labelled answers")
-    return LabelStore.build(items, embedder, format_named(query_format),
-                            source={"dataset": dataset, "query_format": query_format, "items_sha256": checksum})
+    return LabelStore.build(
+        items,
+        embedder,
+        format_named(query_format),
+        source={"dataset": dataset, "query_format": query_format, "items_sha256": checksum},
+    )
 
 
 def _bundled_examples(bundle: Path, dataset: str, embedder, log):
@@ -128,9 +139,18 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int | None = None,
-        limit: int | None = None, log=print, deadline_minutes: float | None = None, *,
-        clock=time.perf_counter) -> dict:
+def run(
+    task_name: str,
+    bundle: Path,
+    input_dir: Path,
+    out: Path,
+    threads: int | None = None,
+    limit: int | None = None,
+    log=print,
+    deadline_minutes: float | None = None,
+    *,
+    clock=time.perf_counter,
+) -> dict:
     """Solve the test file of `input_dir` with the bundle and write `out`; returns the run's figures.
 
     Once the bundle is loaded, `out` is always a valid submission: an all-fallback one is written
@@ -157,8 +177,10 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
     test_file = input_dir / task.test_file
     split = get_spec(task.dataset).loader(input_dir, "test")
     items = split.items[:limit] if limit else split.items
-    log(f"{task.name}: {len(items)} test item(s) from {test_file}" +
-        (f" ({split.n_skipped} skipped: {dict(split.skipped)})" if split.n_skipped else ""))
+    log(
+        f"{task.name}: {len(items)} test item(s) from {test_file}"
+        + (f" ({split.n_skipped} skipped: {dict(split.skipped)})" if split.n_skipped else "")
+    )
 
     solver = AgentSolver(config, dataset=task.dataset, split="test", data_root=input_dir.parent)
     resources = solver.resources
@@ -172,19 +194,28 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
         fill = [m.id for m in index.misconceptions]
         if "extra_misconceptions" in used:
             resources.__dict__["extra_misconceptions"] = [
-                _bundled_misconceptions(bundle, task.dataset, bundle_embedder(bundle, config, n), input_dir, log,
-                                        f"-{n + 1}") for n in range(len(config.agent.embedders))]
+                _bundled_misconceptions(
+                    bundle, task.dataset, bundle_embedder(bundle, config, n), input_dir, log, f"-{n + 1}"
+                )
+                for n in range(len(config.agent.embedders))
+            ]
         if "hub_penalties" in used:  # the bank is the whole test file, as a batch run's is its split
             resources.__dict__["query_bank"] = resources.query_bank_of(split.items)
         if "labels" in used:
             from mcqa.rag import DEFAULT_QUERY_FORMAT
 
-            resources.__dict__["labels"] = _bundled_labels(bundle, task.dataset, resources.embedder,
-                                                           config.agent.query_format or DEFAULT_QUERY_FORMAT, input_dir, log)
+            resources.__dict__["labels"] = _bundled_labels(
+                bundle,
+                task.dataset,
+                resources.embedder,
+                config.agent.query_format or DEFAULT_QUERY_FORMAT,
+                input_dir,
+                log,
+            )
     if "examples" in used:
         resources.__dict__["examples"] = _bundled_examples(bundle, task.dataset, resources.embedder, log)
     if "llm" in used:
-        resources.llm  # loaded now: a model that cannot load fails here once, not once per item
+        _ = resources.llm  # loaded now: a model that cannot load fails here once, not once per item
     writing = time.perf_counter()
     write_submission(out, task, submission_rows(task, test_file, split.items, [], fill)[0])
     if deadline is not None:
@@ -192,8 +223,9 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
     loaded = time.perf_counter()
 
     predictions, batch_size = [], config.agent.batch_size
-    for solved_batch in solve_batches(solver, items, batch_size, retries=1, backoff=0.0,
-                                      stop=deadline.reached if deadline else None):
+    for solved_batch in solve_batches(
+        solver, items, batch_size, retries=1, backoff=0.0, stop=deadline.reached if deadline else None
+    ):
         predictions.extend(solved_batch)
         for failed in (p for p in solved_batch if p.error is not None):
             log(f"  item {failed.item_id} failed, it gets the fallback row: {one_line(failed.error)}")
@@ -204,17 +236,26 @@ def run(task_name: str, bundle: Path, input_dir: Path, out: Path, threads: int |
     failed_items = sum(p.error is not None for p in predictions)
     left = len(items) - len(predictions)
     if left:
-        log(f"deadline: {left} item(s) left to fallback rows, {deadline.left():.0f}s of "
-            f"{deadline.seconds:.0f}s left, margin {deadline.margin:.1f}s")
+        log(
+            f"deadline: {left} item(s) left to fallback rows, {deadline.left():.0f}s of "
+            f"{deadline.seconds:.0f}s left, margin {deadline.margin:.1f}s"
+        )
     rows, fallbacks = submission_rows(task, test_file, split.items, predictions, fill)
     write_submission(out, task, rows)
     figures = {
-        "task": task.name, "items": len(items), "rows": len(rows), "fallback_rows": fallbacks,
-        "failed_items": failed_items, "deadline_fallbacks": left,
-        "load_s": round(loaded - started, 2), "solve_s": round(solved - loaded, 2),
+        "task": task.name,
+        "items": len(items),
+        "rows": len(rows),
+        "fallback_rows": fallbacks,
+        "failed_items": failed_items,
+        "deadline_fallbacks": left,
+        "load_s": round(loaded - started, 2),
+        "solve_s": round(solved - loaded, 2),
         "items_per_s": round(len(predictions) / max(solved - loaded, 1e-9), 3),
-        "total_s": round(time.perf_counter() - started, 2), "threads": config.llm.n_threads,
-        "llm": Path(config.llm.model).name if "llm" in used else None, "submission": str(out),
+        "total_s": round(time.perf_counter() - started, 2),
+        "threads": config.llm.n_threads,
+        "llm": Path(config.llm.model).name if "llm" in used else None,
+        "submission": str(out),
     }
     log(json.dumps(figures))
     return figures
@@ -230,12 +271,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, type=Path, help="the competition folder (holds the test file)")
     parser.add_argument("--out", default=Path("/kaggle/working/submission.csv"), type=Path)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--limit", type=int, default=None, help="solve only the first N items (rows past them get fallbacks)")
-    parser.add_argument("--deadline-minutes", type=float, default=None, help="time budget from the start: stop "
-                        "solving while there is time to write the submission (the items left get fallbacks)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="solve only the first N items (rows past them get fallbacks)"
+    )
+    parser.add_argument(
+        "--deadline-minutes",
+        type=float,
+        default=None,
+        help="time budget from the start: stop "
+        "solving while there is time to write the submission (the items left get fallbacks)",
+    )
     args = parser.parse_args(argv)
-    run(args.task, args.bundle, args.input, args.out, args.threads, args.limit, log=lambda m: print(m, flush=True),
-        deadline_minutes=args.deadline_minutes)
+    run(
+        args.task,
+        args.bundle,
+        args.input,
+        args.out,
+        args.threads,
+        args.limit,
+        log=lambda m: print(m, flush=True),
+        deadline_minutes=args.deadline_minutes,
+    )
     return 0
 
 

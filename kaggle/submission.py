@@ -25,7 +25,9 @@ def _pad(ranked: list[str], fill: list[str], k: int) -> list[str]:
     return dedupe([*ranked, *fill])[:k]
 
 
-def map_labels(item: Item | None, prediction: Prediction | None, fill_misconceptions: list[str], k: int = 3) -> list[str]:
+def map_labels(
+    item: Item | None, prediction: Prediction | None, fill_misconceptions: list[str], k: int = 3
+) -> list[str]:
     """Exactly k `Category:Misconception` labels for one MAP response, best first.
 
     The True_/False_ half says whether the student's choice is the right answer (the gold answer the
@@ -47,8 +49,9 @@ def map_labels(item: Item | None, prediction: Prediction | None, fill_misconcept
     return _pad(ranked, fill, k)
 
 
-def submission_rows(task: Task, test_file: Path, items: list[Item], predictions: list[Prediction],
-                    fill: list[str] | None = None) -> tuple[list[tuple[str, str]], int]:
+def submission_rows(
+    task: Task, test_file: Path, items: list[Item], predictions: list[Prediction], fill: list[str] | None = None
+) -> tuple[list[tuple[str, str]], int]:
     """(rows in test-file order, how many rows got a fallback value).
 
     `fill`: misconception ids in a sensible default order (the catalogue's most frequent first) used
@@ -66,8 +69,10 @@ def submission_rows(task: Task, test_file: Path, items: list[Item], predictions:
             fallbacks += not ranked
             labels = _pad(ranked, fill, task.per_row)
             if len(labels) < task.per_row:
-                raise ValueError(f"{row_id}: only {len(labels)} misconception ids to rank, {task.per_row} needed "
-                                 f"(pass the catalogue ids as fill)")
+                raise ValueError(
+                    f"{row_id}: only {len(labels)} misconception ids to rank, {task.per_row} needed "
+                    f"(pass the catalogue ids as fill)"
+                )
             rows.append((row_id, " ".join(labels)))
         elif task.name == "codemmlu":
             prediction = by_id.get(row_id)

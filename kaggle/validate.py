@@ -31,8 +31,9 @@ def validate(task: Task, submission: Path, test_file: Path, sample: Path | None 
     if sample is not None:
         sample_header, sample_rows = read_submission(sample)
         if sample_header != expected_header:
-            problems.append(f"the sample submission's header {sample_header} is not {expected_header}: "
-                            f"wrong --task or sample file?")
+            problems.append(
+                f"the sample submission's header {sample_header} is not {expected_header}: wrong --task or sample file?"
+            )
     if header != expected_header:
         problems.append(f"header is {header}, expected {expected_header}")
         return problems
@@ -40,9 +41,11 @@ def validate(task: Task, submission: Path, test_file: Path, sample: Path | None 
     if sample is not None:
         sample_ids = {r[0] for r in sample_rows}
         if sample_ids != set(expected):
-            problems.append(f"the sample submission has {len(sample_ids)} row id(s) and the test file implies "
-                            f"{len(expected)} ({len(sample_ids - set(expected))} only in the sample, "
-                            f"{len(set(expected) - sample_ids)} only in the test file): wrong test file?")
+            problems.append(
+                f"the sample submission has {len(sample_ids)} row id(s) and the test file implies "
+                f"{len(expected)} ({len(sample_ids - set(expected))} only in the sample, "
+                f"{len(set(expected) - sample_ids)} only in the test file): wrong test file?"
+            )
     seen: set[str] = set()
     for number, row in enumerate(rows, start=2):
         if len(row) != 2:

@@ -87,11 +87,17 @@ def build_mcqa_wheel(dest: Path) -> Path:
 
 def constraints() -> str:
     """`pip freeze` of this environment, less mcqa itself and editable installs."""
-    result = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
-                            text=True, check=True)
-    lines = [line for line in result.stdout.splitlines()
-             if line and not line.startswith(("#", "-e")) and " @ " not in line
-             and not line.lower().startswith(("mcqa-agent", "mcqa_agent"))]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
+    )
+    lines = [
+        line
+        for line in result.stdout.splitlines()
+        if line
+        and not line.startswith(("#", "-e"))
+        and " @ " not in line
+        and not line.lower().startswith(("mcqa-agent", "mcqa_agent"))
+    ]
     return "\n".join(sorted(lines)) + "\n"
 
 
@@ -117,8 +123,9 @@ def build_wheelhouse(dest: Path, requirements: list[str], find_links: list[str] 
     llama = ensure_llama_wheel(log=log)
     pinned = constraints()
     dist = importlib.metadata.distribution("mcqa-agent")
-    key = hashlib.sha256("\n".join([pinned, *sorted(dist.requires or []), *sorted(requirements), *find_links,
-                                    sha256(llama)]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\n".join([pinned, *sorted(dist.requires or []), *sorted(requirements), *find_links, sha256(llama)]).encode()
+    ).hexdigest()[:16]
     house = wheels_root() / f"house-{key}"
     if not (house / COMPLETE).is_file():
         log(f"resolving the dependency wheels into {house} (once per set of versions)")
@@ -133,8 +140,10 @@ def build_wheelhouse(dest: Path, requirements: list[str], find_links: list[str] 
             own.unlink()
         (bundled,) = partial.glob("llama_cpp_python-*.whl")
         if sha256(bundled) != sha256(llama):
-            raise WheelError(f"pip picked {bundled.name} that is not the generic build {llama}: refusing a "
-                             f"-march=native wheel in a bundle")
+            raise WheelError(
+                f"pip picked {bundled.name} that is not the generic build {llama}: refusing a "
+                f"-march=native wheel in a bundle"
+            )
         (partial / COMPLETE).write_text(key + "\n")
         shutil.rmtree(house, ignore_errors=True)
         partial.rename(house)

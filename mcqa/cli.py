@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -26,14 +25,17 @@ from mcqa.llm.cli import convert_cmd, serve_cmd
 from mcqa.models import REGISTRY, ModelNotFound
 from mcqa.rag.cli import index_app, mine_cmd, retrieval_cmd
 
-app = typer.Typer(help="mcqa: solve multiple-choice benchmarks with an LLM agent and find the misconception "
-                       "behind a wrong answer.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="mcqa: solve multiple-choice benchmarks with an LLM agent and find the misconception behind a wrong answer.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 data_app = typer.Typer(help="Inspect the benchmark datasets (counts, skipped rows, items).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("list")
-def data_list(data: Optional[Path] = DataDir) -> None:
+def data_list(data: Path | None = DataDir) -> None:
     """Every dataset and split: item counts and the rows skipped, with their reasons."""
     root = data or data_dir()
     table = Table(title=f"datasets in {root}")
@@ -53,25 +55,30 @@ def data_list(data: Optional[Path] = DataDir) -> None:
 
 
 @data_app.command("show")
-def data_show(dataset: str = typer.Argument(..., help="A dataset name (see `mcqa data list`) or a path to a CSV/JSONL/Parquet file."),
-              split: str = typer.Option("test", "--split", "-s", help="Which split."),
-              n: int = typer.Option(3, "--n", "-n", min=1, help="How many items to show."),
-              offset: int = typer.Option(0, "--offset", min=0, help="Start at this item."),
-              columns: Optional[list[str]] = ColumnsOpt,
-              data: Optional[Path] = DataDir) -> None:
+def data_show(
+    dataset: str = typer.Argument(
+        ..., help="A dataset name (see `mcqa data list`) or a path to a CSV/JSONL/Parquet file."
+    ),
+    split: str = typer.Option("test", "--split", "-s", help="Which split."),
+    n: int = typer.Option(3, "--n", "-n", min=1, help="How many items to show."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Start at this item."),
+    columns: list[str] | None = ColumnsOpt,
+    data: Path | None = DataDir,
+) -> None:
     """Print a few items of a split as the agent sees them."""
     loaded = open_split(dataset, split, data, columns)
     report_skips(loaded)
-    for item in loaded.items[offset: offset + n]:
+    for item in loaded.items[offset : offset + n]:
         table = Table(show_header=False, title=f"{loaded.dataset}/{loaded.split} item {item.id}", title_justify="left")
         table.add_column(style="bold")
         table.add_column()
         table.add_row("question", item.question)
-        for letter_, text in zip(item.letters, item.choices):
+        for letter_, text in zip(item.letters, item.choices, strict=True):
             marks = [m for m, on in (("correct", letter_ == item.answer), ("chosen", letter_ == item.chosen)) if on]
             misconceptions = item.misconceptions.get(letter_)
-            suffix = (f"  [green]({', '.join(marks)})[/]" if marks else "") + \
-                     (f"  [magenta]misconception {', '.join(misconceptions)}[/]" if misconceptions else "")
+            suffix = (f"  [green]({', '.join(marks)})[/]" if marks else "") + (
+                f"  [magenta]misconception {', '.join(misconceptions)}[/]" if misconceptions else ""
+            )
             table.add_row(letter_, text + suffix)
         for key in ("subject", "construct"):
             if getattr(item, key):
@@ -95,16 +102,30 @@ def models() -> None:
 
 
 @app.command("solve")
-def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A dataset name (see `mcqa data list`) or a path to your own file."),
-              split: str = typer.Option("test", "--split", "-s", help="Which split."),
-              limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Solve only the first N items."),
-              model: Optional[str] = typer.Option(None, "--model", "-m", help="A registry name (`mcqa models`) or a GGUF path. Default: qwen2.5-coder-1.5b."),
-              threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: $MCQA_THREADS or all cores; 1 is steadiest on a busy machine)."),
-              batch_size: int = typer.Option(8, "--batch-size", min=1, help="Items per backend call."),
-              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write predictions here as JSON lines (default: predictions/DATASET-SPLIT.jsonl)."),
-              config: Optional[Path] = typer.Option(None, "--config", help="A YAML config (sections: llm)."),
-              columns: Optional[list[str]] = ColumnsOpt,
-              data: Optional[Path] = DataDir) -> None:
+def solve_cmd(
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="A dataset name (see `mcqa data list`) or a path to your own file."
+    ),
+    split: str = typer.Option("test", "--split", "-s", help="Which split."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="Solve only the first N items."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="A registry name (`mcqa models`) or a GGUF path. Default: qwen2.5-coder-1.5b."
+    ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        "-t",
+        min=1,
+        help="CPU threads (default: $MCQA_THREADS or all cores; 1 is steadiest on a busy machine).",
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Items per backend call."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write predictions here as JSON lines (default: predictions/DATASET-SPLIT.jsonl)."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="A YAML config (sections: llm)."),
+    columns: list[str] | None = ColumnsOpt,
+    data: Path | None = DataDir,
+) -> None:
     """Answer a split zero-shot (letter by option log-probabilities); write predictions; print accuracy."""
     from mcqa.llm import load_llm
     from mcqa.solve import accuracy, solve, write_jsonl
@@ -126,8 +147,10 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
         llm = load_llm(cfg.llm)
     except ModelNotFound as exc:
         fail(str(exc))
-    err.print(f"loaded {cfg.llm.model} in {time.perf_counter() - started:.1f}s "
-              f"({cfg.llm.n_threads} thread(s)); solving {len(items)} item(s) of {loaded.dataset}/{loaded.split}")
+    err.print(
+        f"loaded {cfg.llm.model} in {time.perf_counter() - started:.1f}s "
+        f"({cfg.llm.n_threads} thread(s)); solving {len(items)} item(s) of {loaded.dataset}/{loaded.split}"
+    )
     started = time.perf_counter()
     predictions = []
     with progress_bar() as bar:
@@ -141,8 +164,10 @@ def solve_cmd(dataset: str = typer.Option(..., "--dataset", "-d", help="A datase
             predictions.append(prediction)
     seconds = time.perf_counter() - started
     acc, graded = accuracy(predictions)
-    console.print(f"{loaded.dataset}/{loaded.split}: {len(predictions)} items in {seconds:.1f}s "
-                  f"({len(predictions) / seconds:.2f} items/s); predictions in {out}")
+    console.print(
+        f"{loaded.dataset}/{loaded.split}: {len(predictions)} items in {seconds:.1f}s "
+        f"({len(predictions) / seconds:.2f} items/s); predictions in {out}"
+    )
     if graded:
         console.print(f"accuracy {acc:.3f} ({sum(bool(p.correct) for p in predictions)}/{graded})")
     else:

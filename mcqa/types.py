@@ -7,9 +7,8 @@ the evaluator and the Kaggle writers agree on one shape and nobody re-invents a 
 from __future__ import annotations
 
 import string
-from typing import Any
-
 import warnings
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -58,7 +57,7 @@ class Item(BaseModel):
         return choices
 
     @model_validator(mode="after")
-    def _letters_in_range(self) -> "Item":
+    def _letters_in_range(self) -> Item:
         for name in ("answer", "chosen"):
             value = getattr(self, name)
             if value is not None and value not in self.letters:

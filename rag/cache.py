@@ -57,30 +57,50 @@ def load_or_build(folder: Path, load: Callable[[Path], T], build: Callable[[], T
     return built
 
 
-def load_or_build_misconception_index(dataset: str, embedder: Embedder, root: Path | None = None,
-                                      progress: bool = False) -> MisconceptionIndex:
+def load_or_build_misconception_index(
+    dataset: str, embedder: Embedder, root: Path | None = None, progress: bool = False
+) -> MisconceptionIndex:
     """The misconception index of `dataset`'s catalogue (eedi, map), built on first use and cached."""
     misconceptions = load_misconceptions(dataset, root)
     checksum = sha256_of_records([m.model_dump(mode="json") for m in misconceptions])
     folder = indexes_dir() / f"misconceptions-{dataset}-{cache_key(checksum, embedder)}"
     source = {"dataset": dataset, "catalogue_sha256": checksum}
-    return load_or_build(folder, lambda f: MisconceptionIndex.load(f, embedder),
-                          lambda: MisconceptionIndex.build(misconceptions, embedder, progress=progress, source=source))
+    return load_or_build(
+        folder,
+        lambda f: MisconceptionIndex.load(f, embedder),
+        lambda: MisconceptionIndex.build(misconceptions, embedder, progress=progress, source=source),
+    )
 
 
-def load_or_build_example_store(dataset: str, split: str, embedder: Embedder, root: Path | None = None,
-                                progress: bool = False, *, fraction: float = 0.2, seed: int = 0,
-                                unseen: bool = False, index: str = "flat") -> ExampleStore:
+def load_or_build_example_store(
+    dataset: str,
+    split: str,
+    embedder: Embedder,
+    root: Path | None = None,
+    progress: bool = False,
+    *,
+    fraction: float = 0.2,
+    seed: int = 0,
+    unseen: bool = False,
+    index: str = "flat",
+) -> ExampleStore:
     """The example store of a split (`fit` is the train side of the validation split), built once and cached."""
     source = {"dataset": dataset, "split": split}
     if split in DERIVED_SPLITS:
         source.update(fraction=fraction, seed=seed, unseen=unseen_mode(split, unseen))
-    return load_or_build_example_store_of(load_items(dataset, split, root, fraction, seed, unseen),
-                                          f"{dataset}-{split}", source, embedder, progress, index=index)
+    return load_or_build_example_store_of(
+        load_items(dataset, split, root, fraction, seed, unseen),
+        f"{dataset}-{split}",
+        source,
+        embedder,
+        progress,
+        index=index,
+    )
 
 
-def load_or_build_example_store_of(items: list, name: str, source: dict, embedder: Embedder,
-                                   progress: bool = False, *, index: str = "flat") -> ExampleStore:
+def load_or_build_example_store_of(
+    items: list, name: str, source: dict, embedder: Embedder, progress: bool = False, *, index: str = "flat"
+) -> ExampleStore:
     """The example store of items already loaded (a split, a user's file), built once and cached under
     `examples-NAME-...`; `source` says where they came from and is recorded with their checksum.
 
@@ -90,22 +110,29 @@ def load_or_build_example_store_of(items: list, name: str, source: dict, embedde
     checksum = sha256_of_records([i.model_dump(mode="json") for i in items])
     folder = indexes_dir() / f"examples-{_safe(name)}-{index}-{cache_key(checksum, embedder)}"
     source = {**source, "items_sha256": checksum}
-    return load_or_build(folder, lambda f: ExampleStore.load(f, embedder),
-                          lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source))
+    return load_or_build(
+        folder,
+        lambda f: ExampleStore.load(f, embedder),
+        lambda: ExampleStore.build(items, embedder, index=index, progress=progress, source=source),
+    )
 
 
-def load_or_build_examples(source: ExampleSource, embedder: Embedder, root: Path | None = None,
-                           progress: bool = False) -> ExampleStore:
+def load_or_build_examples(
+    source: ExampleSource, embedder: Embedder, root: Path | None = None, progress: bool = False
+) -> ExampleStore:
     """The few-shot store of an `ExampleSource` (the agent's `examples`): a dataset split's cached store,
     or a file's, named after it. ValueError if it holds no labelled item: few-shot would show nothing."""
     if source.path is None:
         store = load_or_build_example_store(source.dataset, source.split, embedder, root, progress)
     else:
-        store = load_or_build_example_store_of(source.load(root), f"file-{source.path.stem}", source.describe(),
-                                               embedder, progress)
+        store = load_or_build_example_store_of(
+            source.load(root), f"file-{source.path.stem}", source.describe(), embedder, progress
+        )
     if not len(store):
-        raise ValueError(f"few-shot examples {source}: no item with an answer to show"
-                         + (" (map the answer column in examples_columns)" if source.path is not None else ""))
+        raise ValueError(
+            f"few-shot examples {source}: no item with an answer to show"
+            + (" (map the answer column in examples_columns)" if source.path is not None else "")
+        )
     return store
 
 
@@ -114,8 +141,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
 
 
-def load_or_build_label_store(dataset: str, split: str, embedder: Embedder, query_format: str,
-                              root: Path | None = None, progress: bool = False) -> LabelStore:
+def load_or_build_label_store(
+    dataset: str, split: str, embedder: Embedder, query_format: str, root: Path | None = None, progress: bool = False
+) -> LabelStore:
     """The labelled answers of a split (`fit` when solving `validation`), written in `query_format`
     (the agent's retrieval query, mcqa.rag.queries), built once and cached."""
     from mcqa.rag.queries import query_format as format_named
@@ -123,9 +151,11 @@ def load_or_build_label_store(dataset: str, split: str, embedder: Embedder, quer
     items, checksum = labelled_items(load_items(dataset, split, root), query_format)
     folder = indexes_dir() / f"labels-{dataset}-{split}-{cache_key(checksum, embedder)}"
     source = {"dataset": dataset, "split": split, "query_format": query_format, "items_sha256": checksum}
-    return load_or_build(folder, lambda f: LabelStore.load(f, embedder),
-                          lambda: LabelStore.build(items, embedder, format_named(query_format), progress=progress,
-                                                   source=source))
+    return load_or_build(
+        folder,
+        lambda f: LabelStore.load(f, embedder),
+        lambda: LabelStore.build(items, embedder, format_named(query_format), progress=progress, source=source),
+    )
 
 
 def labelled_items(items: list, query_format: str) -> tuple[list, str]:

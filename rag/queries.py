@@ -145,7 +145,7 @@ def item_text(item: Item) -> str:
     (MAP) are part of what the item is about, so they are.
     """
     parts = _header(item)
-    parts.append("Choices: " + " ".join(f"{x}) {_clean(c)}" for x, c in zip(item.letters, item.choices)))
+    parts.append("Choices: " + " ".join(f"{x}) {_clean(c)}" for x, c in zip(item.letters, item.choices, strict=True)))
     if item.chosen is not None:
         parts.append(f"Chosen: {item.chosen}.")
     if explanation := _clean(item.metadata.get("explanation")):

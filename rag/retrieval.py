@@ -35,10 +35,19 @@ class FormatScore:
         return asdict(self)
 
 
-def score_format(items: list[Item], index: MisconceptionIndex | list[MisconceptionIndex], format_name: str,
-                 k: int = 25, on_progress: Callable[[int], None] | None = None, fusion: str = "zsum",
-                 weights: Sequence[float] | None = None, candidates: int = 50,
-                 contrast: float = 0.0, hubness: float = 0.0, hubness_k: int = 50) -> FormatScore:
+def score_format(
+    items: list[Item],
+    index: MisconceptionIndex | list[MisconceptionIndex],
+    format_name: str,
+    k: int = 25,
+    on_progress: Callable[[int], None] | None = None,
+    fusion: str = "zsum",
+    weights: Sequence[float] | None = None,
+    candidates: int = 50,
+    contrast: float = 0.0,
+    hubness: float = 0.0,
+    hubness_k: int = 50,
+) -> FormatScore:
     """MAP@k and Recall@k of one query format over every labelled wrong answer of `items`.
 
     `index` may be a list, an ensemble (one index per embedder, the first being the agent's `embedder`):
@@ -58,8 +67,8 @@ def score_format(items: list[Item], index: MisconceptionIndex | list[Misconcepti
         groups += [item.id for item, _ in extra]
     started = time.perf_counter()
     vectors = [ix.embedder.encode(texts, kind="query", progress=on_progress or False) for ix in indexes]
-    penalties = [hub_penalty(ix, v, hubness, hubness_k) for ix, v in zip(indexes, vectors)]
-    vectors = [contrast_siblings(v, groups, contrast)[:len(pairs)] for v in vectors]
+    penalties = [hub_penalty(ix, v, hubness, hubness_k) for ix, v in zip(indexes, vectors, strict=True)]
+    vectors = [contrast_siblings(v, groups, contrast)[: len(pairs)] for v in vectors]
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     if len(indexes) == 1:
@@ -69,8 +78,15 @@ def score_format(items: list[Item], index: MisconceptionIndex | list[Misconcepti
     search_s = time.perf_counter() - started
     rankings = [[mid for mid, _ in row] for row in hits]
     relevants = [ids for _, _, ids in pairs]
-    return FormatScore(format_name, len(pairs), map_at_k(rankings, relevants, k), recall_at_k(rankings, relevants, k),
-                       k, round(encode_s, 3), round(search_s, 4))
+    return FormatScore(
+        format_name,
+        len(pairs),
+        map_at_k(rankings, relevants, k),
+        recall_at_k(rankings, relevants, k),
+        k,
+        round(encode_s, 3),
+        round(search_s, 4),
+    )
 
 
 def unlabelled_wrong(items: list[Item]) -> list[tuple[Item, str]]:
@@ -169,8 +185,9 @@ def fusion_weights(n: int, weights: Sequence[float] | None) -> list[float]:
     return weights
 
 
-def fuse_lists(lists: list[list[tuple[str, float]]], fusion: str = "zsum",
-               weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
+def fuse_lists(
+    lists: list[list[tuple[str, float]]], fusion: str = "zsum", weights: Sequence[float] | None = None
+) -> list[tuple[str, float]]:
     """Several retrievers' (id, score) lists for one query as one list over their union, best first.
 
     - zsum: sum of w_i * z_i(id), where z_i standardises retriever i's scores over the union (mean 0,
@@ -187,21 +204,26 @@ def fuse_lists(lists: list[list[tuple[str, float]]], fusion: str = "zsum",
     weights = fusion_weights(len(lists), weights)
     union = list(dict.fromkeys(mid for hits in lists for mid, _ in hits))
     fused = dict.fromkeys(union, 0.0)
-    for weight, hits in zip(weights, lists):
+    for weight, hits in zip(weights, lists, strict=True):
         if fusion == "rrf":
             for rank, (mid, _) in enumerate(hits, start=1):
                 fused[mid] += weight / (RRF_K + rank)
             continue
         scores = dict(hits)
         floor = min(scores.values(), default=0.0)
-        for mid, z in zip(union, zscores([scores.get(mid, floor) for mid in union])):
+        for mid, z in zip(union, zscores([scores.get(mid, floor) for mid in union]), strict=True):
             fused[mid] += weight * float(z)
     return sorted(fused.items(), key=lambda h: -h[1])
 
 
-def search_fused(indexes: list[MisconceptionIndex], vectors: list[np.ndarray], k: int, fusion: str = "zsum",
-                 weights: Sequence[float] | None = None,
-                 penalties: Sequence[np.ndarray | None] | None = None) -> list[list[tuple[str, float]]]:
+def search_fused(
+    indexes: list[MisconceptionIndex],
+    vectors: list[np.ndarray],
+    k: int,
+    fusion: str = "zsum",
+    weights: Sequence[float] | None = None,
+    penalties: Sequence[np.ndarray | None] | None = None,
+) -> list[list[tuple[str, float]]]:
     """`MisconceptionIndex.search_vectors` over an ensemble: several indexes of one catalogue, one per
     embedder, each searched with its own embedder's query vectors, fused per query (`fuse_lists`).
 
@@ -224,18 +246,18 @@ def search_fused(indexes: list[MisconceptionIndex], vectors: list[np.ndarray], k
     if any({m.id for m in index.misconceptions} != ids for index in indexes[1:]):
         raise ValueError("an ensemble's indexes must hold the same catalogue (the same misconception ids)")
     weights = fusion_weights(len(indexes), weights)
-    found = [index.search_vectors(v, k, p) for index, v, p in zip(indexes, vectors, penalties)]
+    found = [index.search_vectors(v, k, p) for index, v, p in zip(indexes, vectors, penalties, strict=True)]
     results = []
     for n in range(len(vectors[0])):
         lists = [hits[n] for hits in found]
         union = list(dict.fromkeys(mid for hits in lists for mid, _ in hits))
-        exact = [index.similarities(v[n], union, p) for index, v, p in zip(indexes, vectors, penalties)]
+        exact = [index.similarities(v[n], union, p) for index, v, p in zip(indexes, vectors, penalties, strict=True)]
         if fusion == "zsum":
-            lists = [list(zip(union, map(float, scores))) for scores in exact]
+            lists = [list(zip(union, map(float, scores), strict=True)) for scores in exact]
         ranked = fuse_lists(lists, fusion, weights)
         cosines = np.asarray(exact[0], dtype=np.float64)
         scaled = cosines.mean() + (cosines.std() or 1.0) * zscores([s for _, s in ranked])
-        results.append([(mid, float(s)) for (mid, _), s in zip(ranked[:k], scaled[:k])])
+        results.append([(mid, float(s)) for (mid, _), s in zip(ranked[:k], scaled[:k], strict=True)])
     return results
 
 

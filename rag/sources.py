@@ -36,7 +36,7 @@ class ExampleSource:
     columns: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str, columns: list[str] | None = None) -> "ExampleSource":
+    def parse(cls, text: str, columns: list[str] | None = None) -> ExampleSource:
         """`DATASET:SPLIT` or a path (what has a file suffix or a folder in it, as on the CLI's --dataset).
 
         Checks names only (known dataset, split, column mapping), never the file system."""
@@ -46,23 +46,30 @@ class ExampleSource:
             return cls(path=Path(text).expanduser(), columns=tuple(columns or ()))
         name, sep, split = (part.strip() for part in text.partition(":"))
         if not sep or not name or not split:
-            raise ValueError(f"few-shot examples {text!r}: expected DATASET:SPLIT (e.g. codemmlu_fpt:train) or a "
-                             f"path to a file of solved items ({', '.join(FILE_SUFFIXES)})")
+            raise ValueError(
+                f"few-shot examples {text!r}: expected DATASET:SPLIT (e.g. codemmlu_fpt:train) or a "
+                f"path to a file of solved items ({', '.join(FILE_SUFFIXES)})"
+            )
         if name not in DATASETS:
-            raise ValueError(f"few-shot examples {text!r}: unknown dataset {name!r}; known: {', '.join(DATASETS)} "
-                             f"(or give a path to a file of solved items)")
+            raise ValueError(
+                f"few-shot examples {text!r}: unknown dataset {name!r}; known: {', '.join(DATASETS)} "
+                f"(or give a path to a file of solved items)"
+            )
         if split not in splits_of(name):
-            raise ValueError(f"few-shot examples {text!r}: {name} has no split {split!r}; it has "
-                             f"{', '.join(splits_of(name))}")
+            raise ValueError(
+                f"few-shot examples {text!r}: {name} has no split {split!r}; it has {', '.join(splits_of(name))}"
+            )
         if columns:
-            raise ValueError(f"few-shot examples {text!r}: a column mapping (examples_columns) is for a file of "
-                             f"your own, not for a dataset split")
+            raise ValueError(
+                f"few-shot examples {text!r}: a column mapping (examples_columns) is for a file of "
+                f"your own, not for a dataset split"
+            )
         return cls(dataset=name, split=split)
 
     def __str__(self) -> str:
         return f"{self.dataset}:{self.split}" if self.path is None else str(self.path)
 
-    def check(self, root: Path | None = None) -> "ExampleSource":
+    def check(self, root: Path | None = None) -> ExampleSource:
         """Itself, once its file is known to exist (the dataset's file, for a split); else a ValueError
         naming it. Cheap: nothing is read."""
         if self.path is not None:
@@ -73,8 +80,9 @@ class ExampleSource:
         if wanted.is_file():
             return self
         if self.path is None:
-            raise ValueError(f"few-shot examples {self}: no file {wanted} (set MCQA_DATA_DIR or --data-dir to "
-                             f"your data folder)")
+            raise ValueError(
+                f"few-shot examples {self}: no file {wanted} (set MCQA_DATA_DIR or --data-dir to your data folder)"
+            )
         wanted = wanted.resolve()
         raise ValueError(f"few-shot examples {self}: no file {wanted}; {_what_is_in(wanted.parent)}")
 
@@ -105,8 +113,9 @@ def _columns(source: str, pairs: list[str] | None) -> Columns:
         problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     except ValueError as exc:
         problem = str(exc)
-    raise ValueError(f"few-shot examples {source}: examples_columns {pairs}: {problem} (fields: "
-                     f"{', '.join(Columns.model_fields)})")
+    raise ValueError(
+        f"few-shot examples {source}: examples_columns {pairs}: {problem} (fields: {', '.join(Columns.model_fields)})"
+    )
 
 
 def _what_is_in(folder: Path) -> str:

@@ -71,8 +71,9 @@ def _linked_groups(questions: dict[str, list[Item]]) -> list[list[str]]:
     return sorted(sorted(g) for g in groups.values())
 
 
-def train_validation(items: list[Item], fraction: float = 0.2, seed: int = 0,
-                     unseen: bool = False, by: str = "question") -> tuple[list[Item], list[Item]]:
+def train_validation(
+    items: list[Item], fraction: float = 0.2, seed: int = 0, unseen: bool = False, by: str = "question"
+) -> tuple[list[Item], list[Item]]:
     """(train, validation), each in the input order; about `fraction` of the questions (`by="row"`: of
     the items) go to validation.
 
@@ -105,8 +106,9 @@ def train_validation(items: list[Item], fraction: float = 0.2, seed: int = 0,
     return train, validation
 
 
-def load_items(dataset: str, split: str, root: Path | None = None, fraction: float = 0.2, seed: int = 0,
-               unseen: bool = False) -> list[Item]:
+def load_items(
+    dataset: str, split: str, root: Path | None = None, fraction: float = 0.2, seed: int = 0, unseen: bool = False
+) -> list[Item]:
     """The items of a dataset split, or of `fit` / `validation`: the two sides of its train split, held
     out by the dataset's unit (`DatasetSpec.holdout`: question, or row for MAP).
 
@@ -114,7 +116,8 @@ def load_items(dataset: str, split: str, root: Path | None = None, fraction: flo
     """
     if split in DERIVED_SPLITS:
         unseen = unseen_mode(split, unseen)
-        sides = train_validation(load_split(dataset, "train", root).items, fraction, seed, unseen,
-                                 by=get_spec(dataset).holdout)
+        sides = train_validation(
+            load_split(dataset, "train", root).items, fraction, seed, unseen, by=get_spec(dataset).holdout
+        )
         return sides[DERIVED_SPLITS[split]]
     return load_split(dataset, split, root).items

@@ -27,6 +27,7 @@ def same_question(item: Item) -> tuple[str, tuple[str, ...]]:
     """What makes two items one question whatever their ids and sources: the question and the set of
     choices, with whitespace collapsed and case folded (the choices sorted, so a shuffled copy is the
     same question). An example equal to the item being solved would hand the model its answer."""
+
     def norm(text: str) -> str:
         return _clean(text).casefold()
 
@@ -46,8 +47,14 @@ class ExampleStore:
         self._questions = [same_question(item) for item in items]
 
     @classmethod
-    def build(cls, items: list[Item], embedder: Embedder, index: str = "flat", progress: bool = False,
-              source: dict | None = None) -> "ExampleStore":
+    def build(
+        cls,
+        items: list[Item],
+        embedder: Embedder,
+        index: str = "flat",
+        progress: bool = False,
+        source: dict | None = None,
+    ) -> ExampleStore:
         vectors = embedder.encode([item_text(item) for item in items], kind="passage", progress=progress)
         return cls(list(items), build_index(vectors, index), embedder, source)
 
@@ -65,10 +72,13 @@ class ExampleStore:
         while todo:
             scores, positions = search_index(self.index, queries[todo], fetch)
             short = []
-            for n, row_scores, row_positions in zip(todo, scores, positions):
+            for n, row_scores, row_positions in zip(todo, scores, positions, strict=True):
                 own = same_question(items[n])
-                hits = [(self.items[p], float(s)) for s, p in zip(row_scores, row_positions)
-                        if p >= 0 and self.items[p].id != items[n].id and self._questions[p] != own]
+                hits = [
+                    (self.items[p], float(s))
+                    for s, p in zip(row_scores, row_positions, strict=True)
+                    if p >= 0 and self.items[p].id != items[n].id and self._questions[p] != own
+                ]
                 results[n] = hits[:k]
                 if len(hits) < k and fetch < len(self.items):
                     short.append(n)  # copies filled the window: look further
@@ -80,11 +90,17 @@ class ExampleStore:
         return [[hit for hit, _ in hits] for hits in self.search_scored(items, k)]
 
     def save(self, folder: Path) -> None:
-        self.folder = save_folder(folder, EXAMPLES_KIND, self.embedder, self.index,
-                                  [item.model_dump(mode="json") for item in self.items], self.source)
+        self.folder = save_folder(
+            folder,
+            EXAMPLES_KIND,
+            self.embedder,
+            self.index,
+            [item.model_dump(mode="json") for item in self.items],
+            self.source,
+        )
 
     @classmethod
-    def load(cls, folder: Path, embedder: Embedder) -> "ExampleStore":
+    def load(cls, folder: Path, embedder: Embedder) -> ExampleStore:
         """A saved store; `EmbedderMismatch` if `embedder` is not the one that built it."""
         index, records, manifest = load_folder(folder, EXAMPLES_KIND, embedder)
         store = cls([Item.model_validate(r) for r in records], index, embedder, manifest.get("source"))
@@ -95,8 +111,9 @@ class ExampleStore:
 class MisconceptionIndex:
     """A misconception catalogue (Eedi's 2,587, MAP's labels), searchable by query text."""
 
-    def __init__(self, misconceptions: list[Misconception], index: faiss.Index, embedder: Embedder,
-                 source: dict | None = None):
+    def __init__(
+        self, misconceptions: list[Misconception], index: faiss.Index, embedder: Embedder, source: dict | None = None
+    ):
         self.misconceptions, self.index, self.embedder, self.source = misconceptions, index, embedder, source or {}
         self.folder: Path | None = None  # where it was last saved or loaded from
         self._names = {m.id: m.name for m in misconceptions}
@@ -106,16 +123,23 @@ class MisconceptionIndex:
         self._vectors: np.ndarray | None = None
 
     @classmethod
-    def build(cls, misconceptions: list[Misconception], embedder: Embedder, progress: bool = False,
-              source: dict | None = None, index: str = "flat") -> "MisconceptionIndex":
+    def build(
+        cls,
+        misconceptions: list[Misconception],
+        embedder: Embedder,
+        progress: bool = False,
+        source: dict | None = None,
+        index: str = "flat",
+    ) -> MisconceptionIndex:
         vectors = embedder.encode([m.name for m in misconceptions], kind="passage", progress=progress)
         return cls(list(misconceptions), build_index(vectors, index), embedder, source)
 
     def __len__(self) -> int:
         return len(self.misconceptions)
 
-    def search_vectors(self, vectors: np.ndarray, k: int,
-                       penalty: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+    def search_vectors(
+        self, vectors: np.ndarray, k: int, penalty: np.ndarray | None = None
+    ) -> list[list[tuple[str, float]]]:
         """Search with query vectors already encoded (evaluation encodes once and searches many times).
 
         `penalty` (one number per catalogue row, `hub_scores` times a weight) is subtracted from every
@@ -127,8 +151,10 @@ class MisconceptionIndex:
             scores = np.asarray(vectors, dtype=np.float32) @ self.vectors.T - penalty
             positions = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             scores = np.take_along_axis(scores, positions, axis=1)
-        return [[(self.misconceptions[p].id, float(s)) for s, p in zip(row_scores, row_positions) if p >= 0]
-                for row_scores, row_positions in zip(scores, positions)]
+        return [
+            [(self.misconceptions[p].id, float(s)) for s, p in zip(row_scores, row_positions, strict=True) if p >= 0]
+            for row_scores, row_positions in zip(scores, positions, strict=True)
+        ]
 
     @property
     def vectors(self) -> np.ndarray:
@@ -157,7 +183,7 @@ class MisconceptionIndex:
             raise ValueError("hub scores need a bank of at least one query vector")
         k = min(k, len(bank))
         cosines = self.vectors @ bank.T
-        return np.partition(cosines, len(bank) - k, axis=1)[:, len(bank) - k:].mean(axis=1)
+        return np.partition(cosines, len(bank) - k, axis=1)[:, len(bank) - k :].mean(axis=1)
 
     def search(self, queries: list[str], k: int) -> list[list[tuple[str, float]]]:
         """(misconception id, cosine score) per query, best first."""
@@ -170,11 +196,17 @@ class MisconceptionIndex:
             raise KeyError(f"no misconception {misconception_id!r} in this index") from None
 
     def save(self, folder: Path) -> None:
-        self.folder = save_folder(folder, MISCONCEPTIONS_KIND, self.embedder, self.index,
-                                  [m.model_dump(mode="json") for m in self.misconceptions], self.source)
+        self.folder = save_folder(
+            folder,
+            MISCONCEPTIONS_KIND,
+            self.embedder,
+            self.index,
+            [m.model_dump(mode="json") for m in self.misconceptions],
+            self.source,
+        )
 
     @classmethod
-    def load(cls, folder: Path, embedder: Embedder) -> "MisconceptionIndex":
+    def load(cls, folder: Path, embedder: Embedder) -> MisconceptionIndex:
         """A saved index; `EmbedderMismatch` if `embedder` is not the one that built it."""
         index, records, manifest = load_folder(folder, MISCONCEPTIONS_KIND, embedder)
         loaded = cls([Misconception.model_validate(r) for r in records], index, embedder, manifest.get("source"))
@@ -192,9 +224,16 @@ def answer_group(item: Item, letter: str) -> str:
 def label_records(items: list[Item], build_query) -> list[dict]:
     """One record per labelled answer of `items`: its item id, `answer_group`, label (`evidence_labels`)
     and text (`evidence_text`, `build_query` being the agent's query format)."""
-    return [{"item": item.id, "group": answer_group(item, letter), "label": label,
-             "text": evidence_text(item, letter, build_query)}
-            for item in items for letter, label in evidence_labels(item)]
+    return [
+        {
+            "item": item.id,
+            "group": answer_group(item, letter),
+            "label": label,
+            "text": evidence_text(item, letter, build_query),
+        }
+        for item in items
+        for letter, label in evidence_labels(item)
+    ]
 
 
 class LabelStore:
@@ -224,8 +263,9 @@ class LabelStore:
         self._groups = {g: np.array(p) for g, p in groups.items()}
 
     @classmethod
-    def build(cls, items: list[Item], embedder: Embedder, build_query, progress: bool = False,
-              source: dict | None = None) -> "LabelStore":
+    def build(
+        cls, items: list[Item], embedder: Embedder, build_query, progress: bool = False, source: dict | None = None
+    ) -> LabelStore:
         """Every labelled answer of `items` (`label_records`)."""
         records = label_records(items, build_query)
         # Both sides of a search are answers, so both are encoded as queries (the same format); cached
@@ -252,8 +292,9 @@ class LabelStore:
             return [[] for _ in texts]
         return self.search_vectors(self.embedder.encode(texts, kind="query"), groups, exclude, k)
 
-    def search_vectors(self, queries: np.ndarray, groups: list[str], exclude: list[str],
-                       k: int) -> list[list[tuple[str, float]]]:
+    def search_vectors(
+        self, queries: np.ndarray, groups: list[str], exclude: list[str], k: int
+    ) -> list[list[tuple[str, float]]]:
         """`search` with the query texts already encoded."""
         if not (len(queries) == len(groups) == len(exclude)):
             raise ValueError(f"{len(queries)} queries, {len(groups)} groups and {len(exclude)} exclusions")
@@ -261,7 +302,7 @@ class LabelStore:
             return [[] for _ in range(len(queries))]
         results: list[list[tuple[str, float]] | None] = [None] * len(queries)
         everywhere = []
-        for n, (vector, group, own) in enumerate(zip(queries, groups, exclude)):
+        for n, (vector, group, own) in enumerate(zip(queries, groups, exclude, strict=True)):
             positions = self._groups.get(group, np.zeros(0, int))
             positions = positions[self._items[positions] != own]
             if not len(positions):
@@ -273,9 +314,12 @@ class LabelStore:
         if everywhere:
             # A few extra hits cover the query item's own records (an Eedi item has at most three).
             scores, positions = search_index(self.index, queries[everywhere], k + 4)
-            for n, row_scores, row_positions in zip(everywhere, scores, positions):
-                hits = [(self.records[p]["label"], float(s)) for s, p in zip(row_scores, row_positions)
-                        if p >= 0 and self.records[p]["item"] != exclude[n]]
+            for n, row_scores, row_positions in zip(everywhere, scores, positions, strict=True):
+                hits = [
+                    (self.records[p]["label"], float(s))
+                    for s, p in zip(row_scores, row_positions, strict=True)
+                    if p >= 0 and self.records[p]["item"] != exclude[n]
+                ]
                 results[n] = hits[:k]
         return results
 
@@ -283,7 +327,7 @@ class LabelStore:
         self.folder = save_folder(folder, LABELS_KIND, self.embedder, self.index, self.records, self.source)
 
     @classmethod
-    def load(cls, folder: Path, embedder: Embedder) -> "LabelStore":
+    def load(cls, folder: Path, embedder: Embedder) -> LabelStore:
         """A saved store; `EmbedderMismatch` if `embedder` is not the one that built it."""
         index, records, manifest = load_folder(folder, LABELS_KIND, embedder, encoded_as="query")
         store = cls(records, index, embedder, manifest.get("source"))

@@ -87,8 +87,9 @@ def index_kind(index: faiss.Index) -> str:
     return "hnsw" if isinstance(index, faiss.IndexHNSW) else "flat"
 
 
-def save_folder(folder: Path, kind: str, embedder: Embedder, index: faiss.Index, records: list[dict],
-                source: dict | None = None) -> Path:
+def save_folder(
+    folder: Path, kind: str, embedder: Embedder, index: faiss.Index, records: list[dict], source: dict | None = None
+) -> Path:
     """Write the index, its records and the manifest (last) into `folder`."""
     if index.ntotal != len(records):
         raise ValueError(f"{index.ntotal} vectors but {len(records)} records")
@@ -129,24 +130,33 @@ def check_embedder(manifest: dict, embedder: Embedder, folder: Path, encoded_as:
     kind of text its vectors were encoded as, whose format must match)."""
     built = manifest.get("embedder", {})
     fmt = f"{encoded_as}_format"
-    differences = [f"{what} {built.get(key)!r} (now {now!r})"
-                   for what, key, now in (("embedder", "name", embedder.name),
-                                          (fmt.replace("_", " "), fmt, getattr(embedder, fmt)))
-                   if built.get(key) != now]
+    differences = [
+        f"{what} {built.get(key)!r} (now {now!r})"
+        for what, key, now in (
+            ("embedder", "name", embedder.name),
+            (fmt.replace("_", " "), fmt, getattr(embedder, fmt)),
+        )
+        if built.get(key) != now
+    ]
     if not differences and manifest.get("dim") != embedder.dim:
         differences.append(f"dimension {manifest.get('dim')} (now {embedder.dim})")
     if differences:
-        raise EmbedderMismatch(f"{folder} was built with {', '.join(differences)}: its vectors are not comparable. "
-                               f"Load it with the embedder that built it, or rebuild it (`mcqa index build`).")
+        raise EmbedderMismatch(
+            f"{folder} was built with {', '.join(differences)}: its vectors are not comparable. "
+            f"Load it with the embedder that built it, or rebuild it (`mcqa index build`)."
+        )
 
 
-def load_folder(folder: Path, kind: str, embedder: Embedder,
-                encoded_as: str = "passage") -> tuple[faiss.Index, list[dict], dict]:
+def load_folder(
+    folder: Path, kind: str, embedder: Embedder, encoded_as: str = "passage"
+) -> tuple[faiss.Index, list[dict], dict]:
     """(index, records, manifest) of a saved folder, after checking kind, embedder and checksums."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise StoreError(f"{folder} has format version {manifest.get('format_version')}, this mcqa reads {FORMAT_VERSION}")
+        raise StoreError(
+            f"{folder} has format version {manifest.get('format_version')}, this mcqa reads {FORMAT_VERSION}"
+        )
     if manifest.get("kind") != kind:
         raise StoreError(f"{folder} holds {manifest.get('kind')!r}, not {kind!r}")
     check_embedder(manifest, embedder, folder, encoded_as)
@@ -155,13 +165,17 @@ def load_folder(folder: Path, kind: str, embedder: Embedder,
         if not path.is_file():
             raise StoreError(f"{folder} is missing {name}")
         if sha256_of(path) != expected:
-            raise StoreError(f"{path} does not match the checksum in its manifest: the folder was changed or "
-                             f"damaged after it was saved; rebuild it")
+            raise StoreError(
+                f"{path} does not match the checksum in its manifest: the folder was changed or "
+                f"damaged after it was saved; rebuild it"
+            )
     index = faiss.read_index(str(folder / INDEX_FILE))
     with (folder / RECORDS_FILE).open(encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle if line.strip()]
     if not index.ntotal == len(records) == manifest.get("count"):
-        raise StoreError(f"{folder}: {index.ntotal} vectors, {len(records)} records, manifest says {manifest.get('count')}")
+        raise StoreError(
+            f"{folder}: {index.ntotal} vectors, {len(records)} records, manifest says {manifest.get('count')}"
+        )
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = HNSW_EF_SEARCH
     return index, records, manifest

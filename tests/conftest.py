@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from itertools import islice
 
 import pytest
 
@@ -67,8 +68,10 @@ def write_map_folder(root, data_root, per_question=150, test_rows=0):
         test += of_question[1::step][:test_rows]
     folder = root / "map"
     folder.mkdir(parents=True)
-    for name, chosen, columns in (("train.csv", train, list(rows[0])),
-                                  ("test.csv", test, list(rows[0]) if test_rows else list(rows[0])[:5])):
+    for name, chosen, columns in (
+        ("train.csv", train, list(rows[0])),
+        ("test.csv", test, list(rows[0]) if test_rows else list(rows[0])[:5]),
+    ):
         with (folder / name).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, columns, extrasaction="ignore")
             writer.writeheader()
@@ -88,7 +91,7 @@ def small_eedi(tmp_path_factory, data_root):
         shutil.copyfile(data_root / "eedi" / name, folder / name)
     with (data_root / "eedi" / "train.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        rows = [row for _, row in zip(range(60), reader)]
+        rows = list(islice(reader, 60))
     with (folder / "train.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, reader.fieldnames)
         writer.writeheader()

@@ -1,8 +1,6 @@
 """The agent graph end to end with the real tiny model (and, for misconceptions, the real embedder
 and FAISS): answer-only, misconception-only and both; a trace stepped node by node; a replay."""
 
-from pathlib import Path
-
 import pytest
 from rich.console import Console
 
@@ -21,7 +19,9 @@ def config(**agent):
     P(TRUE) verification on (off by default) and no tools (tests/test_agent_tools.py), since these tests
     follow the P(TRUE) verify -> reconsider path."""
     agent = {"votes": 0, "permutations": 1, "verify": True, "tools": [], **agent}
-    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}})
+    return load_config(
+        **{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,13 @@ def code_items(data_root):
 
 def test_answer_only_graph_verifies_and_records_flips(tiny_llm, code_items):
     # margin 1.0 opens the gate for every failed verification, so reconsider really runs
-    solver = AgentSolver(config(reconsider_rounds=1, reconsider_margin=1.0, reconsider_below=0.99),
-                         dataset="codemmlu_fpt", llm=tiny_llm)
+    solver = AgentSolver(
+        config(reconsider_rounds=1, reconsider_margin=1.0, reconsider_below=0.99), dataset="codemmlu_fpt", llm=tiny_llm
+    )
     assert solver.agent.nodes() == ["answer", "verify", "reconsider", "finalize"]
     predictions = solver(code_items)
     assert [p.item_id for p in predictions] == [it.id for it in code_items]
-    for item, p in zip(code_items, predictions):
+    for item, p in zip(code_items, predictions, strict=True):
         assert abs(sum(p.option_probs.values()) - 1) < 1e-3
         assert 0 <= p.verification <= 1
         assert p.correct == (p.answer == item.answer)
@@ -74,8 +75,14 @@ def test_wrong_letters_of_interest():
 
 def test_step_through_pauses_before_each_node_and_replays(tmp_path, tiny_llm, code_items):
     db = tmp_path / "traces.sqlite"
-    solver = AgentSolver(config(reconsider_rounds=0), dataset="codemmlu_fpt", llm=tiny_llm, traces=db,
-                         record_prompts=True, interrupt=True)
+    solver = AgentSolver(
+        config(reconsider_rounds=0),
+        dataset="codemmlu_fpt",
+        llm=tiny_llm,
+        traces=db,
+        record_prompts=True,
+        interrupt=True,
+    )
     asked = []
 
     def press_enter(prompt):
@@ -105,13 +112,22 @@ def test_quit_stops_the_trace(tiny_llm, code_items, tmp_path):
 
 
 def test_for_item_filters_a_batch_update():
-    update = {"answers": {"1": {"letter": "A"}, "2": {"letter": "B"}}, "pending": ["1", "2"],
-              "predictions": [{"item_id": "1"}, {"item_id": "2"}], "prompts": {"think": {"1/B": "x", "2/A": "y"}}}
-    assert for_item(update, "2") == {"answers": {"2": {"letter": "B"}}, "pending": ["2"],
-                                     "predictions": [{"item_id": "2"}], "prompts": {"think": {"2/A": "y"}}}
+    update = {
+        "answers": {"1": {"letter": "A"}, "2": {"letter": "B"}},
+        "pending": ["1", "2"],
+        "predictions": [{"item_id": "1"}, {"item_id": "2"}],
+        "prompts": {"think": {"1/B": "x", "2/A": "y"}},
+    }
+    assert for_item(update, "2") == {
+        "answers": {"2": {"letter": "B"}},
+        "pending": ["2"],
+        "predictions": [{"item_id": "2"}],
+        "prompts": {"think": {"2/A": "y"}},
+    }
 
 
 # -- misconceptions: the real MiniLM embedder and a real FAISS index over the Eedi catalogue ---------
+
 
 @pytest.fixture(scope="module")
 def eedi_items(data_root):
@@ -126,7 +142,7 @@ def test_misconception_only_needs_no_llm(eedi_items, data_root):
     assert "llm" not in solver.resources.__dict__, "misconception-only must not load the LLM"
     loaded = set(solver.resources.__dict__) & set(RESOURCES)
     assert loaded == solver.agent.resources_used() == {"embedder", "misconceptions", "hub_penalties"}
-    for item, p in zip(eedi_items, predictions):
+    for item, p in zip(eedi_items, predictions, strict=True):
         assert p.answer is None and p.correct is None
         assert sorted(p.misconceptions) == sorted(x for x in item.letters if x != item.answer)
         for letter, ids in p.misconceptions.items():
@@ -137,6 +153,7 @@ def test_misconception_only_needs_no_llm(eedi_items, data_root):
 
 def test_resources_used_follow_the_nodes_of_the_config():
     """What bundles, Kaggle runs and eval runs load: MAP and Eedi by default never the LLM."""
+
     def used(dataset, **agent):
         cfg = AgentConfig(**agent).for_dataset(dataset)
         return Agent(cfg, None, cfg.tasks or default_tasks(dataset)).resources_used()
@@ -147,8 +164,11 @@ def test_resources_used_follow_the_nodes_of_the_config():
     assert used("eedi", votes=0, hubness=0) == {"embedder", "misconceptions"}
     assert used("map") == {"embedder", "misconceptions", "labels", "classifier"}
     assert used("map", votes=0) == {"embedder", "misconceptions"}  # the classifier joins the votes only
-    assert used("eedi", think=True) == used("eedi", reranker="llm") == {"llm", "embedder", "misconceptions",
-                                                                        "hub_penalties", "labels"}
+    assert (
+        used("eedi", think=True)
+        == used("eedi", reranker="llm")
+        == {"llm", "embedder", "misconceptions", "hub_penalties", "labels"}
+    )
     assert used("eedi", reranker="/models/ce", hubness=0) == {"cross_encoder", "embedder", "misconceptions", "labels"}
     assert used("eedi", tasks=["answer"]) == {"llm"}  # few-shot off: no embedder
     for dataset in ("eedi", "map", "codemmlu_fpt"):
@@ -158,10 +178,19 @@ def test_resources_used_follow_the_nodes_of_the_config():
 
 
 def test_both_tasks_with_think_and_llm_reranker(tiny_llm, eedi_items, data_root, tmp_path):
-    cfg = config(tasks=["answer", "misconceptions"], think=True, think_tokens=16, reranker="llm", rerank_top=3,
-                 candidates=10, top_k=10, reconsider_rounds=0)
-    solver = AgentSolver(cfg, dataset="eedi", data_root=data_root, llm=tiny_llm, traces=tmp_path / "t.sqlite",
-                         record_prompts=True)
+    cfg = config(
+        tasks=["answer", "misconceptions"],
+        think=True,
+        think_tokens=16,
+        reranker="llm",
+        rerank_top=3,
+        candidates=10,
+        top_k=10,
+        reconsider_rounds=0,
+    )
+    solver = AgentSolver(
+        cfg, dataset="eedi", data_root=data_root, llm=tiny_llm, traces=tmp_path / "t.sqlite", record_prompts=True
+    )
     assert solver.agent.nodes() == ["answer", "verify", "think", "propose_misconceptions", "rerank", "finalize"]
     assert solver.agent.uses_llm
     (item,) = eedi_items[:1]
@@ -190,23 +219,31 @@ def test_map_style_item_explains_the_students_choice(data_root):
 def test_rerank_weight_zero_keeps_retrieval_order_and_fusion_mixes_both(tiny_llm, eedi_items, data_root, tmp_path):
     """With `rerank_weight: 0` the fused score is z(retrieval) alone, so the real LLM reranker's
     scores cannot move anything; a large weight follows the reranker's own order."""
+
     def ranked(weight):
-        cfg = config(tasks=["misconceptions"], reranker="llm", rerank_top=4, rerank_weight=weight, candidates=8, top_k=8)
-        solver = AgentSolver(cfg, dataset="eedi", data_root=data_root, llm=tiny_llm,
-                             traces=tmp_path / f"{weight}.sqlite")
+        cfg = config(
+            tasks=["misconceptions"], reranker="llm", rerank_top=4, rerank_weight=weight, candidates=8, top_k=8
+        )
+        solver = AgentSolver(
+            cfg, dataset="eedi", data_root=data_root, llm=tiny_llm, traces=tmp_path / f"{weight}.sqlite"
+        )
         (p,) = solver(eedi_items[:1])
         return p, {s["node"]: s["update"] for s in replay(solver.checkpointer, p.trace_id)}
 
     kept, steps = ranked(0.0)
     alone, _ = ranked(None)
     following, _ = ranked(1000.0)
-    heads = {x: [m for m, _ in steps["propose_misconceptions"]["candidates"][eedi_items[0].id][x]][:4]
-             for x in kept.misconceptions}
-    assert any(alone.misconceptions[x][:4] != head for x, head in heads.items()), \
+    heads = {
+        x: [m for m, _ in steps["propose_misconceptions"]["candidates"][eedi_items[0].id][x]][:4]
+        for x in kept.misconceptions
+    }
+    assert any(alone.misconceptions[x][:4] != head for x, head in heads.items()), (
         "the reranker alone must reorder some head, or weight 0 proves nothing"
+    )
     for letter, ids in kept.misconceptions.items():
         retrieved = [m for m, _ in steps["propose_misconceptions"]["candidates"][eedi_items[0].id][letter]]
         assert ids == retrieved, "weight 0: the reranker cannot change the order"
-        assert following.misconceptions[letter][:4] == alone.misconceptions[letter][:4], \
+        assert following.misconceptions[letter][:4] == alone.misconceptions[letter][:4], (
             "a dominant weight orders the head as the reranker alone does"
+        )
         assert sorted(alone.misconceptions[letter][:4]) == sorted(retrieved[:4])

@@ -16,8 +16,14 @@ from mcqa.prompts import answer_chat
 
 def config(**agent):
     agent = {"permutations": 1, **agent}
-    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, "agent.verify": False,
-                          **{f"agent.{k}": v for k, v in agent.items()}})
+    return load_config(
+        **{
+            "llm.model": "smollm2-135m",
+            "llm.n_ctx": 2048,
+            "agent.verify": False,
+            **{f"agent.{k}": v for k, v in agent.items()},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,9 @@ def full_loglikelihood(tiny_llm, chat, option: str) -> float:
     from scratch in one pass: no prefix cache, no per-option rewinding."""
     import llama_cpp
 
-    reference = llama_cpp.Llama(model_path=str(tiny_llm.path), n_ctx=2048, logits_all=True, verbose=False,
-                                n_threads=tiny_llm.config.n_threads)
+    reference = llama_cpp.Llama(
+        model_path=str(tiny_llm.path), n_ctx=2048, logits_all=True, verbose=False, n_threads=tiny_llm.config.n_threads
+    )
     try:
         prompt = tiny_llm.prompt_tokens(chat, reserve=64)
         tokens = tiny_llm._tokens_of(option)
@@ -71,7 +78,7 @@ def test_cloze_probs_rank_by_loglikelihood_per_byte():
 def test_agent_scoring_modes_use_the_choice_texts(tiny_llm, arc_items, scoring):
     solver = AgentSolver(config(scoring=scoring), dataset="arc_challenge", llm=tiny_llm)
     predictions = solver(arc_items)
-    for item, prediction in zip(arc_items, predictions):
+    for item, prediction in zip(arc_items, predictions, strict=True):
         raw = tiny_llm.score_options([cloze_chat(item, [], Prompts())], item.choices, normalise=False)[0]
         expected = cloze_probs(item.choices, raw)
         letter = np.exp(tiny_llm.score_options([answer_chat(item)], item.letters)[0])

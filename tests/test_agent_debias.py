@@ -16,8 +16,14 @@ from mcqa.prompts import answer_chat
 
 def config(**agent):
     agent = {"permutations": 1, "tools": [], **agent}  # no tool may move the answer the shifts chose
-    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, "agent.verify": False,
-                          **{f"agent.{k}": v for k, v in agent.items()}})
+    return load_config(
+        **{
+            "llm.model": "smollm2-135m",
+            "llm.n_ctx": 2048,
+            "agent.verify": False,
+            **{f"agent.{k}": v for k, v in agent.items()},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,7 @@ def shifted_probs(llm, item, orders):
 def test_permutations_average_each_choice_over_the_shifts(tiny_llm, code_items):
     solver = AgentSolver(config(permutations=4), dataset="codemmlu_fpt", llm=tiny_llm)
     predictions = solver(code_items[:3])
-    for item, prediction in zip(code_items, predictions):
+    for item, prediction in zip(code_items, predictions, strict=True):
         expected = shifted_probs(tiny_llm, item, [[0, 1, 2, 3]] + cyclic_orders(4)).mean(axis=0)
         got = np.array([prediction.option_probs[x] for x in item.letters])
         assert np.allclose(got, expected / expected.sum(), atol=2e-3)
@@ -62,7 +68,7 @@ def test_pride_divides_later_items_by_the_prior_of_its_sample(tiny_llm, code_ite
     prior = np.mean(priors, axis=0)
     prior /= prior.sum()
     assert np.allclose(solver.agent.debias.prior(4), prior, atol=2e-3)
-    for item, prediction in zip(rest, predictions[2:]):
+    for item, prediction in zip(rest, predictions[2:], strict=True):
         raw = shifted_probs(tiny_llm, item, [[0, 1, 2, 3]])[0]
         expected = raw / prior / (raw / prior).sum()
         got = np.array([prediction.option_probs[x] for x in item.letters])

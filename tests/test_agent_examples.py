@@ -3,6 +3,7 @@ item being solved never shown as its own example; bad sources refused up front. 
 FAISS, real files; no LLM (the retrieve_examples node needs only the embedder)."""
 
 import csv
+from itertools import islice
 
 import pytest
 
@@ -28,7 +29,7 @@ def code_root(tmp_path_factory, data_root):
     source = data_root / "codemmlu_fpt" / "b6_train_data.csv"
     with source.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        rows, fields = [row for _, row in zip(range(N_CODE), reader)], reader.fieldnames
+        rows, fields = list(islice(reader, N_CODE)), reader.fieldnames
     root = tmp_path_factory.mktemp("data")
     (root / "codemmlu_fpt").mkdir()
     with (root / "codemmlu_fpt" / source.name).open("w", newline="", encoding="utf-8") as handle:
@@ -65,8 +66,13 @@ def retrieve(resources: Resources, items) -> dict[str, list[str]]:
 
 def copy_of(item, new_id):
     """The same question and choices under another id, written differently: case, spacing, choice order."""
-    return item.model_copy(update={"id": new_id, "question": "  " + item.question.upper().replace(" ", "   ") + "\n",
-                                   "choices": [c.upper() for c in reversed(item.choices)]})
+    return item.model_copy(
+        update={
+            "id": new_id,
+            "question": "  " + item.question.upper().replace(" ", "   ") + "\n",
+            "choices": [c.upper() for c in reversed(item.choices)],
+        }
+    )
 
 
 def test_examples_from_another_dataset_never_show_the_item_itself(code_root, embedder, arc_items):
@@ -106,8 +112,10 @@ def test_examples_from_a_users_csv_with_a_column_mapping(code_root, embedder, ar
         for item in arc_items[:8]:  # the answer as the text of the right choice
             writer.writerow([f"mine-{item.id}", item.question, *item.choices, item.choice(item.answer)])
         writer.writerow(["mine-unlabelled", "Which is a mammal?", "shark", "whale", "trout", "eel", ""])
-    cfg = config(examples=str(path), examples_columns=["id=qid", "question=Question", "choices=Opt1,Opt2,Opt3,Opt4",
-                                                       "answer=Correct"])
+    cfg = config(
+        examples=str(path),
+        examples_columns=["id=qid", "question=Question", "choices=Opt1,Opt2,Opt3,Opt4", "answer=Correct"],
+    )
     resources = resources_for(cfg, "arc_challenge", code_root, embedder)
     store = resources.examples
     assert [i.id for i in store.items] == [f"mine-{i.id}" for i in arc_items[:8]]  # the unlabelled row left out
@@ -121,13 +129,16 @@ def test_examples_from_a_users_csv_with_a_column_mapping(code_root, embedder, ar
         assert len(shown[item.id]) == 3 and f"mine-{item.id}" not in shown[item.id]
 
 
-@pytest.mark.parametrize("examples, columns, expected", [
-    ("nope:train", None, ["unknown dataset 'nope'", "codemmlu_fpt", "arc_challenge"]),
-    ("arc_challenge:train", None, ["arc_challenge has no split 'train'", "it has test"]),
-    ("codemmlu_fpt", None, ["expected DATASET:SPLIT"]),
-    ("codemmlu_fpt:train", ["question=Q"], ["examples_columns", "file of your own"]),
-    ("missing.csv", ["questio=Q"], ["examples_columns", "questio", "fields: id, question"]),
-])
+@pytest.mark.parametrize(
+    "examples, columns, expected",
+    [
+        ("nope:train", None, ["unknown dataset 'nope'", "codemmlu_fpt", "arc_challenge"]),
+        ("arc_challenge:train", None, ["arc_challenge has no split 'train'", "it has test"]),
+        ("codemmlu_fpt", None, ["expected DATASET:SPLIT"]),
+        ("codemmlu_fpt:train", ["question=Q"], ["examples_columns", "file of your own"]),
+        ("missing.csv", ["questio=Q"], ["examples_columns", "questio", "fields: id, question"]),
+    ],
+)
 def test_a_bad_source_is_named_with_what_exists(code_root, examples, columns, expected):
     resources = Resources(config(examples=examples, examples_columns=columns), "arc_challenge", code_root, split="test")
     with pytest.raises(ValueError) as raised:
@@ -142,28 +153,35 @@ def test_a_missing_file_fails_before_a_run_starts(code_root, tmp_path):
         build_solver(cfg, dataset="arc_challenge", split="test", data_root=code_root)  # no model is loaded
     with pytest.raises(ValueError, match="there is no folder"):
         Resources(config(examples=str(tmp_path / "nowhere" / "x.csv")), "arc_challenge", code_root).check(
-            ["retrieve_examples"])
+            ["retrieve_examples"]
+        )
 
 
 def test_a_file_without_answers_is_refused(code_root, embedder, tmp_path):
     path = tmp_path / "unlabelled.jsonl"
     path.write_text('{"question": "2 + 2?", "choices": ["3", "4"]}\n')
     with pytest.raises(ValueError, match="no item with an answer"):
-        resources_for(config(examples=str(path)), "arc_challenge", code_root, embedder).examples
+        _ = resources_for(config(examples=str(path)), "arc_challenge", code_root, embedder).examples
 
 
 def test_the_default_source_is_still_the_solved_datasets_split(code_root, embedder):
     resources = resources_for(config(), "codemmlu_fpt", code_root, embedder, split="validation")
     assert str(resources.examples_source) == "codemmlu_fpt:fit" and resources.examples_split == "fit"
-    named = resources_for(config(examples="codemmlu_fpt:train"), "codemmlu_fpt", code_root, embedder,
-                          split="validation")
+    named = resources_for(
+        config(examples="codemmlu_fpt:train"), "codemmlu_fpt", code_root, embedder, split="validation"
+    )
     assert str(named.examples_source) == "codemmlu_fpt:fit"  # validation's own answers are never examples
 
 
 def test_nearest_last_shows_the_same_examples_reversed(code_root, embedder, arc_items):
-    first = retrieve(resources_for(config(examples="codemmlu_fpt:train"), "arc_challenge", code_root, embedder),
-                     arc_items[:3])
-    last = retrieve(resources_for(config(examples="codemmlu_fpt:train", few_shot_order="nearest_last"),
-                                  "arc_challenge", code_root, embedder), arc_items[:3])
+    first = retrieve(
+        resources_for(config(examples="codemmlu_fpt:train"), "arc_challenge", code_root, embedder), arc_items[:3]
+    )
+    last = retrieve(
+        resources_for(
+            config(examples="codemmlu_fpt:train", few_shot_order="nearest_last"), "arc_challenge", code_root, embedder
+        ),
+        arc_items[:3],
+    )
     assert all(len(ids) == 3 for ids in first.values())
     assert last == {item_id: ids[::-1] for item_id, ids in first.items()}

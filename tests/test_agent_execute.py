@@ -38,14 +38,14 @@ def run(found: Program) -> RunResult:
 
 
 def test_language_comes_from_the_question_and_the_code(items):
-    assert program(items, "k01021").language == "c"           # "the following C code"
-    assert program(items, "k02365").language == "cpp"         # "the following C++ code"
+    assert program(items, "k01021").language == "c"  # "the following C code"
+    assert program(items, "k02365").language == "cpp"  # "the following C++ code"
     assert program(items, "k04151").language == "python"
-    java = program(items, "k02673")                          # main sits in the second class
+    java = program(items, "k02673")  # main sits in the second class
     assert (java.language, java.main_class) == ("java", "static_use")
-    behaviour = program(items, "rt07035")                    # "which behavior ...": the language is never named
+    behaviour = program(items, "rt07035")  # "which behavior ...": the language is never named
     assert (behaviour.language, behaviour.kind, behaviour.main_class) == ("java", "compiles", "OneClue")
-    assert "public class" not in behaviour.source             # any file name works for the sandbox
+    assert "public class" not in behaviour.source  # any file name works for the sandbox
 
 
 def test_squashed_c_gets_its_lines_and_headers_back(items):
@@ -74,7 +74,7 @@ def test_prose_fence_tag_and_escaped_quotes_removed(items):
 
 
 def test_items_a_run_cannot_answer_are_skipped_with_a_reason(items):
-    assert find_program(items["k07999"]) is None          # relational algebra
+    assert find_program(items["k07999"]) is None  # relational algebra
     assert skip_reason(items["k07999"]) == "not an output question"
     assert skip_reason(items["k10511"]) == "no code found"  # "What is a correct syntax to output ... in C#?"
     assert skip_reason(items["rt00114"]) == "not an output question"  # a completion item

@@ -5,8 +5,8 @@ averages with the plain one, and only the lettered head moves."""
 import numpy as np
 import pytest
 
-from mcqa.agent.graph import Agent, default_tasks
 from mcqa.agent.config import AgentConfig
+from mcqa.agent.graph import Agent, default_tasks
 from mcqa.agent.prompts import LIST_LETTERS, Prompts, rerank_list_chat
 from mcqa.agent.solver import AgentSolver
 from mcqa.agent.trace import replay
@@ -16,7 +16,9 @@ from mcqa.datasets import load_split
 
 def config(**agent):
     agent = {"votes": 0, "tasks": ["misconceptions"], "reranker": "llm-list", "candidates": 8, "top_k": 8, **agent}
-    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}})
+    return load_config(
+        **{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,9 @@ def eedi_item(data_root):
 
 
 def run(tiny_llm, data_root, tmp_path, item, **agent):
-    solver = AgentSolver(config(**agent), dataset="eedi", data_root=data_root, llm=tiny_llm,
-                         traces=tmp_path / "traces.sqlite")
+    solver = AgentSolver(
+        config(**agent), dataset="eedi", data_root=data_root, llm=tiny_llm, traces=tmp_path / "traces.sqlite"
+    )
     assert solver.agent.nodes() == ["propose_misconceptions", "rerank", "finalize"]
     (p,) = solver([item])
     steps = {s["node"]: s["update"] for s in replay(solver.checkpointer, p.trace_id)}
@@ -41,14 +44,21 @@ def test_list_scores_are_letter_probabilities_of_one_prompt(tiny_llm, data_root,
     for letter, hits in candidates.items():
         head = [m for m, _ in hits[:4]]
         names = [index.name_of(m) for m in head]
-        probs = np.exp(tiny_llm.score_options([rerank_list_chat(eedi_item, letter, names, Prompts())], LIST_LETTERS[:4])[0])
+        probs = np.exp(
+            tiny_llm.score_options([rerank_list_chat(eedi_item, letter, names, Prompts())], LIST_LETTERS[:4])[0]
+        )
         if reverse:
-            back = np.exp(tiny_llm.score_options([rerank_list_chat(eedi_item, letter, names[::-1], Prompts())],
-                                                 LIST_LETTERS[:4])[0])
+            back = np.exp(
+                tiny_llm.score_options([rerank_list_chat(eedi_item, letter, names[::-1], Prompts())], LIST_LETTERS[:4])[
+                    0
+                ]
+            )
             probs = (probs + back[::-1]) / 2
         expected = [head[k] for k in np.argsort(-probs, kind="stable")]
         assert p.misconceptions[letter][:4] == expected
-        assert np.allclose(sorted(p.misconception_scores[letter][:4], reverse=True), sorted(probs, reverse=True), atol=2e-3)
+        assert np.allclose(
+            sorted(p.misconception_scores[letter][:4], reverse=True), sorted(probs, reverse=True), atol=2e-3
+        )
         assert p.misconceptions[letter][4:] == [m for m, _ in hits[4:8]], "past the head: retrieval order"
 
 

@@ -25,7 +25,9 @@ C_OUTPUT_ITEM = "k10196"  # "What will be the output of the following C code?": 
 
 def config(**agent):
     agent = {"votes": 0, "permutations": 1, "verify": False, **agent}
-    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}})
+    return load_config(
+        **{"llm.model": "smollm2-135m", "llm.n_ctx": 2048, **{f"agent.{k}": v for k, v in agent.items()}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,32 +72,45 @@ def test_execute_verifies_by_running_and_adopts_the_runs_choice(tiny_llm, train,
     assert summary["execute"]["tool_accuracy"] == 1.0 and summary["execute"]["agreement"] == 0.0
     assert summary["accuracy_tool_named"]["correct"] == 1 and summary["accuracy_no_tool"]["labelled"] == 1
     rows = dict(tool_rows(summary))  # report.md, report.html and the CLI's summary
-    assert "ran on 1 of 2 items" in rows["tool `execute`"] and "named a choice on 1 (right 100.0%)" in rows["tool `execute`"]
+    assert (
+        "ran on 1 of 2 items" in rows["tool `execute`"]
+        and "named a choice on 1 (right 100.0%)" in rows["tool `execute`"]
+    )
     assert rows["accuracy where a tool named a choice"].endswith("on 1")
 
 
 def test_fuse_keeps_a_confident_answer_and_adopt_does_not(tiny_llm, disagreeing):
     """`fuse` with weight 0 never moves the answer (no flip, the verdict stays failed); weight 1 is `adopt`."""
-    kept = AgentSolver(config(tools=["execute"], tool_rule="fuse", tool_weight=0.0), dataset="codemmlu_fpt",
-                       llm=tiny_llm)([disagreeing])[0]
+    kept = AgentSolver(
+        config(tools=["execute"], tool_rule="fuse", tool_weight=0.0), dataset="codemmlu_fpt", llm=tiny_llm
+    )([disagreeing])[0]
     assert kept.flips == [] and kept.answer != disagreeing.answer and kept.verification == 0.0
-    moved = AgentSolver(config(tools=["execute"], tool_rule="fuse", tool_weight=1.0), dataset="codemmlu_fpt",
-                        llm=tiny_llm)([disagreeing])[0]
+    moved = AgentSolver(
+        config(tools=["execute"], tool_rule="fuse", tool_weight=1.0), dataset="codemmlu_fpt", llm=tiny_llm
+    )([disagreeing])[0]
     assert moved.answer == disagreeing.answer and len(moved.flips) == 1
 
 
 def test_compute_runs_the_models_program_and_maps_its_result(tiny_llm, data_root):
     items = load_split("aqua_rat", "dev", data_root).items[:3]
-    text_item = Item(id="text", question="Which word is a noun?", choices=["run", "table", "quickly", "blue"],
-                     answer="B")
-    solver = AgentSolver(config(tools=["compute"], verify=True, program_tokens=96), dataset="aqua_rat", llm=tiny_llm,
-                         record_prompts=True)
+    text_item = Item(
+        id="text", question="Which word is a noun?", choices=["run", "table", "quickly", "blue"], answer="B"
+    )
+    solver = AgentSolver(
+        config(tools=["compute"], verify=True, program_tokens=96), dataset="aqua_rat", llm=tiny_llm, record_prompts=True
+    )
     assert solver.agent.nodes() == ["answer", "compute", "verify", "reconsider", "finalize"]
     predictions = solver([*items, text_item])
-    for item, p in zip(items, predictions):
+    for item, p in zip(items, predictions, strict=True):
         tool = p.tool
-        assert tool["tool"] == "compute" and tool["status"] in ("ok", "no program", "runtime_error", "timeout",
-                                                               "memory", "output_limit")
+        assert tool["tool"] == "compute" and tool["status"] in (
+            "ok",
+            "no program",
+            "runtime_error",
+            "timeout",
+            "memory",
+            "output_limit",
+        )
         if tool["status"] == "ok" and tool["value"] is not None:
             assert tool["letter"] == closest_choice(item, tool["value"])[0]
         if tool["letter"]:
@@ -126,8 +141,11 @@ def test_compare_splits_accuracy_by_where_a_tool_named_a_choice():
     from mcqa.types import Prediction
 
     plain = {i: Prediction(item_id=i, answer="A") for i in ("x", "y", "z")}
-    tooled = {**plain, "y": Prediction(item_id="y", answer="B", tool={"tool": "execute", "letter": "B"}),
-              "z": Prediction(item_id="z", answer="A", tool={"tool": "execute", "letter": None})}
+    tooled = {
+        **plain,
+        "y": Prediction(item_id="y", answer="B", tool={"tool": "execute", "letter": "B"}),
+        "z": Prediction(item_id="z", answer="A", tool={"tool": "execute", "letter": None}),
+    }
     scores = {"accuracy": {"x": (1.0, 1.0), "y": (0.0, 1.0), "z": (1.0, 1.0)}}
     _split_by_tool(scores, plain, tooled)
     assert scores["accuracy (tool named a choice)"] == {"y": (0.0, 1.0)}

@@ -45,9 +45,26 @@ def test_unknown_dataset_is_a_clean_error():
 
 def test_solve_writes_predictions_and_prints_accuracy(tmp_path, data_root):
     out = tmp_path / "preds.jsonl"
-    result = runner.invoke(app, ["solve", "--dataset", "codemmlu_fpt", "--split", "train", "--limit", "5",
-                                 "--model", "smollm2-135m", "--threads", "2", "--out", str(out),
-                                 "--data-dir", str(data_root)])
+    result = runner.invoke(
+        app,
+        [
+            "solve",
+            "--dataset",
+            "codemmlu_fpt",
+            "--split",
+            "train",
+            "--limit",
+            "5",
+            "--model",
+            "smollm2-135m",
+            "--threads",
+            "2",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data_root),
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 5
@@ -61,15 +78,45 @@ def test_solve_a_users_own_file(tmp_path):
     path = tmp_path / "quiz.csv"
     path.write_text("Q,A,B,Gold\nIs water wet?,yes,no,A\nIs fire cold?,yes,no,B\n")
     out = tmp_path / "quiz.jsonl"
-    result = runner.invoke(app, ["solve", "--dataset", str(path), "-c", "question=Q", "-c", "choices=A,B",
-                                 "-c", "answer=Gold", "--model", "smollm2-135m", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "solve",
+            "--dataset",
+            str(path),
+            "-c",
+            "question=Q",
+            "-c",
+            "choices=A,B",
+            "-c",
+            "answer=Gold",
+            "--model",
+            "smollm2-135m",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 2
 
 
 def test_solve_with_a_missing_model_says_so(tmp_path, data_root):
-    result = runner.invoke(app, ["solve", "--dataset", "arc_challenge", "--limit", "1", "--model", "no-such-model",
-                                 "--data-dir", str(data_root), "--out", str(tmp_path / "x.jsonl")])
+    result = runner.invoke(
+        app,
+        [
+            "solve",
+            "--dataset",
+            "arc_challenge",
+            "--limit",
+            "1",
+            "--model",
+            "no-such-model",
+            "--data-dir",
+            str(data_root),
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+    )
     assert result.exit_code == 2
     assert "no llm named 'no-such-model'" in result.output
 
@@ -77,6 +124,8 @@ def test_solve_with_a_missing_model_says_so(tmp_path, data_root):
 def test_bad_config_key_is_refused(tmp_path, data_root):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("llm:\n  modle: smollm2-135m\n")
-    result = runner.invoke(app, ["solve", "--dataset", "arc_challenge", "--config", str(cfg), "--data-dir", str(data_root)])
+    result = runner.invoke(
+        app, ["solve", "--dataset", "arc_challenge", "--config", str(cfg), "--data-dir", str(data_root)]
+    )
     assert result.exit_code == 2
     assert "modle" in result.output

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from mcqa.datasets import DATASETS, Columns, DatasetError, load_file, load_misconceptions, load_split
-from mcqa.datasets.codemmlu import normalise_label, parse_choices
 from mcqa.datasets.base import SkipRow
 from mcqa.datasets.benchmarks import parse_mathqa_options
+from mcqa.datasets.codemmlu import normalise_label, parse_choices
 
 
 @pytest.mark.parametrize("name,split", [(n, s) for n, spec in DATASETS.items() for s in spec.splits])
@@ -29,7 +29,7 @@ def test_eedi_train_carries_misconceptions(data_root):
         assert letter != item.answer, "the correct option never has a misconception"
     catalogue = {m.id for m in load_misconceptions("eedi", data_root)}
     assert len(catalogue) == 2587
-    assert all(m in catalogue for it, l in labelled for m in it.misconceptions[l])
+    assert all(m in catalogue for it, x in labelled for m in it.misconceptions[x])
 
 
 def test_map_rebuilds_choices_and_correct_answer(data_root):
@@ -50,8 +50,12 @@ def test_map_rebuilds_choices_and_correct_answer(data_root):
 def test_codemmlu_messy_labels_are_normalised_or_counted(data_root):
     loaded = load_split("codemmlu_fpt", "train", data_root)
     assert loaded.n_skipped > 0
-    assert set(loaded.skipped) <= {"fewer than 2 choices", "answer letter beyond the choices", "no answer label",
-                                   "unreadable answer label"}
+    assert set(loaded.skipped) <= {
+        "fewer than 2 choices",
+        "answer letter beyond the choices",
+        "no answer label",
+        "unreadable answer label",
+    }
     assert all(e.startswith("b6_train_data.csv row ") for e in loaded.examples)
     assert all(item.answer in item.letters for item in loaded.items)
     test = load_split("codemmlu_fpt", "test", data_root)
@@ -125,11 +129,13 @@ def test_broken_json_line_is_a_counted_skip_with_its_line(tmp_path):
 
 def test_generic_csv_with_column_mapping(tmp_path):
     path = tmp_path / "mine.csv"
-    path.write_text("qid,Q,A,B,C,Gold\n"
-                    "q1,What is 2+2?,3,4,5,B\n"
-                    "q2,Capital of France?,Paris,Rome,Oslo,Paris\n"
-                    "q3,Index answer,x,y,z,2\n"
-                    "q4,Bad answer,x,y,z,banana\n")
+    path.write_text(
+        "qid,Q,A,B,C,Gold\n"
+        "q1,What is 2+2?,3,4,5,B\n"
+        "q2,Capital of France?,Paris,Rome,Oslo,Paris\n"
+        "q3,Index answer,x,y,z,2\n"
+        "q4,Bad answer,x,y,z,banana\n"
+    )
     columns = Columns.parse(["id=qid", "question=Q", "choices=A,B,C", "answer=Gold"])
     loaded = load_file(path, columns)
     assert [(it.id, it.answer) for it in loaded.items] == [("q1", "B"), ("q2", "A"), ("q3", "C")]
@@ -139,8 +145,10 @@ def test_generic_csv_with_column_mapping(tmp_path):
 def test_generic_jsonl_list_column_and_parquet(tmp_path):
     from datasets import Dataset
 
-    records = [{"question": "q1", "choices": ["a", "b"], "answer": "A"},
-               {"question": "q2", "choices": "['c', 'd']", "answer": 1}]
+    records = [
+        {"question": "q1", "choices": ["a", "b"], "answer": "A"},
+        {"question": "q2", "choices": "['c', 'd']", "answer": 1},
+    ]
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text("\n".join(json.dumps(r) for r in records))
     assert [it.choices for it in load_file(jsonl).items] == [["a", "b"], ["c", "d"]]

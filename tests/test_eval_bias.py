@@ -4,8 +4,19 @@ estimate, checked on cases where the right result is known exactly."""
 import numpy as np
 import pytest
 
-from mcqa.eval.bias import (consistency, cyclic_orders, debias, debias_summary, estimate_prior, parse_perm_id,
-                            permute_item, permuted_copies, position_summary, random_orders, unpermute_prediction)
+from mcqa.eval.bias import (
+    consistency,
+    cyclic_orders,
+    debias,
+    debias_summary,
+    estimate_prior,
+    parse_perm_id,
+    permute_item,
+    permuted_copies,
+    position_summary,
+    random_orders,
+    unpermute_prediction,
+)
 from mcqa.types import Item, Prediction, letter
 
 
@@ -28,11 +39,18 @@ def test_permute_item_moves_every_letter_with_its_choice():
 
 def test_unpermute_maps_the_prediction_back_to_the_original_letters():
     order = [2, 0, 3, 1]
-    on_copy = Prediction(item_id="q#perm=CADB", answer="D", option_probs={"A": .1, "B": .2, "C": .3, "D": .4},
-                         misconceptions={"A": ["7"]}, misconception_scores={"A": [0.9]}, flips=["A->D"], correct=True)
+    on_copy = Prediction(
+        item_id="q#perm=CADB",
+        answer="D",
+        option_probs={"A": 0.1, "B": 0.2, "C": 0.3, "D": 0.4},
+        misconceptions={"A": ["7"]},
+        misconception_scores={"A": [0.9]},
+        flips=["A->D"],
+        correct=True,
+    )
     back = unpermute_prediction(on_copy, order)
     assert back.answer == "B" and back.correct is True
-    assert back.option_probs == {"A": .2, "B": .4, "C": .1, "D": .3}
+    assert back.option_probs == {"A": 0.2, "B": 0.4, "C": 0.1, "D": 0.3}
     assert back.misconceptions == {"C": ["7"]} and back.misconception_scores == {"C": [0.9]}
     assert back.flips == ["C->B"]
 
@@ -62,14 +80,19 @@ def biased_model(prior, preference, order):
 def predictions_of(item_id, prior, preference):
     n = len(prior)
     original = biased_model(prior, preference, list(range(n)))
-    main = Prediction(item_id=item_id, answer=letter(int(np.argmax(original))),
-                      option_probs={letter(i): float(p) for i, p in enumerate(original)})
+    main = Prediction(
+        item_id=item_id,
+        answer=letter(int(np.argmax(original))),
+        option_probs={letter(i): float(p) for i, p in enumerate(original)},
+    )
     copies = []
     for order in cyclic_orders(n):
         probs = biased_model(prior, preference, order)
-        on_copy = Prediction(item_id=f"{item_id}#perm={''.join(letter(i) for i in order)}",
-                             answer=letter(int(np.argmax(probs))),
-                             option_probs={letter(j): float(p) for j, p in enumerate(probs)})
+        on_copy = Prediction(
+            item_id=f"{item_id}#perm={''.join(letter(i) for i in order)}",
+            answer=letter(int(np.argmax(probs))),
+            option_probs={letter(j): float(p) for j, p in enumerate(probs)},
+        )
         copies.append(unpermute_prediction(on_copy, order))
     return main, copies
 
@@ -94,7 +117,7 @@ def test_pride_recovers_the_letter_prior_and_removes_it():
 
 def test_position_summary_and_consistency():
     items = [item("1", answer="A"), item("2", answer="A"), item("3", answer="B"), item("4", answer="B")]
-    predictions = [Prediction(item_id=i, answer=a) for i, a in zip("1234", "AAAB")]
+    predictions = [Prediction(item_id=i, answer=a) for i, a in zip("1234", "AAAB", strict=True)]
     summary = position_summary(items, predictions)
     assert summary["predicted_letters"] == {"A": 3, "B": 1} and summary["gold_letters"] == {"A": 2, "B": 2}
     assert summary["accuracy_by_gold"]["B"] == {"n": 2, "accuracy": 0.5}

@@ -25,8 +25,23 @@ def config_file(tmp_path_factory):
 
 
 def run_args(out, config_file, data_root, *extra):
-    return ["eval", "run", "--dataset", "arc_challenge", "--limit", "4", "--batch-size", "2", "--config",
-            str(config_file), "--out", str(out), "--data-dir", str(data_root), *extra]
+    return [
+        "eval",
+        "run",
+        "--dataset",
+        "arc_challenge",
+        "--limit",
+        "4",
+        "--batch-size",
+        "2",
+        "--config",
+        str(config_file),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_root),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +110,9 @@ def test_compare_two_runs(run_a, data_root, tmp_path):
         if row["item_id"] == "2":
             row["answer"], row["correct"] = "D", False
     (run_b / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    a_correct = {p["item_id"]: p["correct"] for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    a_correct = {
+        p["item_id"]: p["correct"] for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
+    }
     b_correct = {r["item_id"]: r["correct"] for r in rows}
     expected = (sum(b_correct.values()) - sum(a_correct.values())) / 4
 
@@ -119,8 +136,26 @@ def test_a_users_own_file_runs_and_compares_with_itself(tmp_path, config_file):
     quiz = tmp_path / "quiz.csv"
     quiz.write_text("Q,A,B,Gold\nIs water wet?,yes,no,A\nIs fire cold?,yes,no,B\n")
     out = tmp_path / "quiz-run"
-    result = runner.invoke(app, ["eval", "run", "--dataset", str(quiz), "-c", "question=Q", "-c", "choices=A,B",
-                                 "-c", "answer=Gold", "--config", str(config_file), "--out", str(out), "--no-traces"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "--dataset",
+            str(quiz),
+            "-c",
+            "question=Q",
+            "-c",
+            "choices=A,B",
+            "-c",
+            "answer=Gold",
+            "--config",
+            str(config_file),
+            "--out",
+            str(out),
+            "--no-traces",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "run.json").read_text())["source"]["file"] == str(quiz.resolve())
     assert not (out / "traces.sqlite").exists()
@@ -158,8 +193,26 @@ def test_a_misconception_run_never_touches_the_llm(dataset, no_llm, small_eedi, 
     succeeds, and no item has an error (a node loading the LLM lazily would record one on every item)."""
     out = tmp_path / "run"
     data = small_eedi if dataset == "eedi" else small_map  # the label stores of the shared train files take minutes
-    result = runner.invoke(app, ["eval", "run", "--dataset", dataset, "--split", "validation", "--limit", "3",
-                                 "--model", str(no_llm), "--out", str(out), "--data-dir", str(data), "--no-traces"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "--dataset",
+            dataset,
+            "--split",
+            "validation",
+            "--limit",
+            "3",
+            "--model",
+            str(no_llm),
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data),
+            "--no-traces",
+        ],
+    )
     assert result.exit_code == 0, result.output
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 3 and all(p.get("error") is None and p["misconceptions"] for p in predictions)

@@ -16,8 +16,23 @@ N_ITEMS = 6
 
 
 def command(out: Path, config: Path, data_root: Path) -> list[str]:
-    return [MCQA, "eval", "run", "--dataset", "arc_challenge", "--limit", str(N_ITEMS), "--batch-size", "2",
-            "--config", str(config), "--out", str(out), "--data-dir", str(data_root)]
+    return [
+        MCQA,
+        "eval",
+        "run",
+        "--dataset",
+        "arc_challenge",
+        "--limit",
+        str(N_ITEMS),
+        "--batch-size",
+        "2",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_root),
+    ]
 
 
 def count_lines(path: Path) -> int:
@@ -42,8 +57,9 @@ def run_and_kill(cmd: list[str], predictions: Path, after_lines: int, timeout: f
 def prediction_set(path: Path) -> tuple[list[str], set[str]]:
     """(item ids in file order, the predictions as canonical JSON without their per-process trace id)."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [r["item_id"] for r in rows], {json.dumps({k: v for k, v in r.items() if k != "trace_id"}, sort_keys=True)
-                                          for r in rows}
+    return [r["item_id"] for r in rows], {
+        json.dumps({k: v for k, v in r.items() if k != "trace_id"}, sort_keys=True) for r in rows
+    }
 
 
 def test_sigkilled_and_resumed_run_equals_an_uninterrupted_one(tmp_path, data_root):

@@ -6,9 +6,18 @@ import math
 
 import pytest
 
-from mcqa.eval.metrics import (accuracy_summary, answers_questions, bootstrap_estimate, breakdown, confidence_summary,
-                               flip_ledger, map_competition_labels, map_competition_summary, misconception_summary,
-                               paired_bootstrap_difference)
+from mcqa.eval.metrics import (
+    accuracy_summary,
+    answers_questions,
+    bootstrap_estimate,
+    breakdown,
+    confidence_summary,
+    flip_ledger,
+    map_competition_labels,
+    map_competition_summary,
+    misconception_summary,
+    paired_bootstrap_difference,
+)
 from mcqa.types import Item, Prediction
 
 
@@ -19,9 +28,12 @@ def item(id_, answer="A", n=4, **kw):
 def test_accuracy_counts_unanswered_as_wrong_and_apart():
     items = [item("1"), item("2"), item("3"), item("4"), item("5"), item("6", answer=None), item("7")]
     predictions = [
-        Prediction(item_id="1", answer="A"), Prediction(item_id="2", answer="A", correct=False),  # recomputed
-        Prediction(item_id="3", answer="B"), Prediction(item_id="4", answer=None),  # abstained
-        Prediction(item_id="5", error="RuntimeError: backend down"), Prediction(item_id="6", answer="C"),
+        Prediction(item_id="1", answer="A"),
+        Prediction(item_id="2", answer="A", correct=False),  # recomputed
+        Prediction(item_id="3", answer="B"),
+        Prediction(item_id="4", answer=None),  # abstained
+        Prediction(item_id="5", error="RuntimeError: backend down"),
+        Prediction(item_id="6", answer="C"),
     ]  # item 7 has no prediction yet: pending, not wrong
     summary = accuracy_summary(items, predictions)
     assert summary["labelled"] == 5 and summary["correct"] == 2
@@ -61,10 +73,14 @@ def test_paired_bootstrap_sees_a_small_consistent_gain():
 
 
 def test_eedi_map25_scores_every_labelled_wrong_answer():
-    items = [item("e1", answer="A", misconceptions={"B": ["10"], "C": ["20"], "D": ["30"]}),
-             item("e2", answer="B", misconceptions={"A": ["5"], "B": ["99"]})]  # a label on the right answer is not scored
-    predictions = [Prediction(item_id="e1", misconceptions={"B": ["10", "11"], "C": ["21", "20"], "D": []}),
-                   Prediction(item_id="e2", misconceptions={"A": ["1", "2", "5"], "B": ["99"]})]
+    items = [
+        item("e1", answer="A", misconceptions={"B": ["10"], "C": ["20"], "D": ["30"]}),
+        item("e2", answer="B", misconceptions={"A": ["5"], "B": ["99"]}),
+    ]  # a label on the right answer is not scored
+    predictions = [
+        Prediction(item_id="e1", misconceptions={"B": ["10", "11"], "C": ["21", "20"], "D": []}),
+        Prediction(item_id="e2", misconceptions={"A": ["1", "2", "5"], "B": ["99"]}),
+    ]
     summary = misconception_summary(items, predictions, k=25)
     assert summary["rows"] == 4 and summary["items"] == 2 and summary["rows_ranked"] == 3
     assert summary["map@25"] == pytest.approx((1 + 1 / 2 + 0 + 1 / 3) / 4)
@@ -80,16 +96,25 @@ def map_item(id_, chosen, label, answer="A"):
 
 
 def test_map_competition_labels_and_map3():
-    items = [map_item("m1", "B", "False_Misconception:Incomplete"), map_item("m2", "A", "True_Correct:NA"),
-             map_item("m3", "C", "False_Neither:NA"), map_item("m4", "D", "False_Neither:NA")]
+    items = [
+        map_item("m1", "B", "False_Misconception:Incomplete"),
+        map_item("m2", "A", "True_Correct:NA"),
+        map_item("m3", "C", "False_Neither:NA"),
+        map_item("m4", "D", "False_Neither:NA"),
+    ]
     predictions = {
         "m1": Prediction(item_id="m1", answer="A", misconceptions={"B": ["WNB", "Incomplete"]}),
         "m2": Prediction(item_id="m2", answer="A"),
-        "m3": Prediction(item_id="m3", misconceptions={"C": ["False_Misconception:X", "False_Neither:NA", "False_Correct:NA"]}),
+        "m3": Prediction(
+            item_id="m3", misconceptions={"C": ["False_Misconception:X", "False_Neither:NA", "False_Correct:NA"]}
+        ),
         "m4": Prediction(item_id="m4", answer="D"),  # the solver thinks the student was right
     }
     assert map_competition_labels(items[0], predictions["m1"]) == [
-        "False_Misconception:WNB", "False_Misconception:Incomplete", "False_Neither:NA"]
+        "False_Misconception:WNB",
+        "False_Misconception:Incomplete",
+        "False_Neither:NA",
+    ]
     assert map_competition_labels(items[1], predictions["m2"]) == ["True_Correct:NA", "True_Neither:NA"]
     assert map_competition_labels(items[3], predictions["m4"])[0] == "True_Correct:NA"
     # no answer from the solver (misconception-only run): the item's known answer sets True/False
@@ -110,20 +135,34 @@ def test_breakdown_by_subject_largest_first():
 
 def test_flip_ledger_classes_each_flip_by_the_gold_letter():
     items = [item("1"), item("2"), item("3"), item("4", answer=None), item("5")]
-    predictions = [Prediction(item_id="1", answer="A", flips=["B->A"]), Prediction(item_id="2", answer="C", flips=["A->C"]),
-                   Prediction(item_id="3", answer="D", flips=["B->C", "C->D"]), Prediction(item_id="4", flips=["A->B"]),
-                   Prediction(item_id="5", answer="A")]
+    predictions = [
+        Prediction(item_id="1", answer="A", flips=["B->A"]),
+        Prediction(item_id="2", answer="C", flips=["A->C"]),
+        Prediction(item_id="3", answer="D", flips=["B->C", "C->D"]),
+        Prediction(item_id="4", flips=["A->B"]),
+        Prediction(item_id="5", answer="A"),
+    ]
     ledger = flip_ledger(items, predictions)
-    assert ledger == {"wrong_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 2, "unlabelled": 1,
-                      "flips": 5, "items_flipped": 4, "net": 0,
-                      "by_step": {"reconsider": {"wrong_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 2,
-                                                 "unlabelled": 1, "net": 0}}}
+    assert ledger == {
+        "wrong_to_right": 1,
+        "right_to_wrong": 1,
+        "wrong_to_wrong": 2,
+        "unlabelled": 1,
+        "flips": 5,
+        "items_flipped": 4,
+        "net": 0,
+        "by_step": {
+            "reconsider": {"wrong_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 2, "unlabelled": 1, "net": 0}
+        },
+    }
 
 
 def test_flip_ledger_splits_debias_flips_from_reconsider_flips():
     items = [item("1"), item("2")]
-    predictions = [Prediction(item_id="1", answer="A", flips=["pride: B->A", "A->C"]),
-                   Prediction(item_id="2", answer="C", flips=["permute: B->C"])]
+    predictions = [
+        Prediction(item_id="1", answer="A", flips=["pride: B->A", "A->C"]),
+        Prediction(item_id="2", answer="C", flips=["permute: B->C"]),
+    ]
     ledger = flip_ledger(items, predictions)
     assert ledger["flips"] == 3 and ledger["net"] == 0
     assert ledger["by_step"]["pride"]["wrong_to_right"] == 1
@@ -137,14 +176,21 @@ def confident(scores, verification=None):
     for i, (score, right) in enumerate(scores):
         items.append(item(str(i)))
         answer = "A" if right else "B"
-        predictions.append(Prediction(item_id=str(i), answer=answer, option_probs={answer: score},
-                                      verification=None if verification is None else verification[i]))
+        predictions.append(
+            Prediction(
+                item_id=str(i),
+                answer=answer,
+                option_probs={answer: score},
+                verification=None if verification is None else verification[i],
+            )
+        )
     return items, predictions
 
 
 def test_confidence_a_perfect_signal_ranks_every_right_answer_first():
-    items, predictions = confident([(0.75, True), (0.25, False), (0.625, True), (0.375, False)],
-                                   verification=[0.25, 0.75, 0.375, 0.625])  # P(TRUE) backwards
+    items, predictions = confident(
+        [(0.75, True), (0.25, False), (0.625, True), (0.375, False)], verification=[0.25, 0.75, 0.375, 0.625]
+    )  # P(TRUE) backwards
     items.append(item("x"))
     predictions.append(Prediction(item_id="x", answer="A", option_probs={"A": 1.0}, error="boom"))  # not graded
     summary = confidence_summary(items, predictions)
@@ -168,4 +214,7 @@ def test_confidence_without_verify_has_no_verification_row():
     items, predictions = confident([(0.9, True), (0.2, False)])
     summary = confidence_summary(items, predictions)
     assert set(summary) == {"answer_prob"}
-    assert confidence_summary([item("1", answer=None)], [Prediction(item_id="1", answer="A", option_probs={"A": 1.0})]) is None
+    assert (
+        confidence_summary([item("1", answer=None)], [Prediction(item_id="1", answer="A", option_probs={"A": 1.0})])
+        is None
+    )

@@ -29,8 +29,14 @@ def hand_made(items):
         probs = {x: 0.1 for x in item.letters}
         probs[answer] = 0.7
         ranked = {x: [str(900 + r) for r in range(number % 4)] + ids for x, ids in item.misconceptions.items()}
-        predictions[item.id] = Prediction(item_id=item.id, answer=answer, option_probs=probs, misconceptions=ranked,
-                                          flips=["B->A"] if number == 4 else [], trace_id=f"t-{number}")
+        predictions[item.id] = Prediction(
+            item_id=item.id,
+            answer=answer,
+            option_probs=probs,
+            misconceptions=ranked,
+            flips=["B->A"] if number == 4 else [],
+            trace_id=f"t-{number}",
+        )
     return predictions
 
 
@@ -40,8 +46,10 @@ def test_reports_from_real_items(tmp_path, eedi_items):
     rows = metrics["misconceptions"]["rows"]
     assert rows == sum(len([x for x in it.misconceptions if x != it.answer]) for it in eedi_items)
     # item k puts its gold id at rank k % 4 + 1, so AP = 1 / (k % 4 + 1) on each of its rows
-    expected = sum(len([x for x in it.misconceptions if x != it.answer]) / (k % 4 + 1)
-                   for k, it in enumerate(eedi_items)) / rows
+    expected = (
+        sum(len([x for x in it.misconceptions if x != it.answer]) / (k % 4 + 1) for k, it in enumerate(eedi_items))
+        / rows
+    )
     assert metrics["misconceptions"]["map@25"] == pytest.approx(expected)
     assert metrics["accuracy"]["correct"] == 8 and metrics["accuracy"]["labelled"] == 12
     assert [w["item_id"] for w in metrics["worst"]] == [eedi_items[k].id for k in (0, 3, 6, 9)]
@@ -64,7 +72,9 @@ def test_reports_from_real_items(tmp_path, eedi_items):
 
 
 def test_a_misconception_only_run_has_no_accuracy(tmp_path, eedi_items):
-    predictions = {k: p.model_copy(update={"answer": None, "option_probs": {}}) for k, p in hand_made(eedi_items).items()}
+    predictions = {
+        k: p.model_copy(update={"answer": None, "option_probs": {}}) for k, p in hand_made(eedi_items).items()
+    }
     metrics = summarize(eedi_items, predictions, {"dataset": "eedi", "split": "train", "model": "hand"})
     assert metrics["accuracy"] is None and metrics["position"] is None and metrics["confidence"] is None
     assert metrics["misconceptions"]["map@25"] > 0
@@ -75,8 +85,10 @@ def test_a_misconception_only_run_has_no_accuracy(tmp_path, eedi_items):
 def test_an_unlabelled_split_reports_predictions_without_grades(tmp_path, data_root):
     items = load_split("codemmlu_fpt", "test", data_root).items[:5]
     assert all(it.answer is None for it in items)
-    predictions = {it.id: Prediction(item_id=it.id, answer="A", option_probs={x: 1 / len(it.choices) for x in it.letters})
-                   for it in items}
+    predictions = {
+        it.id: Prediction(item_id=it.id, answer="A", option_probs={x: 1 / len(it.choices) for x in it.letters})
+        for it in items
+    }
     metrics = summarize(items, predictions, {"dataset": "codemmlu_fpt", "split": "test", "model": "hand"})
     assert metrics["accuracy"]["labelled"] == 0 and metrics["worst"] == [] and metrics["confidence"] is None
     assert metrics["position"]["predicted_letters"]["A"] == 5 and metrics["position"]["rstd"] is None

@@ -80,8 +80,11 @@ def test_examples_are_the_agents_prompts_and_seeded(data_root):
     assert targets.count("No") == 2 * targets.count("Yes") > 0
     first = next(ex for ex in rerank if ex["completion"][0]["content"] == "Yes")
     item = next(it for it in load_items("eedi", "fit", seed=3) if it.id == first["item_id"])
-    assert any(first["prompt"] == rerank_chat(item, letter, name, Prompts())
-               for letter in item.misconceptions for name in [first["prompt"][1]["content"].split('"')[1]])
+    assert any(
+        first["prompt"] == rerank_chat(item, letter, name, Prompts())
+        for letter in item.misconceptions
+        for name in [first["prompt"][1]["content"].split('"')[1]]
+    )
 
 
 def _letter_logprobs_hf(model, tokens: list[int], option_ids: list[int]) -> np.ndarray:
@@ -160,8 +163,19 @@ def test_answer_sft_resumes_after_a_crash_and_exports_a_working_adapter(tmp_path
             if state.global_step == 3:
                 raise RuntimeError("simulated crash")
 
-    config = Config(base=TINY, datasets=["codemmlu_fpt"], max_items=12, eval_items=6, max_steps=4, save_steps=2,
-                    batch_size=2, max_seq_len=256, learning_rate=2e-3, lora=LoraSettings(r=4, alpha=8), seed=0)
+    config = Config(
+        base=TINY,
+        datasets=["codemmlu_fpt"],
+        max_items=12,
+        eval_items=6,
+        max_steps=4,
+        save_steps=2,
+        batch_size=2,
+        max_seq_len=256,
+        learning_rate=2e-3,
+        lora=LoraSettings(r=4, alpha=8),
+        seed=0,
+    )
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, TrainRun(tmp_path / "run", config), callbacks=[Crash()])
     assert (tmp_path / "run/checkpoints/checkpoint-2").is_dir()
@@ -207,8 +221,9 @@ def test_think_data_is_reproducible_resumable_and_trains(tmp_path, tiny_llm, dat
         assert row["misconception"] and row["misconception_ids"]
     other = generate_think_data("eedi", "fit", tmp_path / "c.jsonl", tiny_llm, limit=4, seed=2, max_tokens=12)
     assert other["written"] == 4
-    assert [r["item_id"] for r in map(json.loads, (tmp_path / "c.jsonl").read_text().splitlines())] != \
-        [r["item_id"] for r in rows]
+    assert [r["item_id"] for r in map(json.loads, (tmp_path / "c.jsonl").read_text().splitlines())] != [
+        r["item_id"] for r in rows
+    ]
 
     config = Config(task="think", think_data=str(tmp_path / "a.jsonl"), eval_items=1)
     fit, held = build_examples(config, "fit"), build_examples(config, "validation")
@@ -235,15 +250,23 @@ def test_gguf_load_caches_tokenizer_and_config(tmp_path, monkeypatch):
     gguf_parses = []
     for auto in (AutoTokenizer, AutoConfig):
         original = auto.from_pretrained
-        monkeypatch.setattr(auto, "from_pretrained", lambda *args, _original=original, **kwargs: (
-            gguf_parses.append(kwargs.get("gguf_file")), _original(*args, **kwargs))[1])
+        monkeypatch.setattr(
+            auto,
+            "from_pretrained",
+            lambda *args, _original=original, **kwargs: (
+                gguf_parses.append(kwargs.get("gguf_file")),
+                _original(*args, **kwargs),
+            )[1],
+        )
     tok, config = _gguf_tokenizer_and_config(folder, gguf)
     assert sorted((cache / "hf-gguf").iterdir()) == folders
     assert gguf_parses and not any(gguf_parses), "the second load parsed the GGUF again instead of the cache"
     monkeypatch.undo()
 
-    chat = [{"role": "system", "content": "Answer with a letter."},
-            {"role": "user", "content": "2 + 2 = ?\nA. 3\nB. 4"}]
+    chat = [
+        {"role": "system", "content": "Answer with a letter."},
+        {"role": "user", "content": "2 + 2 = ?\nA. 3\nB. 4"},
+    ]
     prompt = reference.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     texts = ["Hello, world!", " ünïcödé 数学\t\n  x<|im_end|>", prompt]
     assert reference.chat_template and tok is not reference

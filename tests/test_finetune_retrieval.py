@@ -16,7 +16,9 @@ import yaml
 from typer.testing import CliRunner
 
 from mcqa.cli import app
-from mcqa.finetune import common, embedder as embedder_recipe, refiner as refiner_recipe
+from mcqa.finetune import common
+from mcqa.finetune import embedder as embedder_recipe
+from mcqa.finetune import refiner as refiner_recipe
 from mcqa.finetune.common import TrainError, TrainRun, latest_checkpoint
 from mcqa.rag.embedder import Embedder
 
@@ -77,14 +79,26 @@ def test_a_miner_mines_round_0_for_another_base(embedder_run, tmp_path, monkeypa
     """Starting from the tuned model with `miner: minilm-l6`, round 0's negatives are the ones MiniLM
     mined for the first run (same items, seed and ranks), not the tuned model's own, and what is scored
     before training is recorded as the miner's."""
-    config = embedder_recipe.Config(limit=16, rounds=1, negatives=1, batch_size=4, rank_max=20, save_steps=1,
-                                    max_steps=2, base=str(embedder_run / "model"), miner="minilm-l6")
+    config = embedder_recipe.Config(
+        limit=16,
+        rounds=1,
+        negatives=1,
+        batch_size=4,
+        rank_max=20,
+        save_steps=1,
+        max_steps=2,
+        base=str(embedder_run / "model"),
+        miner="minilm-l6",
+    )
     encoded_by, real_encoded = [], embedder_recipe.Encoded
-    monkeypatch.setattr(embedder_recipe, "Encoded", lambda model, *a: encoded_by.append(model) or real_encoded(model, *a))
+    monkeypatch.setattr(
+        embedder_recipe, "Encoded", lambda model, *a: encoded_by.append(model) or real_encoded(model, *a)
+    )
     results = embedder_recipe.train(config, TrainRun(tmp_path / "run", config))
     monkeypatch.undo()
-    assert encoded_by == ["minilm-l6", str(tmp_path / "run" / "round-0" / "model")], \
+    assert encoded_by == ["minilm-l6", str(tmp_path / "run" / "round-0" / "model")], (
         "the miner encodes for mining, the base never does, the trained model is scored"
+    )
 
     def mined(folder):
         return [json.loads(line) for line in (folder / "round-0" / "mined.jsonl").open()]
@@ -132,8 +146,9 @@ def test_a_crash_mid_round_resumes_from_the_trainer_checkpoint(quick_config, tmp
         timer.on_step_begin = on_step_begin
         return timer
 
-    config = embedder_recipe.Config(limit=16, rounds=1, negatives=1, batch_size=4, rank_max=20, save_steps=1,
-                                    max_steps=4)
+    config = embedder_recipe.Config(
+        limit=16, rounds=1, negatives=1, batch_size=4, rank_max=20, save_steps=1, max_steps=4
+    )
     run = TrainRun(tmp_path / "run", config)
     monkeypatch.setattr(embedder_recipe, "step_timer", crashing_timer)
     with pytest.raises(KeyboardInterrupt):

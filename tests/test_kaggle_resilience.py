@@ -52,10 +52,25 @@ def bundle(tmp_path_factory, data_root):
     """A real bundle without wheels: the tiny GGUF, answer only, batches of two."""
     folder = tmp_path_factory.mktemp("bundle")
     config = folder / "cfg.yaml"
-    config.write_text("llm:\n  model: smollm2-135m\n  n_ctx: 1024\n  n_threads: 1\n"
-                      "agent:\n  verify: false\n  batch_size: 2\n")
-    result = runner.invoke(app, ["kaggle", "bundle", "--task", "codemmlu", "--out", str(folder / "b"), "--no-wheels",
-                                 "--config", str(config), "--data-dir", str(data_root)])
+    config.write_text(
+        "llm:\n  model: smollm2-135m\n  n_ctx: 1024\n  n_threads: 1\nagent:\n  verify: false\n  batch_size: 2\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "bundle",
+            "--task",
+            "codemmlu",
+            "--out",
+            str(folder / "b"),
+            "--no-wheels",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_root),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return folder / "b"
 
@@ -97,7 +112,9 @@ def test_an_item_the_backend_fails_on_gets_the_fallback_row(tmp_path, bundle, co
     (logged,) = [line for line in lines if "gets the fallback row" in line]
     assert poisoned.id in logged and "RuntimeError: llama_decode returned -3 (a failure on this one input)" in logged
     assert rows_of(out)[poisoned.id] == "A"  # codemmlu's fallback answer
-    result = runner.invoke(app, ["kaggle", "validate", "--task", "codemmlu", str(out), "--test", str(csv_of(competition))])
+    result = runner.invoke(
+        app, ["kaggle", "validate", "--task", "codemmlu", str(out), "--test", str(csv_of(competition))]
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -106,27 +123,71 @@ def test_a_deadline_reached_mid_run_leaves_the_rest_to_fallbacks(tmp_path, bundl
     only the write: go), before batch 2 at 20 s (10 s left, margin 2 x 10 s + the write: stop)."""
     steps = itertools.count(0, 10)
     out, lines = tmp_path / "submission.csv", []
-    figures = run("codemmlu", bundle, competition, out, threads=1, log=lines.append, deadline_minutes=0.5,
-                  clock=lambda: next(steps))
+    figures = run(
+        "codemmlu",
+        bundle,
+        competition,
+        out,
+        threads=1,
+        log=lines.append,
+        deadline_minutes=0.5,
+        clock=lambda: next(steps),
+    )
     assert figures["deadline_fallbacks"] == TEST_ROWS - 2 and figures["failed_items"] == 0
     assert figures["fallback_rows"] == TEST_ROWS - 2 and figures["rows"] == TEST_ROWS
     assert any(line.startswith(f"deadline: {TEST_ROWS - 2} item(s) left to fallback rows") for line in lines)
     assert validate(get_task("codemmlu"), out, csv_of(competition)) == []
 
 
-def test_a_spent_deadline_from_either_entry_point_still_writes_a_valid_submission(tmp_path, bundle, competition, capsys):
+def test_a_spent_deadline_from_either_entry_point_still_writes_a_valid_submission(
+    tmp_path, bundle, competition, capsys
+):
     """--deadline-minutes 0 (the budget is gone before the first batch): every row a fallback, none solved."""
     out = tmp_path / "cli.csv"
-    result = runner.invoke(app, ["kaggle", "run", "--task", "codemmlu", "--bundle", str(bundle), "--input",
-                                 str(competition), "--out", str(out), "--threads", "1", "--deadline-minutes", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "run",
+            "--task",
+            "codemmlu",
+            "--bundle",
+            str(bundle),
+            "--input",
+            str(competition),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--deadline-minutes",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads([line for line in result.output.splitlines() if line.startswith("{")][-1])
     assert figures["deadline_fallbacks"] == TEST_ROWS and figures["fallback_rows"] == TEST_ROWS
     assert validate(get_task("codemmlu"), out, csv_of(competition)) == []
 
     script_out = tmp_path / "script.csv"
-    assert main(["--task", "codemmlu", "--bundle", str(bundle), "--input", str(competition), "--out", str(script_out),
-                 "--threads", "1", "--deadline-minutes", "0"]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "codemmlu",
+                "--bundle",
+                str(bundle),
+                "--input",
+                str(competition),
+                "--out",
+                str(script_out),
+                "--threads",
+                "1",
+                "--deadline-minutes",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["deadline_fallbacks"] == TEST_ROWS
     assert rows_of(script_out) == rows_of(out)
 

@@ -21,8 +21,21 @@ def test_subpackages_import_from_their_folders():
 
 
 def test_regular_wheel_maps_folders_into_mcqa(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
     (wheel,) = tmp_path.glob("mcqa_agent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for name in SUBPACKAGES:

@@ -41,13 +41,29 @@ def test_llamacpp_server_command_reads_logprobs_and_binds_localhost():
 def test_serve_prints_the_url_answers_and_stops_on_ctrl_c():
     """The real command in a subprocess: llama.cpp's server on 127.0.0.1, then SIGINT as Ctrl-C sends."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from mcqa.cli import main; main()", "serve", "--engine", "llamacpp", "--model",
-                             "smollm2-135m", "--port", str(port), "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"},
-                            # As from a terminal: a suite started in the background (`cmd &`) inherits SIGINT
-                            # ignored, and the child would inherit that too and never see the Ctrl-C.
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from mcqa.cli import main; main()",
+            "serve",
+            "--engine",
+            "llamacpp",
+            "--model",
+            "smollm2-135m",
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        # As from a terminal: a suite started in the background (`cmd &`) inherits SIGINT
+        # ignored, and the child would inherit that too and never see the Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         lines = []
         deadline = time.monotonic() + 180

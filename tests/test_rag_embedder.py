@@ -43,8 +43,14 @@ def test_vectors_are_float32_unit_rows_in_order(embedder):
 
 
 def test_same_meaning_scores_higher_than_unrelated(embedder):
-    query, near, far = embedder.encode(["mixes up area and perimeter", "Confuses perimeter and area",
-                                        "Believes a negative times a negative is negative"], kind="query")
+    query, near, far = embedder.encode(
+        [
+            "mixes up area and perimeter",
+            "Confuses perimeter and area",
+            "Believes a negative times a negative is negative",
+        ],
+        kind="query",
+    )
     assert query @ near > query @ far + 0.2
 
 
@@ -121,8 +127,12 @@ def test_labelled_pairs_are_every_labelled_wrong_answer(eedi_items, data_root):
     pairs = list(labelled_pairs(eedi_items))
     # counted from the file without the adapter: a misconception id given for a wrong answer
     with (data_root / "eedi" / "train.csv").open(newline="", encoding="utf-8") as handle:
-        in_file = sum(1 for row in csv.DictReader(handle) for x in "ABCD"
-                      if x != row["CorrectAnswer"] and row[f"Misconception{x}Id"].strip())
+        in_file = sum(
+            1
+            for row in csv.DictReader(handle)
+            for x in "ABCD"
+            if x != row["CorrectAnswer"] and row[f"Misconception{x}Id"].strip()
+        )
     assert in_file > 0 and len(pairs) == sum(len(i.misconceptions) for i in eedi_items) == in_file
     assert all(letter != item.answer for item, letter, _ in pairs)
 
@@ -158,19 +168,31 @@ def test_unseen_split_keeps_validation_misconceptions_out_of_fit(eedi_items):
 
 def test_split_is_the_same_in_every_process(data_root):
     """Python salts string hashes per process: a split that leaned on set order would change between runs."""
-    code = ("from pathlib import Path; from mcqa.datasets import load_split; "
-            "from mcqa.rag.splits import train_validation; "
-            f"items = load_split('eedi', 'train', Path({str(data_root)!r})).items; "
-            "print(','.join(i.id for unseen in (False, True) for i in train_validation(items, unseen=unseen)[1]))")
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout
-               for seed in ("1", "2", "3")}
+    code = (
+        "from pathlib import Path; from mcqa.datasets import load_split; "
+        "from mcqa.rag.splits import train_validation; "
+        f"items = load_split('eedi', 'train', Path({str(data_root)!r})).items; "
+        "print(','.join(i.id for unseen in (False, True) for i in train_validation(items, unseen=unseen)[1]))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
     assert len(outputs) == 1 and len(outputs.pop().split(",")) > 500
 
 
 def test_split_groups_responses_of_one_question():
-    items = [Item(id=f"r{q}-{r}", question=f"question {q}", choices=["a", "b"], metadata={"question_id": str(q)})
-             for q in range(10) for r in range(5)]
+    items = [
+        Item(id=f"r{q}-{r}", question=f"question {q}", choices=["a", "b"], metadata={"question_id": str(q)})
+        for q in range(10)
+        for r in range(5)
+    ]
     fit, validation = train_validation(items, fraction=0.3, seed=2)
     assert len({question_of(i) for i in validation}) == 3
     assert {question_of(i) for i in fit}.isdisjoint(question_of(i) for i in validation)
@@ -183,4 +205,3 @@ def test_derived_split_names(data_root, eedi_items):
     assert load_items("eedi", "train", data_root) == eedi_items
     with pytest.raises(ValueError, match="fraction"):
         train_validation(eedi_items, fraction=1.0)
-

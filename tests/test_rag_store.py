@@ -4,15 +4,27 @@ mining, on real Eedi slices with the real MiniLM and real FAISS."""
 import csv
 import json
 import shutil
+from itertools import islice
 
 import numpy as np
 import pytest
 
 from mcqa.datasets import load_misconceptions, load_split
 from mcqa.models import resolve
-from mcqa.rag import (DEFAULT_QUERY_FORMAT, QUERY_FORMATS, Embedder, EmbedderMismatch, ExampleStore,
-                      MisconceptionIndex, StoreError, labelled_pairs, load_or_build_example_store,
-                      load_or_build_misconception_index, mine, training_pairs)
+from mcqa.rag import (
+    DEFAULT_QUERY_FORMAT,
+    QUERY_FORMATS,
+    Embedder,
+    EmbedderMismatch,
+    ExampleStore,
+    MisconceptionIndex,
+    StoreError,
+    labelled_pairs,
+    load_or_build_example_store,
+    load_or_build_misconception_index,
+    mine,
+    training_pairs,
+)
 from mcqa.rag.cache import cache_key
 from mcqa.rag.vectors import MANIFEST_FILE, RECORDS_FILE, build_index
 
@@ -28,15 +40,16 @@ def write_mini_eedi(root, n_items=N_ITEMS, n_misconceptions=N_MISCONCEPTIONS):
     folder.mkdir(parents=True, exist_ok=True)
     with (source / "train.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        rows = [row for _, row in zip(range(n_items), reader)]
+        rows = list(islice(reader, n_items))
         fields = reader.fieldnames
     with (folder / "train.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
         writer.writerows(rows)
     shutil.copy(source / "test.csv", folder / "test.csv")
-    labelled = {str(int(float(row[f"Misconception{x}Id"]))) for row in rows for x in "ABCD"
-                if row.get(f"Misconception{x}Id")}
+    labelled = {
+        str(int(float(row[f"Misconception{x}Id"]))) for row in rows for x in "ABCD" if row.get(f"Misconception{x}Id")
+    }
     catalogue = load_misconceptions("eedi", data_dir())
     chosen = [m for m in catalogue if m.id in labelled]
     chosen += [m for m in catalogue if m.id not in labelled][: n_misconceptions - len(chosen)]
@@ -83,7 +96,7 @@ def misconception_index(catalogue, embedder):
 def test_an_item_never_finds_itself(store, items):
     results = store.search(items, k=5)
     assert len(results) == len(items)
-    for item, hits in zip(items, results):
+    for item, hits in zip(items, results, strict=True):
         assert len(hits) == 5 and item.id not in {h.id for h in hits}
 
 
@@ -92,7 +105,7 @@ def test_a_copy_under_another_id_is_left_out_and_a_near_copy_found_first(store, 
     (hits,) = store.search([copy], k=3)
     assert len(hits) == 3 and items[7].id not in {h.id for h in hits}  # it would hand the model its answer
     near = items[7].model_copy(update={"id": "near-7", "question": items[7].question + " Explain why."})
-    ((best, score), *_), = store.search_scored([near], k=3)
+    (((best, score), *_),) = store.search_scored([near], k=3)
     assert best.id == items[7].id and score > 0.9
 
 
@@ -109,12 +122,15 @@ def test_save_load_roundtrip_with_manifest(store, items, embedder, tmp_path):
     manifest = json.loads((tmp_path / "examples" / MANIFEST_FILE).read_text())
     assert manifest["kind"] == "examples" and manifest["count"] == len(items) and manifest["dim"] == 384
     assert manifest["embedder"]["name"] == "minilm-l6" and manifest["index"] == "flat"
-    assert set(manifest["files"]) == {"index.faiss", RECORDS_FILE} and all(len(v) == 64 for v in manifest["files"].values())
+    assert set(manifest["files"]) == {"index.faiss", RECORDS_FILE} and all(
+        len(v) == 64 for v in manifest["files"].values()
+    )
     assert not list((tmp_path / "examples").glob("*.pkl"))
     loaded = ExampleStore.load(tmp_path / "examples", embedder)
     assert loaded.items == store.items and loaded.folder == tmp_path / "examples"
-    assert [[h.id for h in row] for row in loaded.search(items[:10], 5)] == \
-           [[h.id for h in row] for row in store.search(items[:10], 5)]
+    assert [[h.id for h in row] for row in loaded.search(items[:10], 5)] == [
+        [h.id for h in row] for row in store.search(items[:10], 5)
+    ]
 
 
 def test_loading_with_another_embedder_is_a_clear_error(store, embedder, tmp_path):
@@ -144,13 +160,16 @@ def test_hnsw_store_agrees_with_flat(items, embedder, store, tmp_path):
     assert hnsw.index.hnsw.efSearch == 64
     flat_hits = store.search(items[:20], 5)
     hnsw_hits = hnsw.search(items[:20], 5)
-    overlap = np.mean([len({h.id for h in a} & {h.id for h in b}) / 5 for a, b in zip(flat_hits, hnsw_hits)])
+    overlap = np.mean(
+        [len({h.id for h in a} & {h.id for h in b}) / 5 for a, b in zip(flat_hits, hnsw_hits, strict=True)]
+    )
     assert overlap >= 0.9
-    assert all(item.id not in {h.id for h in hits} for item, hits in zip(items[:20], hnsw_hits))
+    assert all(item.id not in {h.id for h in hits} for item, hits in zip(items[:20], hnsw_hits, strict=True))
     hnsw.save(tmp_path / "hnsw")
     assert json.loads((tmp_path / "hnsw" / MANIFEST_FILE).read_text())["index"] == "hnsw"
-    assert [[h.id for h in row] for row in ExampleStore.load(tmp_path / "hnsw", embedder).search(items[:20], 5)] == \
-           [[h.id for h in row] for row in hnsw_hits]
+    assert [[h.id for h in row] for row in ExampleStore.load(tmp_path / "hnsw", embedder).search(items[:20], 5)] == [
+        [h.id for h in row] for row in hnsw_hits
+    ]
 
 
 def test_duplicate_ids_are_refused(items, embedder):
@@ -164,7 +183,7 @@ def test_duplicate_ids_are_refused(items, embedder):
 def test_a_misconception_name_finds_itself(misconception_index, catalogue):
     sample = catalogue[::20]
     results = misconception_index.search([m.name for m in sample], k=3)
-    for misconception, hits in zip(sample, results):
+    for misconception, hits in zip(sample, results, strict=True):
         assert hits[0][0] == misconception.id and hits[0][1] > 0.99
         assert misconception_index.name_of(hits[0][0]) == misconception.name
     with pytest.raises(KeyError, match="no misconception"):
@@ -176,7 +195,9 @@ def test_retrieval_beats_chance_on_real_wrong_answers(misconception_index, items
     pairs = list(labelled_pairs(items))
     build = QUERY_FORMATS[DEFAULT_QUERY_FORMAT]
     results = misconception_index.search([build(item, letter) for item, letter, _ in pairs], k=25)
-    recall = np.mean([bool(set(ids) & {mid for mid, _ in hits}) for (_, _, ids), hits in zip(pairs, results)])
+    recall = np.mean(
+        [bool(set(ids) & {mid for mid, _ in hits}) for (_, _, ids), hits in zip(pairs, results, strict=True)]
+    )
     assert recall > 0.4
 
 
@@ -204,7 +225,9 @@ def test_cached_index_is_built_once_and_keyed_by_embedder(mini_root, embedder, t
     checksum = manifest["source"]["catalogue_sha256"]
     other = Embedder(passage_format="Misconception: {text}")
     assert first.folder.name.endswith(cache_key(checksum, embedder))
-    assert cache_key(checksum, other) != cache_key(checksum, embedder)  # another format: another index, never a stale one
+    assert cache_key(checksum, other) != cache_key(
+        checksum, embedder
+    )  # another format: another index, never a stale one
 
 
 def test_cached_example_store_of_the_fit_side(mini_root, embedder, tmp_path, monkeypatch):
@@ -220,8 +243,9 @@ def test_cached_example_store_of_the_fit_side(mini_root, embedder, tmp_path, mon
 # --- hard negatives ------------------------------------------------------------------------------------
 
 
-def test_mined_negatives_come_from_the_rank_window_and_are_never_positives(items, catalogue, embedder,
-                                                                          misconception_index):
+def test_mined_negatives_come_from_the_rank_window_and_are_never_positives(
+    items, catalogue, embedder, misconception_index
+):
     pairs = training_pairs(items[:12], catalogue, DEFAULT_QUERY_FORMAT)
     rows = mine(pairs, catalogue, embedder, rank_min=2, rank_max=40, n=5, sampling="random", seed=0)
     assert len(rows) == len(pairs) > 12
@@ -230,7 +254,7 @@ def test_mined_negatives_come_from_the_rank_window_and_are_never_positives(items
         positives_of.setdefault(pair["query"], set()).add(pair["positive_id"])
     names = {m.id: m.name for m in catalogue}
     ranked = misconception_index.search([row["query"] for row in rows], k=len(catalogue))
-    for row, hits in zip(rows, ranked):
+    for row, hits in zip(rows, ranked, strict=True):
         assert len(row["negatives"]) == len(set(row["negatives"])) == 5
         assert not positives_of[row["query"]] & set(row["negative_ids"])
         assert [names[i] for i in row["negative_ids"]] == row["negatives"]
@@ -242,8 +266,9 @@ def test_mined_negatives_come_from_the_rank_window_and_are_never_positives(items
     assert again == rows  # seeded
 
 
-def test_top_sampling_takes_the_first_ranks_and_bad_windows_are_refused(items, catalogue, embedder,
-                                                                        misconception_index):
+def test_top_sampling_takes_the_first_ranks_and_bad_windows_are_refused(
+    items, catalogue, embedder, misconception_index
+):
     pairs = training_pairs(items[:4], catalogue, "hashes")
     rows = mine(pairs, catalogue, embedder, rank_min=0, rank_max=10, n=3, sampling="top")
     for row in rows:

@@ -34,10 +34,13 @@ def test_fusion_adds_votes_and_a_voted_label_starts_from_the_lowest_retrieved_sc
     fused = dict(fuse_votes(hits, {"z": 0.3, "new": 0.05}, 1.0))
     assert fused["z"] == pytest.approx(0.7) and fused["new"] == pytest.approx(0.45)
     assert [label for label, _ in fuse_votes(hits, {"z": 0.3, "new": 0.05}, 1.0)] == ["z", "x", "y", "new"]
-    assert [label for label, _ in fuse_votes(hits, {"z": 0.3}, 0.0)] == ["x", "y", "z"], "weight 0 keeps retrieval order"
+    assert [label for label, _ in fuse_votes(hits, {"z": 0.3}, 0.0)] == ["x", "y", "z"], (
+        "weight 0 keeps retrieval order"
+    )
 
 
 # -- MAP: split by row, the right answer, and a small data folder --------------------------------------
+
 
 def test_map_validation_holds_out_rows_of_every_question(data_root):
     fit, validation = load_items("map", "fit", data_root), load_items("map", "validation", data_root)
@@ -66,7 +69,11 @@ def embedder():
 def test_a_map_search_stays_with_the_same_answer_to_the_same_question(small_map, embedder, tmp_path):
     fit, validation = load_items("map", "fit", small_map), load_items("map", "validation", small_map)
     store = LabelStore.build(fit, embedder, SUBJECT_CORRECT)
-    assert len(store) == len(fit) and {r["label"].split(":")[0] for r in store.records} <= {"Correct", "Neither", "Misconception"}
+    assert len(store) == len(fit) and {r["label"].split(":")[0] for r in store.records} <= {
+        "Correct",
+        "Neither",
+        "Misconception",
+    }
     query = next(i for i in validation if i.metadata["category"] == "False_Misconception")
     group = answer_group(query, query.chosen)
     same = [r for r in store.records if r["group"] == group]
@@ -105,12 +112,29 @@ def test_an_eedi_search_covers_every_question_and_skips_the_item_itself(data_roo
 
 # -- the agent on MAP responses, through `mcqa eval run` ---------------------------------------------
 
+
 def eval_run(data, out, split, *extra):
-    result = runner.invoke(app, ["eval", "run", "--dataset", "map", "--split", split, "--out", str(out),
-                                 "--data-dir", str(data), "--no-traces", *extra])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "--dataset",
+            "map",
+            "--split",
+            split,
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data),
+            "--no-traces",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
-    return json.loads((out / "metrics.json").read_text()), [json.loads(line) for line in
-                                                             (out / "predictions.jsonl").read_text().splitlines()]
+    return json.loads((out / "metrics.json").read_text()), [
+        json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()
+    ]
 
 
 def test_votes_rank_map_labels_with_the_category_from_the_answer(small_map, tmp_path, monkeypatch):
@@ -146,7 +170,9 @@ def test_the_map_default_fits_a_classifier_on_the_label_store_once(small_map, tm
     from mcqa.finetune.classifier import LabelClassifier
 
     loaded = LabelClassifier.load(head)
-    assert loaded.meta["embedder"] == "minilm-l6" and loaded.meta["fit_answers"] == len(load_items("map", "fit", small_map))
+    assert loaded.meta["embedder"] == "minilm-l6" and loaded.meta["fit_answers"] == len(
+        load_items("map", "fit", small_map)
+    )
     assert {label.split(":")[0] for label in loaded.labels} <= {"Correct", "Neither", "Misconception"}
     assert default["map_competition"]["map@3"] > 0.5
     votes_only, _ = eval_run(small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none")
@@ -161,8 +187,13 @@ def test_train_classifier_scores_the_head_and_the_vote_and_the_agent_uses_it(sma
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     scores = results["validation"]["map@3"]
-    assert set(scores) == {"votes+0*classifier", "votes+1*classifier", "votes+3*classifier", "votes+10*classifier",
-                           "classifier"}
+    assert set(scores) == {
+        "votes+0*classifier",
+        "votes+1*classifier",
+        "votes+3*classifier",
+        "votes+10*classifier",
+        "classifier",
+    }
     assert all(0 < v <= 1 for v in scores.values()) and results["labels"] >= 3
     from mcqa.finetune.classifier import LabelClassifier
 
@@ -176,6 +207,21 @@ def test_train_classifier_scores_the_head_and_the_vote_and_the_agent_uses_it(sma
     head.meta["embedder"] = "another-model"
     head.save(tmp_path / "foreign")
     config.write_text(f"agent:\n  classifier: {tmp_path / 'foreign'}\n")
-    result = runner.invoke(app, ["eval", "run", "--dataset", "map", "--split", "validation", "--out",
-                                 str(tmp_path / "foreign-run"), "--data-dir", str(small_map), "--config", str(config)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "--dataset",
+            "map",
+            "--split",
+            "validation",
+            "--out",
+            str(tmp_path / "foreign-run"),
+            "--data-dir",
+            str(small_map),
+            "--config",
+            str(config),
+        ],
+    )
     assert result.exit_code == 1 and "trained on the embedder 'another-model'" in " ".join(result.output.split())

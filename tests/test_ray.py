@@ -29,8 +29,14 @@ pytestmark = pytest.mark.ray
 
 MCQA = str(Path(sys.executable).with_name("mcqa"))
 DATASET, SPLIT = "codemmlu_fpt", "train"
-SETTINGS = {"llm.model": "smollm2-135m", "llm.n_threads": 1, "llm.n_ctx": 1024,
-            "agent.tasks": ["answer"], "agent.verify": False, "agent.permutations": 1}
+SETTINGS = {
+    "llm.model": "smollm2-135m",
+    "llm.n_threads": 1,
+    "llm.n_ctx": 1024,
+    "agent.tasks": ["answer"],
+    "agent.verify": False,
+    "agent.permutations": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +62,12 @@ def test_two_replicas_predict_what_one_process_does(cluster, items, data_root, t
     with RayPool(cfg, 2, DATASET, SPLIT, data_root) as pool:
         pool.ready()
         on_ray = run_items(pool, chosen, PredictionLog(tmp_path / "ray.jsonl"), batch_size=4)
-    alone = run_items(build_solver(cfg, dataset=DATASET, split=SPLIT, data_root=data_root), chosen,
-                      PredictionLog(tmp_path / "one.jsonl"), batch_size=4)
+    alone = run_items(
+        build_solver(cfg, dataset=DATASET, split=SPLIT, data_root=data_root),
+        chosen,
+        PredictionLog(tmp_path / "one.jsonl"),
+        batch_size=4,
+    )
     assert on_ray.solved == alone.solved == 40 and on_ray.errors == alone.errors == 0
     ray_rows = {row["item_id"]: row for row in lines_of(tmp_path / "ray.jsonl")}
     one_rows = {row["item_id"]: row for row in lines_of(tmp_path / "one.jsonl")}
@@ -81,6 +91,7 @@ def test_dead_replicas_are_restarted_and_nothing_is_lost(cluster, items, data_ro
             if any(item.id == poison for item in batch):
                 os._exit(1)
             return solver(batch)
+
         return solve
 
     with RayPool(load_config(**SETTINGS), 2, DATASET, SPLIT, data_root, retries=1) as pool:
@@ -111,12 +122,34 @@ def count_lines(path: Path) -> int:
 
 def test_a_killed_driver_resumes_without_duplicates(cluster, data_root, tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text("llm:\n  model: smollm2-135m\n  n_threads: 1\n  n_ctx: 1024\n"
-                      "agent:\n  tasks: [answer]\n  verify: false\n  permutations: 1\n")
+    config.write_text(
+        "llm:\n  model: smollm2-135m\n  n_threads: 1\n  n_ctx: 1024\n"
+        "agent:\n  tasks: [answer]\n  verify: false\n  permutations: 1\n"
+    )
     out, n = tmp_path / "run", 10
-    command = [MCQA, "eval", "run", "--dataset", DATASET, "--split", SPLIT, "--limit", str(n), "--batch-size", "2",
-               "--config", str(config), "--out", str(out), "--data-dir", str(data_root),
-               "--ray", cluster, "--replicas", "2"]
+    command = [
+        MCQA,
+        "eval",
+        "run",
+        "--dataset",
+        DATASET,
+        "--split",
+        SPLIT,
+        "--limit",
+        str(n),
+        "--batch-size",
+        "2",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_root),
+        "--ray",
+        cluster,
+        "--replicas",
+        "2",
+    ]
     predictions = out / "predictions.jsonl"
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180

@@ -6,9 +6,11 @@ real Eedi catalogue, in the agent and in `mcqa eval retrieval`:
   cosines with a bank of queries: every wrong answer of the split being solved)."""
 
 import json
+from itertools import islice
 
 import numpy as np
 import pytest
+from test_rag_store import write_mini_eedi
 from typer.testing import CliRunner
 
 from mcqa.agent.config import AgentConfig
@@ -19,7 +21,6 @@ from mcqa.datasets import load_split
 from mcqa.rag import Embedder, load_or_build_misconception_index
 from mcqa.rag.queries import QUERY_FORMATS
 from mcqa.rag.retrieval import bank_texts, contrast_siblings, count_queries, hub_penalty, unlabelled_wrong
-from test_rag_store import write_mini_eedi
 
 runner = CliRunner()
 
@@ -73,8 +74,12 @@ def test_the_agent_retrieves_with_contrasted_queries(data_root, eedi_items):
     assert AgentConfig().for_dataset("map").sibling_contrast == 0.0
 
     def run(**agent):
-        cfg = load_config(**{f"agent.{k}": v for k, v in {"permutations": 1, "votes": 0, "query_format": "answer_first",
-                                                           **agent}.items()})
+        cfg = load_config(
+            **{
+                f"agent.{k}": v
+                for k, v in {"permutations": 1, "votes": 0, "query_format": "answer_first", **agent}.items()
+            }
+        )
         solver = AgentSolver(cfg, dataset="eedi", data_root=data_root)
         return solver, solver(eedi_items)
 
@@ -98,10 +103,22 @@ def test_eval_retrieval_with_contrast(tmp_path, monkeypatch):
     mini = write_mini_eedi(tmp_path / "data")
     items = load_split("eedi", "train", mini).items
     assert count_queries(items, 0.4) == count_queries(items) + len(unlabelled_wrong(items))
-    args = ["eval", "retrieval", "--dataset", "eedi", "--split", "train", "--format", "answer_first", "--data-dir",
-            str(mini)]
+    args = [
+        "eval",
+        "retrieval",
+        "--dataset",
+        "eedi",
+        "--split",
+        "train",
+        "--format",
+        "answer_first",
+        "--data-dir",
+        str(mini),
+    ]
     for contrast in ("0", "0.4"):
-        result = runner.invoke(app, [*args, "--sibling-contrast", contrast, "--out", str(tmp_path / f"{contrast}.json")])
+        result = runner.invoke(
+            app, [*args, "--sibling-contrast", contrast, "--out", str(tmp_path / f"{contrast}.json")]
+        )
         assert result.exit_code == 0, result.output
     plain, contrasted = (json.loads((tmp_path / f"{c}.json").read_text()) for c in ("0", "0.4"))
     assert contrasted["sibling_contrast"] == 0.4 and plain["sibling_contrast"] == 0.0
@@ -117,6 +134,7 @@ def test_eval_retrieval_with_contrast(tmp_path, monkeypatch):
 
 
 # -- hubness ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def minilm_index(data_root):
@@ -159,13 +177,16 @@ def test_a_penalised_search_ranks_by_cosine_less_penalty(minilm_index, bank):
     hits = minilm_index.search_vectors(bank[:4], 25, penalty)
     scores = bank[:4] @ minilm_index.vectors.T - penalty
     ids = [m.id for m in minilm_index.misconceptions]
-    for row, found in zip(scores, hits):
+    for row, found in zip(scores, hits, strict=True):
         order = np.argsort(-row, kind="stable")[:25]
         assert [mid for mid, _ in found] == [ids[j] for j in order]
         assert np.allclose([s for _, s in found], row[order], atol=1e-5)
     some = [mid for mid, _ in hits[0][:5]]
-    assert np.allclose(minilm_index.similarities(bank[0], some, penalty),
-                       minilm_index.similarities(bank[0], some) - penalty[[ids.index(m) for m in some]], atol=1e-6)
+    assert np.allclose(
+        minilm_index.similarities(bank[0], some, penalty),
+        minilm_index.similarities(bank[0], some) - penalty[[ids.index(m) for m in some]],
+        atol=1e-6,
+    )
     plain = minilm_index.search_vectors(bank[:4], 25)
     assert [[m for m, _ in h] for h in hits] != [[m for m, _ in h] for h in plain]  # hubs do move
 
@@ -180,7 +201,9 @@ def test_the_agent_penalises_hubs_with_the_split_as_bank(small_eedi, monkeypatch
     index, build = solver.resources.misconceptions, QUERY_FORMATS["answer_first"]
     assert solver.resources.query_bank[0] == bank_texts(items, build)
     encoded, encode = [], index.embedder.encode
-    monkeypatch.setattr(index.embedder, "encode", lambda texts, *a, **k: encoded.extend(texts) or encode(texts, *a, **k))
+    monkeypatch.setattr(
+        index.embedder, "encode", lambda texts, *a, **k: encoded.extend(texts) or encode(texts, *a, **k)
+    )
     predictions = solver(items[:2])
     monkeypatch.undo()
     assert encoded == []  # every query came from the bank
@@ -188,23 +211,33 @@ def test_the_agent_penalises_hubs_with_the_split_as_bank(small_eedi, monkeypatch
     penalty = hub_penalty(index, index.embedder.encode(bank_texts(items, build), kind="query"), 0.75, 50)
     assert np.allclose(solver.resources.hub_penalties[0], penalty, atol=1e-5)
     keys = [(it, x) for it in items[:2] for x in it.letters if x != it.answer]
-    vectors = contrast_siblings(index.embedder.encode([build(it, x) for it, x in keys], kind="query"),
-                                [it.id for it, _ in keys], 0.4)
+    vectors = contrast_siblings(
+        index.embedder.encode([build(it, x) for it, x in keys], kind="query"), [it.id for it, _ in keys], 0.4
+    )
     expected = [[mid for mid, _ in hits] for hits in index.search_vectors(vectors, 25, penalty)]
     assert [p.misconceptions[x] for p in predictions for x in sorted(p.misconceptions)] == expected
     alone = AgentSolver(cfg, dataset="eedi", data_root=small_eedi)
     assert alone.resources.hub_penalties == [None]  # no split: no bank, plain cosines
-    off = AgentSolver(load_config(**{"agent.permutations": 1, "agent.votes": 0, "agent.hubness": 0}), dataset="eedi",
-                      split="train", data_root=small_eedi)
+    off = AgentSolver(
+        load_config(**{"agent.permutations": 1, "agent.votes": 0, "agent.hubness": 0}),
+        dataset="eedi",
+        split="train",
+        data_root=small_eedi,
+    )
     assert "hub_penalties" not in off.agent.resources_used()
 
 
 def test_an_ensemble_looks_every_member_s_queries_up_in_its_own_bank(small_eedi, monkeypatch):
     """Two members (MiniLM twice, each with its own index and embedder object): each member's bank is
     encoded by that member, and solving encodes no query a second time in either; the twin ranks as one."""
+
     def solver(**agent):
-        return AgentSolver(load_config(**{"agent.permutations": 1, "agent.votes": 0, **agent}), dataset="eedi",
-                           split="train", data_root=small_eedi)
+        return AgentSolver(
+            load_config(**{"agent.permutations": 1, "agent.votes": 0, **agent}),
+            dataset="eedi",
+            split="train",
+            data_root=small_eedi,
+        )
 
     items = load_split("eedi", "train", small_eedi).items
     twins = solver(**{"agent.embedders": ["minilm-l6"]})
@@ -213,12 +246,15 @@ def test_an_ensemble_looks_every_member_s_queries_up_in_its_own_bank(small_eedi,
     assert len(banks) == 2 and all(len(b) == len(texts) for b in banks)
     encoded = []
     for member in members:
-        monkeypatch.setattr(member.embedder, "encode",
-                            lambda t, *a, _encode=member.embedder.encode, **k: encoded.extend(t) or _encode(t, *a, **k))
+        monkeypatch.setattr(
+            member.embedder,
+            "encode",
+            lambda t, *a, _encode=member.embedder.encode, **k: encoded.extend(t) or _encode(t, *a, **k),
+        )
     together = twins(items[:2])
     monkeypatch.undo()
     assert encoded == []  # neither member encoded a query: both came from the banks
-    for a, b in zip(solver()(items[:2]), together):
+    for a, b in zip(solver()(items[:2]), together, strict=True):
         assert a.misconceptions == b.misconceptions
 
 
@@ -230,11 +266,22 @@ def test_a_kaggle_run_penalises_hubs_over_its_whole_test_file(data_root, tmp_pat
     import csv
 
     monkeypatch.setenv("MCQA_THREADS", "1")
-    columns = ["QuestionId", "ConstructId", "ConstructName", "SubjectId", "SubjectName", "CorrectAnswer",
-               "QuestionText", "AnswerAText", "AnswerBText", "AnswerCText", "AnswerDText"]
+    columns = [
+        "QuestionId",
+        "ConstructId",
+        "ConstructName",
+        "SubjectId",
+        "SubjectName",
+        "CorrectAnswer",
+        "QuestionText",
+        "AnswerAText",
+        "AnswerBText",
+        "AnswerCText",
+        "AnswerDText",
+    ]
     source = data_root / "eedi"
     with (source / "train.csv").open(newline="", encoding="utf-8") as handle:
-        rows = [{c: row[c] for c in columns} for _, row in zip(range(20), csv.DictReader(handle))]
+        rows = [{c: row[c] for c in columns} for row in islice(csv.DictReader(handle), 20)]
     competition, root = tmp_path / "input" / "eedi-mining-misconceptions-in-mathematics", tmp_path / "data"
     for folder in (competition, root / "eedi"):  # the Kaggle input, and the same files as a dataset folder
         folder.mkdir(parents=True)
@@ -246,17 +293,33 @@ def test_a_kaggle_run_penalises_hubs_over_its_whole_test_file(data_root, tmp_pat
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("agent:\n  votes: 0\n")
     bundle, out = tmp_path / "b", tmp_path / "submission.csv"
-    result = runner.invoke(app, ["kaggle", "bundle", "--task", "eedi", "--out", str(bundle), "--no-wheels",
-                                 "--config", str(cfg), "--data-dir", str(data_root)])
+    result = runner.invoke(
+        app,
+        [
+            "kaggle",
+            "bundle",
+            "--task",
+            "eedi",
+            "--out",
+            str(bundle),
+            "--no-wheels",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            str(data_root),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["kaggle", "run", "--task", "eedi", "--bundle", str(bundle), "--input",
-                                 str(competition), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        ["kaggle", "run", "--task", "eedi", "--bundle", str(bundle), "--input", str(competition), "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     with out.open(newline="") as handle:
         submitted = {row["QuestionId_Answer"]: row["MisconceptionId"].split() for row in csv.DictReader(handle)}
     items = load_split("eedi", "test", root).items
     solver = AgentSolver(load_config(cfg), dataset="eedi", split="test", data_root=root)
     assert solver.resources.hub_penalties[0] is not None
-    for item, p in zip(items[:3], solver(items[:3])):
+    for item, p in zip(items[:3], solver(items[:3]), strict=True):
         for letter, found in p.misconceptions.items():
             assert submitted[f"{item.id}_{letter}"] == found

@@ -40,7 +40,7 @@ def run(source: str, language: str = "python", limits: Limits = FAST, **kw) -> R
 def test_plain_programs_run_in_every_language():
     assert run("print(6 * 7)").stdout == "42\n"
     assert run('#include <stdio.h>\nint main(){ printf("%d\\n", 6 * 7); return 0; }', "c").stdout == "42\n"
-    assert run('#include <iostream>\nint main(){ std::cout << 6 * 7 << std::endl; }', "cpp").stdout == "42\n"
+    assert run("#include <iostream>\nint main(){ std::cout << 6 * 7 << std::endl; }", "cpp").stdout == "42\n"
     java = "public class Answer { public static void main(String[] a) { System.out.println(6 * 7); } }"
     result = run(java, "java", Limits(wall_seconds=10), main_class="Answer")
     assert (result.status, result.stdout) == ("ok", "42\n")
@@ -78,9 +78,12 @@ def test_sleeping_program_stops_at_the_wall_limit():
 
 def test_ten_gigabytes_are_refused():
     assert run("x = bytearray(10 * 1024 ** 3)\nprint('allocated')").status == "memory"
-    c = run('#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n'
-            'int main(){ char *p = malloc(10UL << 30); if (!p) { puts("refused"); return 0; }'
-            ' memset(p, 1, 10UL << 30); puts("allocated"); return 0; }', "c")
+    c = run(
+        "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n"
+        'int main(){ char *p = malloc(10UL << 30); if (!p) { puts("refused"); return 0; }'
+        ' memset(p, 1, 10UL << 30); puts("allocated"); return 0; }',
+        "c",
+    )
     assert c.stdout == "refused\n"
 
 
@@ -91,8 +94,9 @@ def _sandbox_processes(marker: str) -> list[str]:
 
 def test_fork_bomb_is_contained_and_leaves_no_process():
     marker = "forkbomb-marker-31"
-    result = run(f"import os\nMARK = '{marker}'\nwhile True:\n    try:\n        os.fork()\n"
-                 "    except OSError:\n        pass")
+    result = run(
+        f"import os\nMARK = '{marker}'\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    )
     assert result.status == "timeout"
     time.sleep(0.3)
     assert _sandbox_processes(marker) == []
@@ -102,8 +106,10 @@ def test_fork_bomb_is_contained_and_leaves_no_process():
 
 def test_a_detached_child_dies_with_the_run():
     marker = "daemon-marker-31"
-    result = run(f"import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    sys.argv.append('{marker}')\n"
-                 f"    time.sleep(30)\nprint('{marker}')")
+    result = run(
+        f"import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    sys.argv.append('{marker}')\n"
+        f"    time.sleep(30)\nprint('{marker}')"
+    )
     assert result.status == "ok"
     time.sleep(0.3)
     assert _sandbox_processes(marker) == []
@@ -123,11 +129,13 @@ def test_writes_outside_the_folder_change_nothing(tmp_path):
     os.chmod(tmp_path, 0o777)
     os.chmod(target, 0o777)  # even a folder anyone may write to stays untouched
     tmp_file = Path("/tmp") / f"mcqa-sandbox-escape-{os.getpid()}"
-    program = (f"import os\nfor path in ['{target}/written', '{tmp_file}', '/var/tmp/escape-{os.getpid()}', "
-               f"'{Path.cwd()}/escape']:\n"
-               "    try:\n        open(path, 'w').write('x')\n        print('wrote', path)\n"
-               "    except OSError as exc:\n        print('refused', path, type(exc).__name__)\n"
-               "open('inside.txt', 'w').write('fine')\nprint(open('inside.txt').read())")
+    program = (
+        f"import os\nfor path in ['{target}/written', '{tmp_file}', '/var/tmp/escape-{os.getpid()}', "
+        f"'{Path.cwd()}/escape']:\n"
+        "    try:\n        open(path, 'w').write('x')\n        print('wrote', path)\n"
+        "    except OSError as exc:\n        print('refused', path, type(exc).__name__)\n"
+        "open('inside.txt', 'w').write('fine')\nprint(open('inside.txt').read())"
+    )
     result = run(program)
     assert result.status == "ok" and result.stdout.rstrip().endswith("fine")
     assert list(target.iterdir()) == []
@@ -164,9 +172,11 @@ def test_no_network_not_even_loopback():
 
     waiter = threading.Thread(target=accept)
     waiter.start()
-    program = ("import socket\nfor host, port in [('127.0.0.1', {port}), ('10.255.255.1', 80), ('8.8.8.8', 53)]:\n"
-               "    s = socket.socket()\n    s.settimeout(1)\n    try:\n        s.connect((host, port))\n"
-               "        print('connected', host)\n    except OSError as exc:\n        print('refused', host)\n")
+    program = (
+        "import socket\nfor host, port in [('127.0.0.1', {port}), ('10.255.255.1', 80), ('8.8.8.8', 53)]:\n"
+        "    s = socket.socket()\n    s.settimeout(1)\n    try:\n        s.connect((host, port))\n"
+        "        print('connected', host)\n    except OSError as exc:\n        print('refused', host)\n"
+    )
     result = run(program.replace("{port}", str(port)))
     waiter.join()
     server.close()
@@ -188,8 +198,10 @@ def test_missing_toolchain_or_language_is_a_counted_skip(tmp_path, monkeypatch):
     assert result.status == "skipped" and "gcc" in result.reason
 
 
-UNDO_MOUNTS = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-               "print(libc.umount2(b'/tmp', 2), libc.mount(None, b'/', None, 32, None), os.getuid())")
+UNDO_MOUNTS = (
+    "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "print(libc.umount2(b'/tmp', 2), libc.mount(None, b'/', None, 32, None), os.getuid())"
+)
 
 
 def test_the_program_cannot_undo_the_mounts():
@@ -201,16 +213,22 @@ def test_root_of_a_user_namespace_gets_the_same_sandbox(tmp_path):
     """Inside `unshare -r` (root of a user namespace, as CI's offline stage runs) the real `nobody` is not
     mapped: the program runs as `nobody` of a nested user namespace, still without capabilities."""
     needs("python")
-    script = ("import json, sys\nfrom mcqa.sandbox import Limits, run_program\nfast = Limits(cpu_seconds=1, "
-              "wall_seconds=3)\nout = [run_program(src, 'python', fast) for src in sys.argv[1:]]\n"
-              "print(json.dumps([[r.status, r.stdout] for r in out]))")
+    script = (
+        "import json, sys\nfrom mcqa.sandbox import Limits, run_program\nfast = Limits(cpu_seconds=1, "
+        "wall_seconds=3)\nout = [run_program(src, 'python', fast) for src in sys.argv[1:]]\n"
+        "print(json.dumps([[r.status, r.stdout] for r in out]))"
+    )
     escape = f"open('{tmp_path}/written', 'w').write('x')"
     os.chmod(tmp_path, 0o777)
     probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("user namespaces are not available here")
-    done = subprocess.run(["unshare", "-rn", sys.executable, "-c", script, UNDO_MOUNTS, escape,
-                           "while True:\n    pass"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-c", script, UNDO_MOUNTS, escape, "while True:\n    pass"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     results = json.loads(done.stdout)
     if results[0][0] == "skipped":
         pytest.skip("the kernel refuses nested namespaces here")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcqa.config import data_dir
-from mcqa.datasets import benchmarks, codemmlu, eedi, map as map_
+from mcqa.datasets import benchmarks, codemmlu, eedi
+from mcqa.datasets import map as map_
 from mcqa.datasets.base import DatasetError, Split
 from mcqa.datasets.generic import Columns, load_file
 from mcqa.types import Misconception
@@ -35,12 +36,24 @@ def _benchmark(name: str) -> DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec(eedi.NAME, "Eedi maths diagnostics: 4 choices, a misconception per distractor (MAP@25)",
-                    eedi.SPLITS, eedi.load, eedi.load_misconceptions),
-        DatasetSpec(map_.NAME, "MAP student responses: chosen answer, explanation, Category:Misconception (MAP@3)",
-                    map_.SPLITS, map_.load, map_.load_misconceptions, holdout="row"),
-        DatasetSpec(codemmlu.NAME, "CodeMMLU programming MCQ, FPT Kaggle version (messy labels)",
-                    codemmlu.SPLITS, codemmlu.load),
+        DatasetSpec(
+            eedi.NAME,
+            "Eedi maths diagnostics: 4 choices, a misconception per distractor (MAP@25)",
+            eedi.SPLITS,
+            eedi.load,
+            eedi.load_misconceptions,
+        ),
+        DatasetSpec(
+            map_.NAME,
+            "MAP student responses: chosen answer, explanation, Category:Misconception (MAP@3)",
+            map_.SPLITS,
+            map_.load,
+            map_.load_misconceptions,
+            holdout="row",
+        ),
+        DatasetSpec(
+            codemmlu.NAME, "CodeMMLU programming MCQ, FPT Kaggle version (messy labels)", codemmlu.SPLITS, codemmlu.load
+        ),
         *(_benchmark(name) for name in benchmarks.BENCHMARKS),
     ]
 }
@@ -69,5 +82,14 @@ def load_misconceptions(name: str, root: Path | None = None) -> list[Misconcepti
     return spec.catalogue((root or data_dir()) / name)
 
 
-__all__ = ["DATASETS", "Columns", "DatasetError", "DatasetSpec", "Split", "get_spec", "load_file",
-           "load_misconceptions", "load_split"]
+__all__ = [
+    "DATASETS",
+    "Columns",
+    "DatasetError",
+    "DatasetSpec",
+    "Split",
+    "get_spec",
+    "load_file",
+    "load_misconceptions",
+    "load_split",
+]

@@ -88,8 +88,9 @@ def check_file(path: Path, hint: str = "") -> None:
         raise DatasetError(path, "not a regular file")
 
 
-def read_rows(path: Path, required: set[str] = frozenset(),
-              on_skip: OnSkip | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_rows(
+    path: Path, required: set[str] = frozenset(), on_skip: OnSkip | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (row number, record) from a CSV, JSON-lines or JSON-array file; row 1 is the first record.
 
     Checks up front that the file exists, holds text, and has the `required` columns, so a wrong file
@@ -118,6 +119,7 @@ def read_rows(path: Path, required: set[str] = frozenset(),
 def _fail_on_skip(path: Path) -> OnSkip:
     def fail(row: int, reason: str, detail: str = "") -> None:
         raise DatasetError(path, reason + (f" ({detail})" if detail else ""), row=row)
+
     return fail
 
 
@@ -128,8 +130,10 @@ def _check_not_blank(path: Path) -> None:
             if chunk.strip():
                 return
             chunk = handle.read(1 << 16)
-    raise DatasetError(path, "empty file" if path.stat().st_size <= len(codecs.BOM_UTF8)
-                       else "only blank lines: no header and no records")
+    raise DatasetError(
+        path,
+        "empty file" if path.stat().st_size <= len(codecs.BOM_UTF8) else "only blank lines: no header and no records",
+    )
 
 
 def _not_utf8(path: Path) -> DatasetError:
@@ -141,8 +145,11 @@ def _not_utf8(path: Path) -> DatasetError:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        return DatasetError(path, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} (byte offset "
-                                  f"{exc.start}); save the file as UTF-8")
+        return DatasetError(
+            path,
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} (byte offset "
+            f"{exc.start}); save the file as UTF-8",
+        )
     return DatasetError(path, "not UTF-8 text: save the file as UTF-8")
 
 
@@ -160,8 +167,11 @@ def _csv_rows(path: Path, required: set[str], on_skip: OnSkip) -> Iterator[tuple
         missing = required - set(header)
         if missing:
             seps = [sep for sep in (";", "\t", "|") if len(header) == 1 and sep in header[0]]
-            hint = (f" (the header is one column: is the file separated by {seps[0]!r}? mcqa reads "
-                    f"comma-separated CSV)") if seps else ""
+            hint = (
+                (f" (the header is one column: is the file separated by {seps[0]!r}? mcqa reads comma-separated CSV)")
+                if seps
+                else ""
+            )
             raise DatasetError(path, f"missing column(s) {sorted(missing)}; found {header}{hint}")
         number = 0
         while True:
@@ -172,8 +182,11 @@ def _csv_rows(path: Path, required: set[str], on_skip: OnSkip) -> Iterator[tuple
                 return
             except csv.Error as exc:
                 if "unexpected end of data" in str(exc) or "field larger than field limit" in str(exc):
-                    raise DatasetError(path, f"line {start}: a quoted cell is never closed (unbalanced quotes): "
-                                             f"the rest of the file would be one cell") from exc
+                    raise DatasetError(
+                        path,
+                        f"line {start}: a quoted cell is never closed (unbalanced quotes): "
+                        f"the rest of the file would be one cell",
+                    ) from exc
                 number += 1
                 lines = f"line {start}" if reader.line_num == start else f"lines {start}-{reader.line_num}"
                 on_skip(number, "malformed CSV row", f"{lines}: {exc}")
@@ -184,10 +197,13 @@ def _csv_rows(path: Path, required: set[str], on_skip: OnSkip) -> Iterator[tuple
             if any("\x00" in f for f in fields):
                 on_skip(number, "NUL byte in a row", f"line {start}")
             elif len(fields) != len(header):
-                on_skip(number, "wrong number of fields",
-                        f"line {start}: {len(fields)} field(s), the header has {len(header)}")
+                on_skip(
+                    number,
+                    "wrong number of fields",
+                    f"line {start}: {len(fields)} field(s), the header has {len(header)}",
+                )
             else:
-                yield number, dict(zip(header, fields))
+                yield number, dict(zip(header, fields, strict=True))
 
 
 def _json_rows(path: Path, required: set[str], on_skip: OnSkip) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -220,8 +236,9 @@ def _json_rows(path: Path, required: set[str], on_skip: OnSkip) -> Iterator[tupl
         yielded += 1
         yield number, record
     if not yielded and first_problem:
-        raise DatasetError(path, f"no record is a JSON object (expected a list of objects or one object per "
-                                 f"line; {first_problem})")
+        raise DatasetError(
+            path, f"no record is a JSON object (expected a list of objects or one object per line; {first_problem})"
+        )
 
 
 def _refuse_one_object(path: Path, text: str) -> None:
@@ -231,8 +248,11 @@ def _refuse_one_object(path: Path, text: str) -> None:
     except json.JSONDecodeError:
         return  # JSON lines, some of them broken: counted line by line
     if isinstance(whole, dict):
-        raise DatasetError(path, f"one JSON object (keys {sorted(whole)[:8]}), not records: expected a list of "
-                                 f"objects or one object per line")
+        raise DatasetError(
+            path,
+            f"one JSON object (keys {sorted(whole)[:8]}), not records: expected a list of "
+            f"objects or one object per line",
+        )
 
 
 def _json_lines(text: str) -> Iterator[tuple[int, Any, str]]:
@@ -247,8 +267,14 @@ def _json_lines(text: str) -> Iterator[tuple[int, Any, str]]:
             yield number, exc, f"line {line_no}"
 
 
-def build_split(dataset: str, split: str, path: Path, parse: Callable[[int, dict], Item | None],
-                required: set[str] = frozenset(), rows: Iterator[tuple[int, dict]] | None = None) -> Split:
+def build_split(
+    dataset: str,
+    split: str,
+    path: Path,
+    parse: Callable[[int, dict], Item | None],
+    required: set[str] = frozenset(),
+    rows: Iterator[tuple[int, dict]] | None = None,
+) -> Split:
     """Run `parse` over every row; a row it cannot use is skipped with its reason, and so is a repeated id.
 
     Besides SkipRow and pydantic's validation errors, a KeyError (a record lacking a field), a
@@ -299,7 +325,7 @@ def blank(value: Any) -> bool:
 
 def strip_prefix(text: str, prefix: str) -> str:
     """`text` without a leading `prefix` (the 'Question: ' that some files put before every question)."""
-    return text[len(prefix):].lstrip() if text.startswith(prefix) else text
+    return text[len(prefix) :].lstrip() if text.startswith(prefix) else text
 
 
 def python_literal(text: str, reason: str) -> Any:

@@ -24,14 +24,23 @@ def _gold(index, n_choices: int) -> str:
 
 def _mmlu(number: int, row: dict) -> Item:
     choices = choice_list(row["choices"])
-    return Item(id=str(number), question=row["question"], choices=choices,
-                answer=_gold(row["answer"], len(choices)), subject=row.get("type"))
+    return Item(
+        id=str(number),
+        question=row["question"],
+        choices=choices,
+        answer=_gold(row["answer"], len(choices)),
+        subject=row.get("type"),
+    )
 
 
 def _arc(number: int, row: dict) -> Item:
     choices = choice_list(row["choices"])
-    return Item(id=str(number), question=strip_prefix(row["query"], "Question:"), choices=choices,
-                answer=_gold(row["gold"], len(choices)))
+    return Item(
+        id=str(number),
+        question=strip_prefix(row["query"], "Question:"),
+        choices=choices,
+        answer=_gold(row["gold"], len(choices)),
+    )
 
 
 AQUA_OPTION = re.compile(r"^\s*([A-Ea-e])\s*\)\s*(.*)$", re.DOTALL)
@@ -44,8 +53,13 @@ def _aqua(number: int, row: dict) -> Item:
         if not match or match.group(1).upper() != letter(position):
             raise SkipRow("option not lettered in order", repr(option[:30]))
         choices.append(match.group(2).strip())
-    return Item(id=str(number), question=row["question"], choices=choices,
-                answer=answer_letter(row["correct"], len(choices)), metadata={"rationale": row.get("rationale", "")})
+    return Item(
+        id=str(number),
+        question=row["question"],
+        choices=choices,
+        answer=answer_letter(row["correct"], len(choices)),
+        metadata={"rationale": row.get("rationale", "")},
+    )
 
 
 MATHQA_OPTION = re.compile(r"([a-e])\s*\)\s*(.*?)\s*(?=,\s*[a-e]\s*\)|$)")
@@ -74,16 +88,31 @@ def _in_order(found: list[tuple[str, str]], raw) -> list[str]:
 
 def _mathqa(number: int, row: dict) -> Item:
     choices = parse_mathqa_options(row["options"])
-    return Item(id=str(number), question=row["problem"], choices=choices,
-                answer=answer_letter(row["correct"], len(choices)), subject=row.get("type"),
-                metadata={"rationale": row.get("rationale", "")})
+    return Item(
+        id=str(number),
+        question=row["problem"],
+        choices=choices,
+        answer=answer_letter(row["correct"], len(choices)),
+        subject=row.get("type"),
+        metadata={"rationale": row.get("rationale", "")},
+    )
 
 
 BENCHMARKS = {
     # name: ({split: file}, row parser, required fields, description)
     "mmlu_stem": ({"test": "test.jsonl"}, _mmlu, {"question", "choices", "answer"}, "MMLU STEM subjects, 4 choices"),
-    "arc_challenge": ({"test": "arc_challenge.jsonl"}, _arc, {"query", "choices", "gold"}, "ARC-Challenge science, 4 choices"),
-    "aqua_rat": ({"test": "test.json", "dev": "dev.json"}, _aqua, {"question", "options", "correct"}, "AQuA-RAT algebra word problems, 5 choices"),
+    "arc_challenge": (
+        {"test": "arc_challenge.jsonl"},
+        _arc,
+        {"query", "choices", "gold"},
+        "ARC-Challenge science, 4 choices",
+    ),
+    "aqua_rat": (
+        {"test": "test.json", "dev": "dev.json"},
+        _aqua,
+        {"question", "options", "correct"},
+        "AQuA-RAT algebra word problems, 5 choices",
+    ),
     "mathqa": ({"test": "test.jsonl"}, _mathqa, {"problem", "options", "correct"}, "MathQA word problems, 5 choices"),
 }
 

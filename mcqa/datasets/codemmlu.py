@@ -47,8 +47,11 @@ def load(folder: Path, split: str) -> Split:
                 raise SkipRow("no answer label")
             if ord(answer) - 65 >= len(choices):
                 raise SkipRow("answer letter beyond the choices", f"{answer} with {len(choices)} choices")
-        return Item(id=row["task_id"].strip(), question=strip_prefix(row["question"].strip(), "Question:"),
-                    choices=choices, answer=answer)
+        return Item(
+            id=row["task_id"].strip(),
+            question=strip_prefix(row["question"].strip(), "Question:"),
+            choices=choices,
+            answer=answer,
+        )
 
-    return build_split(NAME, split, folder / SPLITS[split], parse_row,
-                       REQUIRED | ({"answer"} if labelled else set()))
+    return build_split(NAME, split, folder / SPLITS[split], parse_row, REQUIRED | ({"answer"} if labelled else set()))

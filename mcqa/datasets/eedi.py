@@ -48,5 +48,7 @@ def load(folder: Path, split: str) -> Split:
 def load_misconceptions(folder: Path) -> list[Misconception]:
     """The 2,587 misconceptions of `misconception_mapping.csv`, in id order."""
     path = folder / CATALOGUE
-    return [Misconception(id=str(int(float(r["MisconceptionId"]))), name=r["MisconceptionName"].strip())
-            for _, r in read_rows(path, {"MisconceptionId", "MisconceptionName"})]
+    return [
+        Misconception(id=str(int(float(r["MisconceptionId"]))), name=r["MisconceptionName"].strip())
+        for _, r in read_rows(path, {"MisconceptionId", "MisconceptionName"})
+    ]

@@ -12,8 +12,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mcqa.datasets.base import (DatasetError, SkipRow, Split, answer_letter, blank, build_split, check_file,
-                                choice_list, python_literal)
+from mcqa.datasets.base import (
+    DatasetError,
+    SkipRow,
+    Split,
+    answer_letter,
+    blank,
+    build_split,
+    check_file,
+    choice_list,
+    python_literal,
+)
 from mcqa.types import LETTERS, Item, letter
 
 
@@ -30,7 +39,7 @@ class Columns(BaseModel):
     construct: str | None = None
 
     @classmethod
-    def parse(cls, pairs: list[str] | None) -> "Columns":
+    def parse(cls, pairs: list[str] | None) -> Columns:
         """From CLI pairs like ['question=Question', 'choices=A,B,C,D']."""
         mapping = {}
         for pair in pairs or []:
@@ -44,8 +53,9 @@ class Columns(BaseModel):
             unknown = sorted(set(mapping) - set(cls.model_fields))
             if not unknown:
                 raise
-            raise ValueError(f"unknown field(s) {unknown} in the column mapping; known: "
-                             f"{', '.join(cls.model_fields)}") from None
+            raise ValueError(
+                f"unknown field(s) {unknown} in the column mapping; known: {', '.join(cls.model_fields)}"
+            ) from None
 
     def choice_columns(self) -> list[str]:
         return [c.strip() for c in self.choices.split(",")]
@@ -65,7 +75,7 @@ def _answer(raw, choices: list[str]) -> str | None:
     if blank(raw):
         return None
     text = str(raw).strip()
-    if len(text) == 1 and text.upper() in LETTERS[:len(choices)]:
+    if len(text) == 1 and text.upper() in LETTERS[: len(choices)]:
         return text.upper()
     if text.lstrip("-").isdecimal():
         position = int(text)
@@ -105,8 +115,11 @@ def load_file(path: Path | str, columns: Columns | None = None, split: str = "fi
     """Items from a user's file; rows that do not fit the mapping are skipped with a reason."""
     path, columns = Path(path), columns or Columns()
     required = {columns.question, *columns.choice_columns()}
-    required |= {getattr(columns, name) for name in columns.model_fields_set & {"id", "answer", "subject", "construct"}
-                 if getattr(columns, name)}  # a column the user named must be there
+    required |= {
+        getattr(columns, name)
+        for name in columns.model_fields_set & {"id", "answer", "subject", "construct"}
+        if getattr(columns, name)
+    }  # a column the user named must be there
     check_file(path)
     rows = _parquet_rows(path, required) if path.suffix.lower() == ".parquet" else None
 

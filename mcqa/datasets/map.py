@@ -77,8 +77,15 @@ def load(folder: Path, split: str) -> Split:
         if category:
             metadata["category"] = category
             metadata["label"] = f"{category}:{label or NO_MISCONCEPTION}"
-        return Item(id=str(row["row_id"]).strip(), question=row["QuestionText"], choices=choices,
-                    answer=answer, chosen=chosen, misconceptions=misconceptions, metadata=metadata)
+        return Item(
+            id=str(row["row_id"]).strip(),
+            question=row["QuestionText"],
+            choices=choices,
+            answer=answer,
+            chosen=chosen,
+            misconceptions=misconceptions,
+            metadata=metadata,
+        )
 
     return build_split(NAME, split, folder / SPLITS[split], parse_row, REQUIRED)
 

@@ -29,8 +29,15 @@ class LLM(abc.ABC):
         self.stats: Counter = Counter()
 
     @abc.abstractmethod
-    def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
-                 grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:
+    def generate(
+        self,
+        chats: list[Chat],
+        max_tokens: int = 256,
+        choices: list[str] | None = None,
+        grammar: str | None = None,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> list[str]:
         """One completion per chat. `choices` restricts the output to exactly one of those strings;
         `grammar` (GBNF) to that grammar. Greedy unless `temperature` > 0."""
 
@@ -41,7 +48,7 @@ class LLM(abc.ABC):
         `normalise=False` gives each option's raw log-likelihood instead (the sum over its tokens, as
         lm-evaluation-harness's `loglikelihood`): what cloze scoring divides by the option's length."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Free the model (a no-op where nothing needs freeing)."""
 
 

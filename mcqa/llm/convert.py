@@ -21,8 +21,9 @@ class ConvertError(ValueError):
     """A source that cannot be converted, said in one line."""
 
 
-def convert(model: str, out: Path | str, adapter: Path | str | None = None, dtype: str = "bfloat16",
-            overwrite: bool = False) -> Path:
+def convert(
+    model: str, out: Path | str, adapter: Path | str | None = None, dtype: str = "bfloat16", overwrite: bool = False
+) -> Path:
     """Write `model` (registry name, GGUF path or transformers folder), with `adapter` merged if given,
     as a safetensors folder at `out`; returns `out`. Written to a temporary folder first and renamed,
     so an interrupted conversion never leaves a half folder that looks complete."""
@@ -50,10 +51,18 @@ def convert(model: str, out: Path | str, adapter: Path | str | None = None, dtyp
     shutil.rmtree(partial, ignore_errors=True)
     hf_model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
-    (partial / "mcqa-convert.json").write_text(json.dumps({
-        "source": str(folder / gguf) if gguf else str(folder), "adapter": str(adapter) if adapter else None,
-        "dtype": dtype, "seconds": round(time.perf_counter() - started, 1),
-    }, indent=2) + "\n")
+    (partial / "mcqa-convert.json").write_text(
+        json.dumps(
+            {
+                "source": str(folder / gguf) if gguf else str(folder),
+                "adapter": str(adapter) if adapter else None,
+                "dtype": dtype,
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)

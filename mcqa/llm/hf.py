@@ -50,8 +50,14 @@ def gguf_cache_folder(gguf_path: Path) -> Path:
 
     path = Path(gguf_path).resolve()
     stat = path.stat()
-    source = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "layout": _CACHE_LAYOUT,
-              "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+    source = {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "layout": _CACHE_LAYOUT,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
     key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "hf-gguf" / f"{path.stem}-{key}"
 
@@ -121,8 +127,9 @@ def load_hf_causal_lm(model: str, dtype: str = "float32"):
     folder, gguf = hf_source(model)
     if gguf:
         tokenizer, config = _gguf_tokenizer_and_config(folder, gguf)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, config=config,
-                                                        dtype=getattr(torch, dtype))
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf, config=config, dtype=getattr(torch, dtype)
+        )
         quantizer = getattr(hf_model, "hf_quantizer", None)
         if quantizer is not None:
             quantizer.remove_quantization_config(hf_model)

@@ -19,13 +19,13 @@ a score never depends on what happened to be in the cache.
 from __future__ import annotations
 
 import ctypes
-from pathlib import Path
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
 from mcqa.config import LLMConfig
-from mcqa.llm.base import OPTION_CACHE, LLM, Chat, choices_grammar, normalise_logprobs
+from mcqa.llm.base import LLM, OPTION_CACHE, Chat, choices_grammar, normalise_logprobs
 from mcqa.models import resolve
 
 MIN_EVAL = 2  # tokens re-run on every evaluation, so logits never come from the one-token kernels
@@ -48,9 +48,14 @@ class LlamaCppLLM(LLM):
         self.config = config or LLMConfig()
         self.path = resolve(self.config.model, "llm")
         self.llm = llama_cpp.Llama(
-            model_path=str(self.path), n_ctx=self.config.n_ctx, n_batch=self.config.n_batch,
-            n_threads=self.config.n_threads, n_threads_batch=self.config.n_threads,
-            seed=self.config.seed, logits_all=False, verbose=False,
+            model_path=str(self.path),
+            n_ctx=self.config.n_ctx,
+            n_batch=self.config.n_batch,
+            n_threads=self.config.n_threads,
+            n_threads_batch=self.config.n_threads,
+            seed=self.config.seed,
+            logits_all=False,
+            verbose=False,
             lora_path=str(Path(self.config.lora).expanduser()) if self.config.lora else None,
         )
         self._grammar_type = llama_cpp.LlamaGrammar
@@ -62,8 +67,11 @@ class LlamaCppLLM(LLM):
             token_id = int(metadata.get(key, -1))
             return vocab.token_get_text(token_id) if token_id >= 0 else ""
 
-        self.formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
-                                             bos_token=token_text("tokenizer.ggml.bos_token_id"))
+        self.formatter = Jinja2ChatFormatter(
+            template,
+            eos_token=token_text("tokenizer.ggml.eos_token_id"),
+            bos_token=token_text("tokenizer.ggml.bos_token_id"),
+        )
         self.states = PrefixStates(self.config.prompt_cache_mb << 20) if self.config.prompt_cache_mb > 0 else None
         self._grammars: dict[str, object] = {}
         self._option_tokens: dict[str, list[int]] = {}
@@ -135,7 +143,7 @@ class LlamaCppLLM(LLM):
         sequence = prompt[-1:] + tokens[:-1]
         total = 0.0
         for offset in range(0, len(sequence), llm.n_batch):  # an option longer than a batch: in chunks
-            chunk = sequence[offset: offset + llm.n_batch]
+            chunk = sequence[offset : offset + llm.n_batch]
             llm._ctx.kv_cache_seq_rm(0, start + offset, -1)
             llm._batch.set_batch(batch=chunk, n_past=start + offset, logits_all=True)
             llm._ctx.decode(llm._batch)
@@ -149,8 +157,15 @@ class LlamaCppLLM(LLM):
         llm.n_tokens = start
         return total
 
-    def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
-                 grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:
+    def generate(
+        self,
+        chats: list[Chat],
+        max_tokens: int = 256,
+        choices: list[str] | None = None,
+        grammar: str | None = None,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> list[str]:
         if choices is not None:
             grammar = choices_grammar(choices)
             max_tokens = max(len(self._tokens_of(c)) for c in choices) + 1
@@ -159,8 +174,13 @@ class LlamaCppLLM(LLM):
         for chat in chats:
             prompt = self.prompt_tokens(chat, reserve=max_tokens)
             result = self.llm.create_completion(
-                prompt, max_tokens=max_tokens, temperature=temperature, top_k=0 if temperature == 0 else 40,
-                seed=self.config.seed, grammar=compiled, stop=stop or [],
+                prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=0 if temperature == 0 else 40,
+                seed=self.config.seed,
+                grammar=compiled,
+                stop=stop or [],
             )
             usage = result["usage"]
             self.stats["prompt_tokens"] += usage["prompt_tokens"]

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mcqa.config import LLMConfig
-from mcqa.llm.base import OPTION_CACHE, LLM, Chat, choices_grammar, normalise_logprobs
+from mcqa.llm.base import LLM, OPTION_CACHE, Chat, choices_grammar, normalise_logprobs
 
 TOP_LOGPROBS = 20  # the most OpenAI's API allows; vLLM's default --max-logprobs is 20 too
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -87,7 +87,8 @@ class OpenAIServerLLM(LLM):
         self.root = self.base_url.removesuffix("/v1")  # where the tokenizer endpoints live
         key = self.config.api_key or os.environ.get("OPENAI_API_KEY")
         self.client = httpx.Client(
-            base_url=self.base_url, timeout=self.config.timeout,
+            base_url=self.base_url,
+            timeout=self.config.timeout,
             headers={"Authorization": f"Bearer {key}"} if key else {},
             limits=httpx.Limits(max_connections=self.config.concurrency),
         )
@@ -180,8 +181,18 @@ class OpenAIServerLLM(LLM):
 
     def _call_tokenize(self, url: str, text: str) -> list[int]:
         # one body for all three servers: llama-cpp-python reads `input`, vLLM `prompt`, llama-server `content`
-        answer = self._request("POST", url, {"model": self.model, "input": text, "prompt": text, "content": text,
-                                             "add_special_tokens": False, "add_special": False})
+        answer = self._request(
+            "POST",
+            url,
+            {
+                "model": self.model,
+                "input": text,
+                "prompt": text,
+                "content": text,
+                "add_special_tokens": False,
+                "add_special": False,
+            },
+        )
         tokens = answer.get("tokens") if isinstance(answer, dict) else None
         if not isinstance(tokens, list):
             raise ServerError(f"{url}: no tokens in {str(answer)[:200]}", 422)
@@ -251,8 +262,11 @@ class OpenAIServerLLM(LLM):
 
     def _can_trim(self) -> bool:
         if self._tokenizer_paths() is None:
-            self._warn_once("no-tokenizer-truncation", "the server has no tokenizer endpoint; prompts longer than "
-                            "its context are not cut (they fail, or the server cuts them its own way)")
+            self._warn_once(
+                "no-tokenizer-truncation",
+                "the server has no tokenizer endpoint; prompts longer than "
+                "its context are not cut (they fail, or the server cuts them its own way)",
+            )
             return False
         return True
 
@@ -288,12 +302,23 @@ class OpenAIServerLLM(LLM):
         return {}
 
     # -- the protocol --------------------------------------------------------------------------
-    def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
-                 grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:
+    def generate(
+        self,
+        chats: list[Chat],
+        max_tokens: int = 256,
+        choices: list[str] | None = None,
+        grammar: str | None = None,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> list[str]:
         if choices is not None:
             max_tokens = max(len(c) for c in choices) + 1  # characters bound the tokens from above
-        params = {"max_tokens": max_tokens, "temperature": temperature, "seed": self.config.seed,
-                  **self._constraint(choices, grammar)}
+        params = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": self.config.seed,
+            **self._constraint(choices, grammar),
+        }
         if stop:
             params["stop"] = stop
         texts = [(c.get("message") or {}).get("content") or "" for c in self._chat(chats, max_tokens, **params)]
@@ -333,7 +358,7 @@ class OpenAIServerLLM(LLM):
         if fallback:  # no usable logprobs: the constrained choice gets (almost) all the probability
             self.stats["constrained_fallbacks"] += len(fallback)
             picked = self.generate([chats[r] for r in fallback], choices=options)
-            for row, text in zip(fallback, picked):
+            for row, text in zip(fallback, picked, strict=True):
                 out[row] = np.where(np.array(options) == text, 0.0, -30.0)
         return out
 
@@ -346,15 +371,25 @@ class OpenAIServerLLM(LLM):
 
         def one(chat: Chat) -> list[float]:
             row = []
-            for option, ids in zip(options, tokens):
+            for option, ids in zip(options, tokens, strict=True):
                 choice, chat = self._complete(
-                    chat, reserve, max_tokens=len(ids), temperature=0.0, seed=self.config.seed, logprobs=True,
-                    top_logprobs=1, logit_bias={str(t): FORCE_BIAS for t in ids}, grammar=choices_grammar([option]))
+                    chat,
+                    reserve,
+                    max_tokens=len(ids),
+                    temperature=0.0,
+                    seed=self.config.seed,
+                    logprobs=True,
+                    top_logprobs=1,
+                    logit_bias={str(t): FORCE_BIAS for t in ids},
+                    grammar=choices_grammar([option]),
+                )
                 content = (choice.get("logprobs") or {}).get("content") or []
                 logprobs = [c.get("logprob") for c in content if isinstance(c, dict)]
                 if len(logprobs) != len(ids) or any(lp is None for lp in logprobs):
-                    raise ServerError(f"{self.base_url}/chat/completions: forced {option!r} ({len(ids)} tokens), "
-                                      f"got {len(logprobs)} log-probs: {str(content)[:200]}")
+                    raise ServerError(
+                        f"{self.base_url}/chat/completions: forced {option!r} ({len(ids)} tokens), "
+                        f"got {len(logprobs)} log-probs: {str(content)[:200]}"
+                    )
                 row.append(sum(float(lp) for lp in logprobs))
             return row
 
@@ -368,17 +403,27 @@ class OpenAIServerLLM(LLM):
 
         def one(job: tuple[int, int]) -> float:
             prompt, option = prompts[job[0]], tokens[job[1]]
-            answer = self._request("POST", "/completions", {
-                "model": self.model, "prompt": prompt + option, "max_tokens": 1, "temperature": 0.0,
-                "echo": True, "logprobs": 1})
+            answer = self._request(
+                "POST",
+                "/completions",
+                {
+                    "model": self.model,
+                    "prompt": prompt + option,
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "echo": True,
+                    "logprobs": 1,
+                },
+            )
             try:
-                logprobs = answer["choices"][0]["logprobs"]["token_logprobs"][len(prompt): len(prompt) + len(option)]
+                logprobs = answer["choices"][0]["logprobs"]["token_logprobs"][len(prompt) : len(prompt) + len(option)]
                 total = sum(float(lp) for lp in logprobs)
             except (KeyError, IndexError, TypeError, ValueError):
                 raise ServerError(f"{self.base_url}/completions: no prompt log-probs in {str(answer)[:200]}") from None
             if len(logprobs) != len(option):
-                raise ServerError(f"{self.base_url}/completions: {len(logprobs)} prompt log-probs, "
-                                  f"{len(option)} option tokens")
+                raise ServerError(
+                    f"{self.base_url}/completions: {len(logprobs)} prompt log-probs, {len(option)} option tokens"
+                )
             self.stats["prompt_tokens"] += len(prompt) + len(option)
             return total
 
@@ -387,13 +432,14 @@ class OpenAIServerLLM(LLM):
 
     def _prompt_tokens(self, chat: Chat, reserve: int) -> list[int]:
         """vLLM: the chat in the served model's template, as tokens; an over-long one keeps its last."""
-        answer = self._request("POST", f"{self.root}/tokenize", {"model": self.model, "messages": chat,
-                                                                 "add_generation_prompt": True})
+        answer = self._request(
+            "POST", f"{self.root}/tokenize", {"model": self.model, "messages": chat, "add_generation_prompt": True}
+        )
         tokens = [int(t) for t in answer.get("tokens") or []]
         n_ctx = self.n_ctx or int(answer.get("max_model_len") or 0)
         if n_ctx and len(tokens) > n_ctx - reserve:
             self.stats["truncated_prompts"] += 1
-            tokens = tokens[-(n_ctx - reserve):]
+            tokens = tokens[-(n_ctx - reserve) :]
         return tokens
 
     def close(self) -> None:

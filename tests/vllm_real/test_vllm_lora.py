@@ -15,8 +15,10 @@ from mcqa.types import Item  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 THREADS = int(os.environ.get("MCQA_THREADS", "1"))
-ITEMS = [Item(id="1", question="What is 2 + 2?", choices=["3", "4", "5", "22"], answer="B"),
-         Item(id="2", question="Which planet is known as the Red Planet?", choices=["Venus", "Mars", "Jupiter"])]
+ITEMS = [
+    Item(id="1", question="What is 2 + 2?", choices=["3", "4", "5", "22"], answer="B"),
+    Item(id="2", question="Which planet is known as the Red Planet?", choices=["Venus", "Mars", "Jupiter"]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,18 @@ def adapter(tmp_path_factory):
 
 
 def scores(model, lora=None):
-    llm = load_llm(LLMConfig(backend="vllm", model=str(model), lora=str(lora) if lora else None, n_ctx=1024,
-                             n_threads=THREADS, dtype="float32", enforce_eager=True, max_num_seqs=8))
+    llm = load_llm(
+        LLMConfig(
+            backend="vllm",
+            model=str(model),
+            lora=str(lora) if lora else None,
+            n_ctx=1024,
+            n_threads=THREADS,
+            dtype="float32",
+            enforce_eager=True,
+            max_num_seqs=8,
+        )
+    )
     try:
         return llm.score_options([answer_chat(it) for it in ITEMS], ["A", "B", "C"])
     finally:
