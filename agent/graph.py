@@ -17,7 +17,7 @@ from itertools import groupby, pairwise
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 
-from mcqa.agent.config import AgentConfig
+from mcqa.agent.config import AgentConfig, default_tasks  # noqa: F401 (default_tasks: re-exported)
 from mcqa.agent.debias import AnswerDebias
 from mcqa.agent.prompts import (
     LIST_LETTERS,
@@ -62,11 +62,6 @@ NODES = (
     "rerank",
     "finalize",
 )
-
-
-def default_tasks(dataset: str | None) -> list[str]:
-    """Misconceptions for datasets with a catalogue (their right answer is given), answers otherwise."""
-    return ["misconceptions"] if dataset in ("eedi", "map") else ["answer"]
 
 
 def _score_grouped(llm, requests: list[tuple[object, list, list[str]]]) -> dict[object, np.ndarray]:

@@ -175,9 +175,12 @@ class Resources:
 
     @cached_property
     def cross_encoder(self):
+        from mcqa.extras import require
+
+        require("sentence_transformers", "retrieval", "the CrossEncoder reranker")
         from sentence_transformers import CrossEncoder
 
-        return CrossEncoder(self.agent.reranker, device="cpu")
+        return CrossEncoder(self.agent.reranker, device="cpu", local_files_only=True)
 
     def check(self, nodes: list[str]) -> None:
         """A ValueError now, naming what is wrong, if a resource these nodes need cannot be found (a few-shot

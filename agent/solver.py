@@ -14,6 +14,7 @@ from pathlib import Path
 from mcqa.agent.graph import Agent, default_tasks
 from mcqa.agent.resources import Resources
 from mcqa.config import Config
+from mcqa.extras import check_resources
 from mcqa.types import Item, Prediction
 
 
@@ -41,6 +42,9 @@ class AgentSolver:
         self.tasks = config.agent.tasks or default_tasks(dataset)
         self.resources = Resources(config, dataset, data_root, llm=llm, split=split)
         self.agent = Agent(self.resources.agent, self.resources, self.tasks, record_prompts=record_prompts)
+        # a library the nodes need that is not installed: one line naming its extra now, not the same
+        # ImportError recorded on every item of a run (a given llm is already loaded)
+        check_resources(self.agent.resources_used() - ({"llm"} if llm is not None else set()), config.llm.backend)
         self.checkpointer = open_checkpointer(traces) if traces else None
         self.graph = self.agent.build().compile(
             checkpointer=self.checkpointer,

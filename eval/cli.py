@@ -8,12 +8,12 @@ report.md and report.html. `compare` puts two run folders side by side with pair
 from __future__ import annotations
 
 import json
-import time
+import re
 from pathlib import Path
 
 import typer
 
-from mcqa.cli_common import ColumnsOpt, DataDir, console, err, fail, open_split, progress_bar, report_skips
+from mcqa.cli_common import ColumnsOpt, DataDir, console, err, fail
 
 eval_app = typer.Typer(
     help="Evaluate: solve a split into a resumable run folder with metrics and reports "
@@ -108,6 +108,13 @@ def run_cmd(
         "its items are tried alone and failures recorded as errors.",
     ),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Solve again the items recorded with an error."),
+    accept_changes: bool = typer.Option(
+        False,
+        "--accept-changes",
+        help="Resume although the resolved config, the items' source or a model file differs from the run's "
+        "(a by-dataset default changed, say): the run goes on under the new settings and run.json records the "
+        "differences. Without it such a resume is refused, with the differences listed.",
+    ),
     force: bool = typer.Option(
         False,
         "--force",
@@ -142,222 +149,46 @@ def run_cmd(
     data: Path | None = DataDir,
 ) -> None:
     """Solve a split into a run folder (resumable, crash-safe), then write metrics.json, report.md, report.html."""
-    from mcqa.config import load_config, parse_settings
-    from mcqa.datasets import DATASETS, DatasetError
-    from mcqa.eval.bias import permuted_copies, permuted_solver, seeded_sample
+    from mcqa.api import BackendStopped, BarProgress, evaluate
+    from mcqa.config import parse_settings
+    from mcqa.datasets import DatasetError
     from mcqa.eval.ray_pool import ReplicasLost
-    from mcqa.eval.report import headline, write_reports
-    from mcqa.eval.runner import BackendDown, PredictionLog, RunDir, RunError, RunStats, run_items
-    from mcqa.eval.summary import summarize
-    from mcqa.models import ModelNotFound, resolve
-    from mcqa.rag.splits import DERIVED_SPLITS, load_items
-    from mcqa.solve import build_solver
+    from mcqa.models import ModelNotFound
 
     try:
-        cfg = load_config(
-            config,
-            **{
-                **parse_settings(settings),
-                "llm.model": model,
-                "llm.n_threads": threads,
-                "agent.batch_size": batch_size,
-            },
+        result = evaluate(
+            dataset,
+            split,
+            out=out,
+            config=config,
+            limit=limit,
+            sample=sample,
+            seed=seed,
+            columns=columns,
+            data_dir=data,
+            permute=permute,
+            debias=debias,
+            retries=retries,
+            retry_errors=retry_errors,
+            force=force,
+            accept_changes=accept_changes,
+            traces=traces,
+            ray=ray,
+            replicas=replicas,
+            progress=BarProgress(),
+            **{**parse_settings(settings), "model": model, "threads": threads, "batch_size": batch_size},
         )
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+    except (BackendStopped, ReplicasLost) as exc:
+        fail(str(exc), code=1)
+    except DatasetError as exc:
+        fail(re.sub(r"\s*\n\s*", " ", str(exc)))
+    except (ModelNotFound, ValueError, RuntimeError) as exc:  # pydantic's ValidationError is a ValueError
         fail(str(exc))
-    registered = dataset in DATASETS
-    if registered and split in DERIVED_SPLITS and split not in DATASETS[dataset].splits:
-        try:  # fit / validation: the two sides of train (mcqa.rag.splits)
-            all_items = load_items(dataset, split, data)
-        except DatasetError as exc:
-            fail(f"{exc} ({split} is a side of the train split, which {dataset} lacks)")
-        where = f"{dataset}/{split}"
-    else:
-        loaded = open_split(dataset, split, data, columns)
-        report_skips(loaded)
-        all_items, where = loaded.items, str(loaded.path)
-    if sample and limit:
-        fail("--sample and --limit both choose the items: give one")
-    if sample:  # in split order, so reports and traces read as the file does
-        chosen = {it.id for it in seeded_sample(all_items, sample, seed)}
-        items = [it for it in all_items if it.id in chosen]
-    else:
-        items = all_items[:limit] if limit else all_items
-    if not items:
-        fail(f"{where}: no items to solve")
-    if len({it.id for it in items}) != len(items):
-        fail(f"{where} has repeated item ids: a run is resumed by id, so ids must be unique")
-    source = (
-        {"dataset": dataset, "split": split}
-        if registered
-        else {"file": str(Path(dataset).resolve()), "split": loaded.split, "columns": columns or None}
-    )
-    run = RunDir(out)
-    try:
-        run.lock()
-        if force:
-            run.clear()
-        run.check(cfg, source)
-        run.start(cfg, source)
-        answers, shuffled = PredictionLog(run.predictions), PredictionLog(run.permutations)
-    except RunError as exc:
-        fail(str(exc))
-    for log in (answers, shuffled):
-        if log.dropped_bytes:
-            err.print(
-                f"[yellow]{log.path}: dropped a torn last line ({log.dropped_bytes} bytes) left by a killed run[/]"
-            )
-        if retry_errors and (n := log.drop_errors()):
-            err.print(f"retrying {n} item(s) recorded with an error in {log.path.name}")
-    shuffled_items, shifted_items = permuted_copies(items, permute, debias, seed)
-    copies = list({c.id: c for c in shuffled_items + shifted_items}.values())
-    pending = len(answers.pending(items)) + len(shuffled.pending(copies))
-    batch = getattr(getattr(cfg, "agent", None), "batch_size", None) or 8
-    stats = RunStats()
-    if not pending:
-        stats.already_done = len(items) + len(copies)
-    else:
-        on_ray = ray is not None or replicas is not None
-        try:  # on Ray this solver only checks the config here (it loads nothing); the replicas build their own
-            solver = build_solver(
-                cfg,
-                dataset=dataset if registered else None,
-                split=split,
-                data_root=data,
-                traces=run.file("traces.sqlite") if traces and not on_ray else None,
-            )
-            uses_llm = "llm" in solver.agent.resources_used()
-            if uses_llm:  # a wrong model name fails here, not on every item
-                resolve(cfg.llm.model, "llm")
-        except (ModelNotFound, ValueError) as exc:
-            fail(str(exc))
-        err.print(
-            f"{run.path}: {pending} to solve ({len(items) - len(answers.pending(items))} of {len(items)} items "
-            f"already done), batches of {batch}, "
-            + (f"{cfg.llm.model} on {cfg.llm.n_threads} thread(s)" if uses_llm else "no LLM (retrieval only)")
-        )
-        if on_ray:
-            solver = _ray_pool(cfg, replicas or 1, ray, dataset if registered else None, split, data, retries, traces)
-        started = time.perf_counter()
-        with progress_bar() as bar:
-            task = bar.add_task("solving", total=pending, rate="")
-
-            def advance(n: int) -> None:
-                done = bar.tasks[task].completed + n
-                bar.update(task, advance=n, rate=f"{done / (time.perf_counter() - started):.2f} items/s")
-
-            try:
-                run_items(solver, items, answers, batch, retries, advance, stats=stats)
-                if copies:
-                    on_copies = solver.wrapped(permuted_solver) if on_ray else permuted_solver(solver)
-                    run_items(on_copies, copies, shuffled, batch, retries, advance, stats=stats)
-            except (BackendDown, ReplicasLost) as exc:
-                run.record_invocation({"argv": _argv(), "items": len(items), **_stats(stats), "stopped": str(exc)})
-                fail(str(exc), code=1)
-            finally:
-                if on_ray:
-                    solver.close()
-    run.record_invocation({"argv": _argv(), "items": len(items), **_stats(stats)})
-    info = {
-        "dataset": dataset if registered else source["file"],
-        "split": split,
-        "model": cfg.llm.model,
-        "config": str(run.file("config.yaml")),
-        "permute": permute,
-        "debias": debias,
-        "seed": seed,
-        "throughput": {**_stats(stats), "rate": stats.rate},
-        "all_invocations": _totals(run.read_meta()),
-    }
-    metrics = summarize(
-        items,
-        answers.done,
-        info,
-        [shuffled.done[c.id] for c in shuffled_items if c.id in shuffled.done],
-        [shuffled.done[c.id] for c in shifted_items if c.id in shuffled.done],
-        debias,
-        seed,
-    )
-    write_reports(run.path, metrics)
-    for name, value in headline(metrics):
+    except OSError as exc:
+        fail(f"{exc.filename or dataset}: cannot read: {exc.strerror or exc}")
+    for name, value in result.headline():
         console.print(f"{name}: {value}", highlight=False)
-    console.print(f"reports: {run.file('report.md')}, {run.file('report.html')}", highlight=False)
-
-
-def _ray_pool(
-    cfg,
-    replicas: int,
-    address: str | None,
-    dataset: str | None,
-    split: str,
-    data: Path | None,
-    retries: int,
-    traces: bool,
-):
-    """The run's replicas on Ray (mcqa.eval.ray_pool), loaded: `--ray local` (or none) starts an instance here."""
-    from mcqa.eval.ray_pool import RayPool
-
-    if traces:
-        err.print(
-            "traces: off on Ray (each replica is its own process, maybe on another machine); predictions "
-            "carry no trace id"
-        )
-    if cfg.agent.pride:
-        err.print(
-            f"[yellow]agent.pride: each of the {replicas} replica(s) estimates its own letter prior from the "
-            "first items it solves[/]"
-        )
-    try:
-        pool = RayPool(cfg, replicas, dataset, split, data, None if address in (None, "local") else address, retries)
-    except Exception as exc:  # noqa: BLE001 - Ray not installed, no cluster at the address: one line, no traceback
-        fail(f"Ray: {exc}")
-    where = (
-        "a local Ray instance"
-        if pool.started
-        else f"the Ray cluster at {pool.address}"
-        if pool.address
-        else "this process's Ray instance"
-    )
-    err.print(
-        f"{replicas} replica(s) on {where}, each holding "
-        + " and ".join(f"{v:g} {k.removeprefix('num_').upper()}" for k, v in pool.resources.items()),
-        highlight=False,
-    )
-    if pool.shortfall:
-        err.print(f"[yellow]{pool.shortfall}[/]")
-    try:
-        pool.ready()
-    except RuntimeError as exc:
-        pool.close()
-        fail(str(exc))
-    return pool
-
-
-def _stats(stats) -> dict:
-    return {
-        "solved": stats.solved,
-        "errors": stats.errors,
-        "already_done": stats.already_done,
-        "seconds": round(stats.seconds, 2),
-    }
-
-
-def _totals(meta: dict) -> dict:
-    """Predictions made and seconds spent solving over every invocation of the run (kills aside)."""
-    calls = meta.get("invocations", [])
-    solved, seconds = sum(c.get("solved", 0) for c in calls), sum(c.get("seconds", 0.0) for c in calls)
-    return {
-        "invocations": len(calls),
-        "solved": solved,
-        "seconds": round(seconds, 2),
-        "rate": solved / seconds if seconds else 0.0,
-    }
-
-
-def _argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
+    console.print(f"reports: {result.report_md}, {result.report_html}", highlight=False)
 
 
 @eval_app.command("compare")
@@ -371,12 +202,11 @@ def compare_cmd(
     """Two runs side by side on their shared items: each metric, B - A, and whether B - A is outside the noise (its paired 95% bootstrap interval leaves out zero)."""
     from rich.table import Table
 
-    from mcqa.eval.compare import compare_runs
-    from mcqa.eval.runner import RunError
+    from mcqa.api import compare
 
     try:
-        result = compare_runs(run_a, run_b, data, seed)
-    except (RunError, ValueError) as exc:
+        result = compare(run_a, run_b, data_dir=data, seed=seed).result
+    except ValueError as exc:  # RunError: not a run folder
         fail(str(exc))
     if as_json:
         console.print_json(json.dumps(result))

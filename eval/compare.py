@@ -67,7 +67,7 @@ def _per_item_scores(items: list[Item] | None, predictions: dict[str, Prediction
     if answering:
         by_id = {it.id: it for it in items}
         scores["accuracy"] = {
-            item_id: (float(is_correct(by_id[item_id], p)), 1.0)
+            item_id: (float(bool(is_correct(by_id[item_id], p))), 1.0)  # labelled: never None
             for item_id, p in predictions.items()
             if item_id in by_id and by_id[item_id].answer is not None
         }

@@ -79,7 +79,12 @@ LEVEL = 0.95
 
 @dataclass(frozen=True)
 class Estimate:
-    """A metric with its bootstrap interval: `value` over `n` units, [low, high] at `LEVEL`."""
+    """A metric with its bootstrap interval: `value` over `n` units, [low, high] at `LEVEL`.
+
+    The interval is the percentile bootstrap's: the (1 - level) / 2 and (1 + level) / 2 quantiles of
+    the replicates, as they fall. It is not widened to reach `value`, so on a tiny or lopsided sample
+    (or with few resamples) it may leave the estimate out; a vector of one constant gives [c, c].
+    """
 
     value: float
     low: float
@@ -114,6 +119,8 @@ def _resampled_ratios(columns: list[tuple[np.ndarray, np.ndarray]], n_resamples:
 
 
 def _percentiles(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    """The percentile interval: the central `level` of the replicates (NaN ones, from a resample whose
+    weights sum to 0, dropped)."""
     replicates = replicates[~np.isnan(replicates)]
     if not len(replicates):
         return float("nan"), float("nan")
@@ -127,7 +134,8 @@ def bootstrap_estimate(
 ) -> Estimate:
     """sum(values)/sum(weights) (a mean when weights are 1) with a percentile bootstrap interval.
 
-    Seeded, so the same run always reports the same interval.
+    Units (items) are resampled with replacement `n_resamples` times; [low, high] are the quantiles of
+    the resampled ratios (see `Estimate`). Seeded, so the same run always reports the same interval.
     """
     values = np.asarray(values, dtype=float)
     weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=float)
@@ -135,14 +143,16 @@ def bootstrap_estimate(
         return Estimate(float("nan"), float("nan"), float("nan"), len(values))
     value = float(values.sum() / weights.sum())
     low, high = _percentiles(_resampled_ratios([(values, weights)], n_resamples, seed)[0], level)
-    return Estimate(value, min(low, value), max(high, value), len(values))
+    return Estimate(value, low, high, len(values))
 
 
 def paired_bootstrap_difference(
     a, b, weights_a=None, weights_b=None, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0
 ) -> Estimate:
-    """ratio(b) - ratio(a) over the same units, with a paired bootstrap interval (units resampled
-    together, so the between-item variance that both runs share cancels out)."""
+    """ratio(b) - ratio(a) over the same units, with a paired percentile bootstrap interval: each
+    resample draws the same units for both runs and takes the difference of their ratios, so the
+    between-item variance that both runs share cancels out; [low, high] are the quantiles of those
+    differences (see `Estimate`)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     weights_a = np.ones_like(a) if weights_a is None else np.asarray(weights_a, dtype=float)
     weights_b = np.ones_like(b) if weights_b is None else np.asarray(weights_b, dtype=float)
@@ -153,7 +163,7 @@ def paired_bootstrap_difference(
     value = float(b.sum() / weights_b.sum() - a.sum() / weights_a.sum())
     reps = _resampled_ratios([(a, weights_a), (b, weights_b)], n_resamples, seed)
     low, high = _percentiles(reps[1] - reps[0], level)
-    return Estimate(value, min(low, value), max(high, value), len(a))
+    return Estimate(value, low, high, len(a))
 
 
 def paired(items: list[Item], predictions) -> list[tuple[Item, Prediction]]:

@@ -2,18 +2,37 @@
 
 matplotlib is imported here only (with the Agg backend: no display needed), and this module only
 from the report step, so `mcqa --help` and the runner never pay for it. Each function returns None
-when its metric is absent, and the report leaves that figure out.
+when its metric is absent, and the report leaves that figure out. Without matplotlib (the `reports`
+extra) every function returns None: a run's report.html is still written, with its tables and a note
+that says which extra adds the figures (`missing`), rather than a finished run failing at its last step.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
+
+from mcqa.extras import MissingExtra, installed, require
+
+
+def missing() -> MissingExtra | None:
+    """Why report.html has no figures (matplotlib, the `reports` extra, is not installed), or None."""
+    return None if installed("matplotlib") else MissingExtra("matplotlib", "reports", "drawing report.html's figures")
+
+
+def _figure(draw):
+    """A figure function that gives None (the report leaves the figure out) where matplotlib is missing."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        return None if missing() else draw(*args, **kwargs)
+
+    return wrapper
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "reports", "drawing report.html's figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -27,6 +46,7 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@_figure
 def accuracy_by_group(groups: dict[str, dict], title: str, top: int = 20) -> str | None:
     """Horizontal bars with 95% intervals for the `top` largest groups (subject, construct)."""
     if len(groups) < 2:
@@ -36,8 +56,8 @@ def accuracy_by_group(groups: dict[str, dict], title: str, top: int = 20) -> str
     names = [f"{name[:40]} (n={g['n']})" for name, g in shown]
     values = [g["accuracy"] for _, g in shown]
     errors = [
-        [v - g["low"] for v, (_, g) in zip(values, shown, strict=True)],
-        [g["high"] - v for v, (_, g) in zip(values, shown, strict=True)],
+        [max(0.0, v - g["low"]) for v, (_, g) in zip(values, shown, strict=True)],  # an unforced interval
+        [max(0.0, g["high"] - v) for v, (_, g) in zip(values, shown, strict=True)],
     ]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
     ax.barh(names, values, xerr=errors, color="#4C72B0", ecolor="#555555", capsize=2)
@@ -47,6 +67,7 @@ def accuracy_by_group(groups: dict[str, dict], title: str, top: int = 20) -> str
     return _png(fig)
 
 
+@_figure
 def letters(position: dict, debiased: dict | None = None) -> str | None:
     """Left: how often each letter is the gold answer vs the predicted one (and after debiasing).
     Right: accuracy when the gold answer is each letter. A flat model shows matching bars."""
@@ -82,6 +103,7 @@ def letters(position: dict, debiased: dict | None = None) -> str | None:
     return _png(fig)
 
 
+@_figure
 def map_curve(curve: dict) -> str | None:
     """MAP@k for k = 1..25: how much each extra candidate adds."""
     if not curve:
@@ -97,7 +119,8 @@ def map_curve(curve: dict) -> str | None:
     return _png(fig)
 
 
-def flips(ledger: dict) -> str:
+@_figure
+def flips(ledger: dict) -> str | None:
     """The flip ledger (debiasing and verify/reconsider): fixes, harms and sideways moves."""
     plt = _pyplot()
     kinds = ["wrong_to_right", "right_to_wrong", "wrong_to_wrong", "unlabelled"]

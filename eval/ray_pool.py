@@ -251,3 +251,43 @@ def _last_line(exc: BaseException) -> str:
     """The last line of a Ray error (the replica's own exception), not its whole remote traceback."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def open_pool(
+    cfg: Config,
+    replicas: int,
+    address: str | None,
+    dataset: str | None,
+    split: str,
+    data: Path | None,
+    retries: int,
+    say: Callable[..., None] = lambda text, warning=False: None,
+) -> RayPool:
+    """The run's replicas on Ray, loaded: `local` (or None) starts an instance here. RuntimeError with
+    one line when Ray is missing, the cluster cannot be reached or a replica cannot load its model."""
+    if cfg.agent.pride:
+        say(f"agent.pride: each of the {replicas} replica(s) estimates its own letter prior from the first "
+            "items it solves", warning=True)  # fmt: skip
+    try:
+        pool = RayPool(cfg, replicas, dataset, split, data, None if address in (None, "local") else address, retries)
+    except Exception as exc:  # noqa: BLE001 - Ray not installed, no cluster at the address: one line, no traceback
+        raise RuntimeError(f"Ray: {exc}") from exc
+    where = (
+        "a local Ray instance"
+        if pool.started
+        else f"the Ray cluster at {pool.address}"
+        if pool.address
+        else "this process's Ray instance"
+    )
+    say(
+        f"{replicas} replica(s) on {where}, each holding "
+        + " and ".join(f"{v:g} {k.removeprefix('num_').upper()}" for k, v in pool.resources.items())
+    )
+    if pool.shortfall:
+        say(pool.shortfall, warning=True)
+    try:
+        pool.ready()
+    except RuntimeError:
+        pool.close()
+        raise
+    return pool

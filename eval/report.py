@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import sys
 from pathlib import Path
 
 from mcqa.eval.metrics import COVERAGES
@@ -62,6 +63,8 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
     else:
         rows.append(("accuracy", "n/a: this run answered no questions (misconceptions only)"))
     rows.append(("backend errors (Prediction.error)", str(metrics.get("errors", 0))))
+    if (b := (run.get("all_invocations") or {}).get("backend")) is not None:
+        rows.append(("backend trouble (all invocations)", backend_trouble(b)))
     if m := metrics.get("misconceptions"):
         rows += [
             ("MAP@25 (95% CI)", f"{m['map@25']:.3f} [{m['low']:.3f}, {m['high']:.3f}] over {m['rows']} wrong answers"),
@@ -121,6 +124,17 @@ def headline(metrics: dict) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def backend_trouble(counts: dict) -> str:
+    """The backend's trouble over a run, from run.json's per-invocation counters: what made an answer
+    rest on less than the model's full view (a cut prompt, one-hot probabilities) or needed retries."""
+    return (
+        f"{counts.get('truncated_prompts', 0)} prompts cut to fit the context, "
+        f"{counts.get('constrained_fallbacks', 0)} constrained-generation fallbacks (one-hot probabilities), "
+        f"{counts.get('failed_requests', 0)} failed requests, {counts.get('failed_calls', 0)} failed solver calls "
+        f"retried, {counts.get('errors', 0)} items left with an error"
+    )
 
 
 def tool_rows(tools: dict | None) -> list[tuple[str, str]]:
@@ -300,6 +314,8 @@ def render_html(metrics: dict, run_dir: Path) -> str:
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         _html_table(["metric", "value"], [list(r) for r in headline(metrics)]),
     ]
+    if (why := plots.missing()) is not None:  # the tables still say it all; the figures wait for the extra
+        parts.append(f"<p class='note'>No figures in this report: {html.escape(str(why))}</p>")
     for field, label in (("by_subject", "subject"), ("by_construct", "construct")):
         if png := plots.accuracy_by_group(metrics[field], f"accuracy by {label}"):
             parts += [
@@ -357,3 +373,7 @@ def write_reports(run_dir: Path, metrics: dict) -> None:
     atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     atomic_write(run_dir / "report.md", render_markdown(metrics, run_dir))
     atomic_write(run_dir / "report.html", render_html(metrics, run_dir))
+    from mcqa.eval.plots import missing
+
+    if (why := missing()) is not None:
+        print(f"{why}; report.html is written without them", file=sys.stderr)

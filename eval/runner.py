@@ -123,6 +123,7 @@ class RunStats:
     already_done: int = 0
     solved: int = 0
     errors: int = 0
+    failed_calls: int = 0  # solver calls that raised, each followed by a retry or the batch tried item by item
     seconds: float = 0.0
 
     @property
@@ -153,6 +154,8 @@ def run_items(
     row raise BackendDown (then nothing of them is recorded, and a resumed run tries them again).
     """
     stats = stats or RunStats()
+    if getattr(solver, "map_batches", None) is None:  # (on Ray the replicas retry; their failures are not seen here)
+        solver = _counting_failures(solver, stats)
     pending = log.pending(items)
     stats.already_done += len(items) - len(pending)
     started = time.perf_counter()
@@ -184,6 +187,19 @@ def run_items(
     finally:
         stats.seconds += time.perf_counter() - started
     return stats
+
+
+def _counting_failures(solver: Solver, stats: RunStats) -> Solver:
+    """The solver, counting in `stats.failed_calls` each call that raised (solve_with_retries retries it)."""
+
+    def counted(batch: list[Item]) -> list[Prediction]:
+        try:
+            return solver(batch)
+        except Exception:
+            stats.failed_calls += 1
+            raise
+
+    return counted
 
 
 # --- the run folder ---------------------------------------------------------------------------------
@@ -227,6 +243,7 @@ class RunDir:
             "predictions.jsonl",
             "permutations.jsonl",
             "metrics.json",
+            "pride.json",
             "report.md",
             "report.html",
             "traces.sqlite",
@@ -267,6 +284,12 @@ class RunDir:
             raise RunError(f"another `mcqa eval run` is writing to {self.path}") from None
         self._lock = handle
 
+    def unlock(self) -> None:
+        """Release the lock (a notebook evaluating the same folder again in one process takes it anew)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def clear(self) -> None:
         """--force: remove what a run wrote (nothing else in the folder)."""
         for name in self.owned:
@@ -280,36 +303,61 @@ class RunDir:
         path = self.file("config.yaml")
         return yaml.safe_load(path.read_text()) if path.exists() else None
 
-    def check(self, config: Config, source: dict) -> None:
-        """Refuse to resume a run with other settings or other items: its predictions would mix."""
+    def check(self, config: Config, source: dict, models: dict | None = None, accept: bool = False) -> list[str]:
+        """Refuse to resume a run with other settings, other items or other model files: its predictions
+        would mix. `config` is the resolved config (`Config.for_dataset`), compared with the stored one, so
+        a by-dataset default that changed since the run began is a difference too; `models` are the
+        checksums of `mcqa.provenance.model_checksums`. With `accept`, the differences are returned
+        instead (the caller records them and the run goes on under the new config)."""
         stored = self.stored_config()
         if stored is None:
             if self.predictions.exists() and self.predictions.stat().st_size:
                 raise RunError(
                     f"{self.path} has predictions but no config.yaml: use another --out, or --force to start over"
                 )
-            return
+            return []
         differences = config_differences(stored, config.model_dump(mode="json"))
-        old_source = self.read_meta().get("source")
+        meta = self.read_meta()
+        old_source = meta.get("source")
         if old_source is not None:  # (a kill between writing config.yaml and run.json leaves none)
             differences += [
                 f"{key}: {old_source.get(key)!r} -> {source.get(key)!r}"
                 for key in sorted(set(old_source) | set(source))
                 if old_source.get(key) != source.get(key)
             ]
-        if differences:
+        old_models = (meta.get("provenance") or {}).get("models") or {}
+        for role in sorted(set(old_models) & set(models or {})):
+            if old_models[role]["sha256"] != models[role]["sha256"]:
+                differences.append(
+                    f"model {role} ({models[role]['name']}): sha256 {old_models[role]['sha256'][:12]} -> "
+                    f"{models[role]['sha256'][:12]}"
+                )
+        if differences and not accept:
+            listed = "".join(f"\n  {d}" for d in differences)
             raise RunError(
-                f"{self.path} was run with other settings ({'; '.join(differences)}). Resume it "
-                f"with --config {self.file('config.yaml')} and the same dataset and split, use "
-                "another --out, or pass --force to start over (its predictions are deleted)"
+                f"{self.path} was run with other settings, items or models:{listed}\nResume it with --config "
+                f"{self.file('config.yaml')} and the same dataset and split, use another --out, pass "
+                "--accept-changes to go on under the new settings (the differences are recorded in run.json), "
+                "or --force to start over (its predictions are deleted)"
             )
+        return differences
 
-    def start(self, config: Config, source: dict) -> None:
-        """Write config.yaml and run.json (atomically) before the first prediction is appended."""
-        if not self.file("config.yaml").exists():
+    def start(self, config: Config, source: dict, provenance: dict | None = None, changes: list[str] = ()) -> None:
+        """Write config.yaml and run.json (atomically) before the first prediction is appended.
+
+        config.yaml is the resolved config; run.json the source of the items and the provenance of
+        the first invocation (version, commit, model checksums). Accepted `changes` rewrite
+        config.yaml to the new config and are kept in run.json's `changes`."""
+        if changes or not self.file("config.yaml").exists():
             atomic_write(self.file("config.yaml"), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        if not self.file("run.json").exists():
-            self.write_meta({"source": source, "created": _now(), "invocations": []})
+        meta = self.read_meta()
+        if not meta:
+            meta = {"source": source, "created": _now(), "provenance": provenance, "invocations": []}
+        if changes:
+            meta.setdefault("changes", []).append({"at": _now(), "differences": list(changes)})
+            if provenance is not None:
+                meta["provenance"] = provenance
+        self.write_meta(meta)
 
     def write_meta(self, meta: dict) -> None:
         atomic_write(self.file("run.json"), json.dumps(meta, indent=2) + "\n")

@@ -5,7 +5,7 @@ holds) plus a one-hot of its answer group (the question and the answer picked, `
 label (MAP: `Category:Misconception` less the True_/False_ half, which the agent takes from the
 answer). Why next to the kNN vote: the vote reads the 25 nearest responses, the head weighs every
 training response at once and learns which answer of which question goes with which label; fused,
-they beat either alone (figures in results.json and the README). Seconds to train on a CPU, after
+they beat either alone (figures in results.json and docs/results.md). Seconds to train on a CPU, after
 the encoding the label store needs anyway (vectors are cached between runs).
 
 Saved as `OUT/head.npz` (weights, bias, labels, groups: plain arrays, no pickle) and `OUT/head.json`

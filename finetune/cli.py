@@ -30,6 +30,15 @@ RECIPES = {
     "refiner": "mcqa.finetune.refiner",
     "classifier": "mcqa.finetune.classifier",
 }
+# The pip extra each recipe imports (mcqa.extras): checked before a run folder is made. The refiner
+# (torch on cached vectors) and the classifier (scikit-learn) need no trainer stack.
+RECIPE_EXTRAS = {
+    "embedder": "train",
+    "reranker": "train",
+    "llm": "train",
+    "refiner": "retrieval",
+    "classifier": "retrieval",
+}
 
 ConfigOpt = typer.Option(
     None,
@@ -56,8 +65,10 @@ MaxStepsOpt = typer.Option(
 
 def run_recipe(name: str, config_path: Path | None, out: Path, force: bool, threads: int | None, **overrides) -> dict:
     """Load the recipe's config, open the run folder and train; prints where results went."""
+    from mcqa.extras import check
     from mcqa.finetune.common import TrainError, TrainRun, load_train_config, set_threads
 
+    check(RECIPE_EXTRAS[name], f"mcqa train {name}")
     recipe = importlib.import_module(RECIPES[name])
     try:
         config = load_train_config(recipe.Config, config_path, **overrides)

@@ -192,6 +192,9 @@ def pick_backend(requested: str, cuda: bool | None = None, unsloth: bool | None 
 
 
 def _peft_model(config: Config):
+    from mcqa.extras import require
+
+    require("peft", "train", "mcqa train llm (LoRA with peft)")
     from peft import LoraConfig
 
     from mcqa.llm.hf import load_hf_causal_lm
@@ -293,6 +296,9 @@ def _train(config: Config, run: TrainRun, adapter: Path, callbacks: list) -> dic
     if not examples:
         raise TrainError(f"no training examples for task {config.task} (dropped as too long: {dropped})")
 
+    from mcqa.extras import require
+
+    require("trl", "train", "mcqa train llm (TRL's SFTTrainer)")
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer

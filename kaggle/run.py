@@ -173,6 +173,9 @@ def run(
     manifest = read_manifest(bundle)
     if manifest.get("task") != task.name:
         raise ValueError(f"{bundle} is a bundle for {manifest.get('task')!r}, not {task.name!r}")
+    if manifest.get("extras") == ["embed"]:
+        # the numpy MiniLM the bundle was tested with, not whatever torch the notebook image happens to have
+        os.environ.setdefault("MCQA_EMBEDDER_BACKEND", "numpy")
     config = bundle_config(bundle, threads)
     test_file = input_dir / task.test_file
     split = get_spec(task.dataset).loader(input_dir, "test")

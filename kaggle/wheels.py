@@ -1,4 +1,5 @@
-"""The wheels a bundle installs from: mcqa, every dependency, and llama-cpp-python built for any x86-64.
+"""The wheels a bundle installs from: mcqa with its task's extras, their dependencies, and (for the tasks
+that answer with the LLM) llama-cpp-python built for any x86-64.
 
 llama-cpp-python ships only as source and compiles with `-march=native` by default, which can crash
 with an illegal instruction on another CPU (Kaggle's). The generic build (`-DGGML_NATIVE=OFF`: AVX2,
@@ -8,7 +9,10 @@ an earlier native build of the same version from its wheel cache.
 
 The dependency wheels are resolved with the versions of the running environment as constraints
 (what the tests ran with is what the bundle ships) and kept in a wheelhouse under the cache, keyed
-by those constraints, so a second bundle copies files instead of resolving again.
+by those constraints and by what is asked for (`mcqa-agent[embed]` for Eedi and MAP resolves to
+another, smaller set than `mcqa-agent[llm]`), so a second bundle copies files instead of resolving again.
+A bundle can name projects that must not ship (an `embed` bundle: torch, sentence-transformers, ...):
+one that a dependency pulls in anyway stops the build, rather than silently doubling the upload.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from mcqa.config import REPO_ROOT, cache_dir
@@ -85,6 +90,15 @@ def build_mcqa_wheel(dest: Path) -> Path:
     return wheel
 
 
+def wheel_requires(wheel: Path) -> list[str]:
+    """The Requires-Dist lines of a wheel's METADATA: the mcqa wheel just built from the source tree, which
+    is what the bundle installs (the running environment's metadata can predate an edit of pyproject.toml)."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        text = archive.read(name).decode()
+    return sorted(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:"))
+
+
 def constraints() -> str:
     """`pip freeze` of this environment, less mcqa itself and editable installs."""
     result = subprocess.run(
@@ -116,15 +130,37 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def build_wheelhouse(dest: Path, requirements: list[str], find_links: list[str] = (), log=print) -> list[Path]:
-    """Every wheel needed to `pip install --no-index` mcqa and `requirements` into `dest`."""
+def project_of(wheel: Path) -> str:
+    """A wheel file's project name, normalised as wheel file names write it (scikit_learn, torch)."""
+    return Path(wheel).name.split("-")[0].lower().replace(".", "_")
+
+
+def build_wheelhouse(
+    dest: Path,
+    requirements: list[str],
+    find_links: list[str] = (),
+    log=print,
+    llama: bool = True,
+    forbid: tuple[str, ...] = (),
+) -> list[Path]:
+    """Every wheel needed to `pip install --no-index` mcqa and `requirements` into `dest`
+    (`requirements` names mcqa with its extras, e.g. `mcqa-agent[embed]`). `llama`: the requirements
+    bring llama-cpp-python (the `llm` extra), and the generic build is the one that must ship. `forbid`:
+    projects (as `project_of` names them) that must not ship: WheelError if the resolution brings one."""
     dest.mkdir(parents=True, exist_ok=True)
     mcqa_wheel = build_mcqa_wheel(dest)
-    llama = ensure_llama_wheel(log=log)
+    llama_wheel = ensure_llama_wheel(log=log) if llama else None
     pinned = constraints()
-    dist = importlib.metadata.distribution("mcqa-agent")
     key = hashlib.sha256(
-        "\n".join([pinned, *sorted(dist.requires or []), *sorted(requirements), *find_links, sha256(llama)]).encode()
+        "\n".join(
+            [
+                pinned,
+                *wheel_requires(mcqa_wheel),
+                *sorted(requirements),
+                *find_links,
+                sha256(llama_wheel) if llama_wheel else "no llama",
+            ]
+        ).encode()
     ).hexdigest()[:16]
     house = wheels_root() / f"house-{key}"
     if not (house / COMPLETE).is_file():
@@ -134,19 +170,28 @@ def build_wheelhouse(dest: Path, requirements: list[str], find_links: list[str] 
         partial.mkdir(parents=True)
         constraints_file = partial / "constraints.txt"
         constraints_file.write_text(pinned)
-        links = [arg for link in [str(llama.parent), *find_links] for arg in ("--find-links", link)]
+        sources = [str(llama_wheel.parent)] if llama_wheel else []
+        links = [arg for link in [*sources, *find_links] for arg in ("--find-links", link)]
         _pip("wheel", "-q", "-w", str(partial), *links, "-c", str(constraints_file), str(mcqa_wheel), *requirements)
         for own in partial.glob("mcqa_agent-*.whl"):
             own.unlink()
-        (bundled,) = partial.glob("llama_cpp_python-*.whl")
-        if sha256(bundled) != sha256(llama):
+        bundled = sorted(partial.glob("llama_cpp_python-*.whl"))
+        if llama_wheel and (len(bundled) != 1 or sha256(bundled[0]) != sha256(llama_wheel)):
             raise WheelError(
-                f"pip picked {bundled.name} that is not the generic build {llama}: refusing a "
-                f"-march=native wheel in a bundle"
+                f"pip picked {', '.join(b.name for b in bundled) or 'no llama-cpp-python'}, not the generic "
+                f"build {llama_wheel}: refusing a -march=native wheel in a bundle"
+            )
+        if not llama_wheel and bundled:  # pip built one from source: -march=native, and not asked for
+            raise WheelError(
+                f"{' '.join(requirements)} pulled in {bundled[0].name} though the task runs no LLM: refusing "
+                f"a -march=native wheel in a bundle"
             )
         (partial / COMPLETE).write_text(key + "\n")
         shutil.rmtree(house, ignore_errors=True)
         partial.rename(house)
+    unwanted = sorted(w.name for w in house.glob("*.whl") if project_of(w) in forbid)
+    if unwanted:
+        raise WheelError(f"{' '.join(requirements)} pulled in {', '.join(unwanted)}, which this bundle must not ship")
     for wheel in house.glob("*.whl"):
         if not (dest / wheel.name).exists():
             _link_or_copy(wheel, dest / wheel.name)

@@ -14,8 +14,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+import mcqa
 from mcqa.agent.cli import trace_app
-from mcqa.cli_common import ColumnsOpt, DataDir, console, err, fail, open_split, progress_bar, report_skips
+from mcqa.cli_common import ColumnsOpt, DataDir, Group, console, err, fail, open_split, progress_bar, report_skips
 from mcqa.config import data_dir, load_config
 from mcqa.datasets import DATASETS, DatasetError, load_split
 from mcqa.eval.cli import eval_app
@@ -25,10 +26,15 @@ from mcqa.llm.cli import convert_cmd, serve_cmd
 from mcqa.models import REGISTRY, ModelNotFound
 from mcqa.rag.cli import index_app, mine_cmd, retrieval_cmd
 
+# The command is mcqa's own process: a hub name fails at once. (The command modules above import the
+# model libraries only inside their commands, so the flags are set before any of them loads.)
+mcqa.hub_offline()
+
 app = typer.Typer(
     help="mcqa: solve multiple-choice benchmarks with an LLM agent and find the misconception behind a wrong answer.",
     no_args_is_help=True,
     add_completion=False,
+    cls=Group,  # a missing extra is one line, not a traceback
 )
 data_app = typer.Typer(help="Inspect the benchmark datasets (counts, skipped rows, items).", no_args_is_help=True)
 app.add_typer(data_app, name="data")

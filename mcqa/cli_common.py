@@ -17,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperGroup
 
 from mcqa.datasets import DATASETS, Columns, DatasetError, Split, load_file, load_split
+from mcqa.extras import MissingExtra
 
 console = Console()
 err = Console(stderr=True)
@@ -46,6 +48,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class Group(TyperGroup):
+    """The `mcqa` app's top group (typer.Typer(cls=Group)): every command runs inside its `invoke`, so a
+    library of an extra that is not installed (mcqa.extras.MissingExtra), wherever a command reaches for
+    it, is the one line `fail` prints ("... needs the 'llm' extra: pip install 'mcqa-agent[llm]'"), not
+    a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MissingExtra as exc:
+            fail(str(exc))
 
 
 def open_split(dataset: str, split: str, root: Path | None, columns: list[str] | None = None) -> Split:

@@ -127,6 +127,11 @@ class Config(BaseModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     agent: AgentConfig = Field(default_factory=lambda: AgentConfig())
 
+    def for_dataset(self, dataset: str | None) -> Config:
+        """The config as a run on `dataset` uses it: the agent's by-dataset defaults filled in
+        (`AgentConfig.for_dataset`). Run folders store this one."""
+        return self.model_copy(update={"agent": self.agent.for_dataset(dataset)})
+
 
 from mcqa.agent.config import AgentConfig  # noqa: E402  (the agent's section; it imports nothing from here)
 
@@ -145,26 +150,58 @@ def read_yaml_mapping(path: Path, what: str = "a mapping") -> dict:
 
 
 def parse_settings(settings: list[str] | None) -> dict:
-    """`section.key=value` strings (the CLI's --set) as load_config overrides; values are read as YAML
-    (`agent.votes=0`, `agent.tasks=[answer]`). ValueError on a string without `=` or a section."""
+    """`section.key=value` strings (the CLI's --set) as load_config overrides. Keys may be nested
+    (`agent.prompts.verify=...`); values are read as YAML, so they are typed: `agent.votes=0` is a
+    number, `agent.tools=[execute]` a list, `agent.verify=false` a boolean, `agent.hubness=null` None.
+    ValueError on a string without `=` or without a section."""
     overrides = {}
     for setting in settings or []:
         key, sep, value = setting.partition("=")
-        if not sep or "." not in key:
+        key = key.strip()
+        if not sep or "." not in key or not all(key.split(".")):
             raise ValueError(f"--set takes section.key=value (e.g. agent.votes=0), got {setting!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key] = NULL if value.strip() in ("null", "~", "None") else yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise ValueError(f"--set {setting!r}: the value is not valid YAML ({exc})") from exc
     return overrides
 
 
+class _Null:
+    """An override that sets a key to None (`--set agent.hubness=null`), where a plain None means
+    "not given" (the CLI passes its unset options as None)."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+
+NULL = _Null()
+
+
 def load_config(path: Path | None = None, **overrides) -> Config:
-    """Read a YAML config (or the defaults) and apply `section.key=value` overrides from the CLI."""
-    raw = read_yaml_mapping(path, "a mapping of sections") if path is not None else {}
-    for dotted, value in overrides.items():
+    """Read a YAML config (or the defaults) and apply dotted overrides (`agent.prompts.verify=...`).
+
+    An override whose value is None is skipped (an option the CLI was not given); NULL sets None.
+    A section left empty in the YAML (`agent:` with nothing under it) counts as no section."""
+    return build_config(read_yaml_mapping(path, "a mapping of sections") if path is not None else {}, overrides)
+
+
+def build_config(raw: dict, overrides: dict | None = None) -> Config:
+    """A Config from a mapping of sections (changed in place) with dotted overrides applied."""
+    for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        section, _, key = dotted.partition(".")
-        raw.setdefault(section, {})[key] = value
+        *parents, key = dotted.split(".")
+        node, where = raw, []
+        for part in parents:
+            where.append(part)
+            if node.get(part) is None:  # absent, or an empty YAML section
+                node[part] = {}
+            elif not isinstance(node[part], dict):
+                raise ValueError(f"cannot set {dotted}: {'.'.join(where)} is {node[part]!r}, not a section")
+            node = node[part]
+        node[key] = None if value is NULL else value
+    for section, body in list(raw.items()):
+        if body is None:  # `agent:` with nothing under it
+            del raw[section]
     return Config.model_validate(raw)

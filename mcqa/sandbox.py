@@ -85,7 +85,7 @@ class _Step:
 # -- toolchains ------------------------------------------------------------------------------------
 
 
-def python_interpreter() -> str | None:
+def python_interpreter() -> str:
     """A Python that `nobody` can run: the system's first (the project's venv may live in a private HOME)."""
     for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3", path=PATH)):
         if candidate and os.access(candidate, os.X_OK):
@@ -144,7 +144,7 @@ def _all_steps(
             )
         ]
     if language in ("c", "cpp"):
-        compiler = shutil.which("gcc" if language == "c" else "g++", path=PATH)
+        compiler = _which("gcc" if language == "c" else "g++")
         std = (
             ["-std=gnu99"] if language == "c" else []
         )  # old-style C still compiles; main falling off its end returns 0
@@ -161,7 +161,7 @@ def _all_steps(
         "-XX:CompressedClassSpaceSize=64m",
         "-Xshare:auto",
     ]
-    javac, java = shutil.which("javac", path=PATH), shutil.which("java", path=PATH)
+    javac, java = _which("javac"), _which("java")
     return [
         _Step(
             [javac, *(f"-J{o}" for o in jvm), "-J-Xmx512m", "-nowarn", "-encoding", "UTF-8", *flags, source_name],
@@ -180,6 +180,12 @@ def _all_steps(
             java=True,
         ),
     ]
+
+
+def _which(tool: str) -> str:
+    """`tool`'s path on PATH. run_program asks missing_toolchain first, so the bare name (a program the
+    launcher cannot start) is only there to keep argv a list of strings."""
+    return shutil.which(tool, path=PATH) or tool
 
 
 def source_file(language: str, main_class: str | None = None) -> str:

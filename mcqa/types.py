@@ -42,7 +42,7 @@ class Item(BaseModel):
     choices: list[str]
     answer: str | None = None
     subject: str | None = None
-    construct: str | None = None
+    construct: str | None = None  # type: ignore[assignment]  # shadows BaseModel.construct (see the top)
     chosen: str | None = None
     misconceptions: dict[str, list[str]] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)

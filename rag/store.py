@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from mcqa.extras import require
 from mcqa.rag.embedder import Embedder
 from mcqa.rag.queries import _clean, evidence_labels, evidence_text, item_text
 from mcqa.rag.vectors import build_index, index_kind, load_folder, save_folder, search_index
 from mcqa.types import Item, Misconception
+
+faiss = require("faiss", "retrieval", "FAISS indexes")
 
 EXAMPLES_KIND, MISCONCEPTIONS_KIND, LABELS_KIND = "examples", "misconceptions", "labels"
 

@@ -13,11 +13,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from mcqa.config import default_threads
+from mcqa.extras import require
 from mcqa.rag.embedder import Embedder
+
+faiss = require("faiss", "retrieval", "FAISS indexes")
 
 FORMAT_VERSION = 1
 INDEX_FILE, RECORDS_FILE, MANIFEST_FILE = "index.faiss", "records.jsonl", "manifest.json"

@@ -9,7 +9,10 @@ from itertools import islice
 
 import pytest
 
+import mcqa
 from mcqa.config import LLMConfig, data_dir
+
+mcqa.hub_offline()  # the suite, like the `mcqa` command, never waits on a model hub
 
 
 def pytest_collection_modifyitems(config, items):

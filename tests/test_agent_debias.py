@@ -1,6 +1,9 @@
 """Debiasing that changes answers (mcqa.agent.debias), with the real tiny model: the agent's
 probabilities equal the average over cyclic shifts scored directly, PriDe divides later items by the
-prior its sample measured, and a changed answer is in the flip ledger."""
+prior its sample measured, and a changed answer is in the flip ledger.
+
+A flip is checked on an item where one must happen (found by scoring the shifts directly, or made
+certain by the prior), so the checks cannot pass on a run in which nothing flipped."""
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from mcqa.datasets import load_split
 from mcqa.eval.bias import cyclic_orders, permute_item, position_prior
 from mcqa.eval.metrics import flip_ledger
 from mcqa.prompts import answer_chat
+
+FLIP_KINDS = ("wrong_to_right", "right_to_wrong", "wrong_to_wrong", "unlabelled")
 
 
 def config(**agent):
@@ -27,8 +32,13 @@ def config(**agent):
 
 
 @pytest.fixture(scope="module")
-def code_items(data_root):
-    return [it for it in load_split("codemmlu_fpt", "train", data_root).items if len(it.choices) == 4][:5]
+def pool(data_root):
+    return [it for it in load_split("codemmlu_fpt", "train", data_root).items if len(it.choices) == 4][:20]
+
+
+@pytest.fixture(scope="module")
+def code_items(pool):
+    return pool[:5]
 
 
 def shifted_probs(llm, item, orders):
@@ -42,16 +52,32 @@ def shifted_probs(llm, item, orders):
     return np.array(rows)
 
 
-def test_permutations_average_each_choice_over_the_shifts(tiny_llm, code_items):
+def first_flipping(llm, items):
+    """The first item whose answer as shown differs from its answer averaged over the 4 cyclic shifts,
+    scored directly: on it the agent must record a "permute" flip."""
+    for item in items:
+        rows = shifted_probs(llm, item, [[0, 1, 2, 3]] + cyclic_orders(4))
+        if np.argmax(rows[0]) != np.argmax(rows.mean(axis=0)):
+            return item
+    pytest.fail(f"none of {len(items)} items changes its answer under the shifts: choose other items")
+
+
+def test_permutations_average_each_choice_over_the_shifts(tiny_llm, code_items, pool):
+    flipping = first_flipping(tiny_llm, pool)
+    items = [*[it for it in code_items[:2] if it.id != flipping.id], flipping]
     solver = AgentSolver(config(permutations=4), dataset="codemmlu_fpt", llm=tiny_llm)
-    predictions = solver(code_items[:3])
-    for item, prediction in zip(code_items, predictions, strict=True):
+    predictions = solver(items)
+    for item, prediction in zip(items, predictions, strict=True):
         expected = shifted_probs(tiny_llm, item, [[0, 1, 2, 3]] + cyclic_orders(4)).mean(axis=0)
         got = np.array([prediction.option_probs[x] for x in item.letters])
         assert np.allclose(got, expected / expected.sum(), atol=2e-3)
         assert prediction.answer == item.letters[int(np.argmax(expected))]
         plain = item.letters[int(np.argmax(shifted_probs(tiny_llm, item, [[0, 1, 2, 3]])[0]))]
         assert prediction.flips == ([] if plain == prediction.answer else [f"permute: {plain}->{prediction.answer}"])
+    flipped = predictions[-1]
+    assert flipped.flips and flipped.flips[0].startswith("permute: "), f"{flipping.id} must flip: {flipped}"
+    ledger = flip_ledger(items, predictions)
+    assert ledger["flips"] >= 1 and ledger["by_step"]["permute"]["net"] == ledger["net"]
 
 
 def test_pride_divides_later_items_by_the_prior_of_its_sample(tiny_llm, code_items):
@@ -74,11 +100,39 @@ def test_pride_divides_later_items_by_the_prior_of_its_sample(tiny_llm, code_ite
         got = np.array([prediction.option_probs[x] for x in item.letters])
         assert np.allclose(got, expected, atol=2e-3)
         plain = item.letters[int(np.argmax(raw))]
-        if plain != prediction.answer:
-            assert prediction.flips == [f"pride: {plain}->{prediction.answer}"]
+        assert prediction.flips == ([] if plain == prediction.answer else [f"pride: {plain}->{prediction.answer}"])
     ledger = flip_ledger(code_items, predictions)
     assert ledger["flips"] == sum(len(p.flips) for p in predictions)
     assert set(ledger["by_step"]) <= {"permute", "pride"}
+
+
+def test_a_prior_that_outweighs_the_answer_flips_it(tiny_llm, code_items):
+    """PriDe's sample is fed through the debias object the way the answer node feeds it, with shifted
+    scores that put nearly all the prior on the position the item's plain answer sits at: dividing by
+    it must move the answer, and the move is a "pride" flip in the prediction and the ledger."""
+    items = code_items[2:4]
+    raws = [shifted_probs(tiny_llm, item, [[0, 1, 2, 3]])[0] for item in items]
+    plain = int(np.argmax(raws[0]))
+    prior = np.full(4, 1e-5)
+    prior[plain] = 1 - 3e-5  # a 1e5 handicap: the runner-up's probability need only be 1e-5 of the leader's
+    solver = AgentSolver(config(pride=1), dataset="codemmlu_fpt", llm=tiny_llm)
+    debias = solver.agent.debias
+    orders = debias.orders(4)  # the one sample place, taken here instead of by an item
+    assert len(orders) == 4
+    assert debias.combine(orders, [prior] * 4)[1] == "permute"
+    assert np.allclose(debias.prior(4), prior)
+    expected = [raw / prior / (raw / prior).sum() for raw in raws]
+    assert np.argmax(expected[0]) != plain, "the prior must outweigh the plain answer's lead"
+    predictions = solver(items)
+    for item, raw, want, prediction in zip(items, raws, expected, predictions, strict=True):
+        assert np.allclose([prediction.option_probs[x] for x in item.letters], want, atol=2e-3)
+        before, after = item.letters[int(np.argmax(raw))], item.letters[int(np.argmax(want))]
+        assert prediction.answer == after
+        assert prediction.flips == ([] if before == after else [f"pride: {before}->{after}"])
+    assert predictions[0].flips == [f"pride: {items[0].letters[plain]}->{predictions[0].answer}"]
+    ledger = flip_ledger(items, predictions)
+    assert ledger["flips"] == sum(len(p.flips) for p in predictions)
+    assert sum(ledger["by_step"].get("pride", {}).get(kind, 0) for kind in FLIP_KINDS) >= 1
 
 
 def test_answer_debias_plans_the_sample_then_single_prompts():

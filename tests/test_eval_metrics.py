@@ -1,7 +1,12 @@
 """Run metrics against hand-computed cases: accuracy and its interval, Eedi MAP@25 over every labelled
 wrong answer, MAP's MAP@3 on Category:Misconception labels, breakdowns, the flip ledger,
-confidence as a predictor of correctness (AUROC, risk-coverage)."""
+confidence as a predictor of correctness (AUROC, risk-coverage).
 
+The intervals are checked against cases whose percentile-bootstrap interval is known (a resample of a
+0/1 sample counts successes binomially), never only by "it contains the estimate": that held for any
+interval when the old one was widened to reach the estimate."""
+
+import json
 import math
 
 import pytest
@@ -40,7 +45,8 @@ def test_accuracy_counts_unanswered_as_wrong_and_apart():
     assert summary["accuracy"] == pytest.approx(2 / 5)
     assert summary["unanswered"] == 2 and summary["errors"] == 1
     assert summary["answered_accuracy"] == pytest.approx(2 / 3)
-    assert summary["low"] <= 0.4 <= summary["high"]
+    # a resample of 2 right in 5 has Binomial(5, 0.4) right: P(0) = 0.078, P(<= 4) = 0.990
+    assert (summary["low"], summary["high"]) == (0.0, pytest.approx(0.8))
 
 
 def test_a_run_that_answers_nothing_is_not_graded():
@@ -72,6 +78,104 @@ def test_paired_bootstrap_sees_a_small_consistent_gain():
         paired_bootstrap_difference([1], [1, 0])
 
 
+def binomial_quantile(n: int, p: float, q: float) -> int:
+    """The smallest k with P(Binomial(n, p) <= k) >= q."""
+    total = 0.0
+    for k in range(n + 1):
+        total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if total >= q:
+            return k
+    return n
+
+
+def test_bootstrap_of_a_large_bernoulli_sample_is_the_normal_interval():
+    n, p = 10_000, 0.3
+    estimate = bootstrap_estimate([1] * 3000 + [0] * 7000)
+    half = 1.96 * math.sqrt(p * (1 - p) / n)  # 0.00898
+    assert estimate.value == pytest.approx(p)
+    assert estimate.low == pytest.approx(p - half, abs=0.002)
+    assert estimate.high == pytest.approx(p + half, abs=0.002)
+    assert estimate.high - estimate.low == pytest.approx(2 * half, abs=0.002)
+
+
+def test_bootstrap_of_a_constant_is_degenerate_at_it():
+    for values, weights in (([1] * 30, None), ([0] * 30, None), ([2.0, 4.0, 6.0, 20.0], [1, 2, 3, 10])):
+        estimate = bootstrap_estimate(values, weights)
+        assert estimate.low == estimate.high == pytest.approx(estimate.value)
+    assert bootstrap_estimate([2.0, 4.0, 6.0, 20.0], [1, 2, 3, 10]).low == 2.0  # every resampled ratio is 2
+    same = paired_bootstrap_difference([1, 0, 1, 1, 0] * 10, [1, 0, 1, 1, 0] * 10)
+    assert same.value == same.low == same.high == 0.0
+
+
+def test_bootstrap_of_a_rare_event_stays_in_range_and_is_lopsided():
+    # 1 right in 20: a resample has Binomial(20, 0.05) right, P(0) = 0.358, P(<= 2) = 0.925, P(<= 3) = 0.984
+    estimate = bootstrap_estimate([1] + [0] * 19)
+    assert (estimate.low, estimate.high) == (0.0, pytest.approx(0.15))  # a normal interval: [-0.046, 0.146]
+    assert estimate.high - estimate.value > estimate.value - estimate.low
+
+
+def test_the_interval_is_the_replicates_not_widened_to_the_estimate():
+    """With one resample the interval is that resample's mean, a point: the estimate is left out. The
+    old interval was stretched to [min(replicate, value), max(replicate, value)] and could not be."""
+    values = [0.3, 1.7, 2.2, 4.1, 9.6]
+    sides = set()
+    for seed in range(6):
+        estimate = bootstrap_estimate(values, n_resamples=1, seed=seed)
+        assert estimate.low == estimate.high, f"seed {seed}: {estimate}"
+        assert estimate.excludes(estimate.value) and min(values) <= estimate.low <= max(values)
+        sides.add(estimate.low > estimate.value)
+        diff = paired_bootstrap_difference([0] * 5, values, n_resamples=1, seed=seed)
+        assert diff.low == diff.high == pytest.approx(estimate.low)  # b - 0: the same resample of b
+    assert sides == {True, False}  # replicates fall on both sides of the estimate
+
+
+def test_paired_bootstrap_of_k_more_right_items_is_binomial():
+    """B is right on every item A is right on and on k more: each resample's difference is the share of
+    the k fixed items among n draws, Binomial(n, k/n) / n. An unpaired bootstrap would be more than twice
+    as wide (both runs' own variances, about +-0.069 here)."""
+    n, k = 400, 40
+    a = [1, 0] * (n // 2)
+    fixed = [i for i, x in enumerate(a) if x == 0][:k]
+    b = [1 if i in fixed else x for i, x in enumerate(a)]
+    diff = paired_bootstrap_difference(a, b)
+    assert diff.value == pytest.approx(k / n)
+    low, high = binomial_quantile(n, k / n, 0.025) / n, binomial_quantile(n, k / n, 0.975) / n  # 0.0725, 0.13
+    assert diff.low == pytest.approx(low, abs=1.5 / n) and diff.high == pytest.approx(high, abs=1.5 / n)
+    assert diff.excludes(0.0)
+    reverse = paired_bootstrap_difference(b, a)
+    assert reverse.low == pytest.approx(-diff.high) and reverse.high == pytest.approx(-diff.low)
+
+
+def write_run(folder, correct: list[bool]):
+    folder.mkdir()
+    (folder / "run.json").write_text("{}")  # no source: compare grades by the predictions' `correct`
+    lines = [
+        Prediction(item_id=f"{i:04d}", answer="A" if right else "B", correct=right).model_dump_json()
+        for i, right in enumerate(correct)
+    ]
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_compare_reports_the_paired_interval_of_k_more_right_items(tmp_path):
+    from mcqa.eval.compare import compare_runs
+
+    n, k = 400, 40
+    a = [i % 2 == 0 for i in range(n)]
+    b = [right or i < 2 * k for i, right in enumerate(a)]  # the first k wrong items of A fixed
+    run_a, run_b = write_run(tmp_path / "a", a), write_run(tmp_path / "b", b)
+    row = compare_runs(run_a, run_b)["metrics"][0]
+    assert row["metric"] == "accuracy" and row["shared_items"] == n
+    diff = row["difference"]
+    assert diff["value"] == pytest.approx(k / n) and row["significant"]
+    low, high = binomial_quantile(n, k / n, 0.025) / n, binomial_quantile(n, k / n, 0.975) / n
+    assert diff["low"] == pytest.approx(low, abs=1.5 / n) and diff["high"] == pytest.approx(high, abs=1.5 / n)
+    assert row["a"]["low"] == pytest.approx(0.5 - 1.96 * math.sqrt(0.25 / n), abs=0.01)  # each run's own
+    itself = compare_runs(run_a, run_a)["metrics"][0]
+    assert (itself["difference"]["low"], itself["difference"]["high"]) == (0.0, 0.0) and not itself["significant"]
+    json.dumps(itself)  # the JSON `mcqa eval compare --json` prints
+
+
 def test_eedi_map25_scores_every_labelled_wrong_answer():
     items = [
         item("e1", answer="A", misconceptions={"B": ["10"], "C": ["20"], "D": ["30"]}),
@@ -87,7 +191,8 @@ def test_eedi_map25_scores_every_labelled_wrong_answer():
     assert summary["recall@25"] == pytest.approx(3 / 4)
     assert summary["curve"][1] == pytest.approx(1 / 4)
     assert summary["curve"][2] == pytest.approx((1 + 1 / 2) / 4)
-    assert summary["low"] <= summary["map@25"] <= summary["high"]
+    # items, not rows, are resampled: e2 twice (p = 1/4) scores 1/3, e1 twice 1.5/3, one of each the value
+    assert summary["low"] == pytest.approx(1 / 3) and summary["high"] == pytest.approx(0.5)
     assert misconception_summary([item("x")], [Prediction(item_id="x")]) is None
 
 

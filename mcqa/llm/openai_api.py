@@ -80,8 +80,9 @@ class OpenAIServerLLM(LLM):
 
     def __init__(self, config: LLMConfig | None = None):
         super().__init__()
-        import httpx
+        from mcqa.extras import require
 
+        httpx = require("httpx", "openai", "the openai backend")
         self.config = config or LLMConfig(backend="openai")
         self.base_url = self.config.base_url.rstrip("/")
         self.root = self.base_url.removesuffix("/v1")  # where the tokenizer endpoints live
