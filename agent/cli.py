@@ -16,15 +16,9 @@ trace_app = typer.Typer(
 
 
 def _names(dataset: str | None, root: Path | None) -> dict[str, str]:
-    """Misconception names for display, when the dataset has a catalogue."""
-    from mcqa.datasets import DATASETS, load_misconceptions
+    from mcqa.api import misconception_names
 
-    if dataset not in DATASETS or DATASETS[dataset].catalogue is None:
-        return {}
-    try:
-        return {m.id: m.name for m in load_misconceptions(dataset, root)}
-    except Exception:  # noqa: BLE001 - names are a nicety; the trace shows ids without them
-        return {}
+    return misconception_names(dataset, root)
 
 
 @trace_app.callback()

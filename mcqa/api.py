@@ -231,10 +231,10 @@ class Agent:
                     steps.append(Step(node, for_item(update, item.id)))
                     final = update.get("predictions", final)
         prediction = Prediction.model_validate(final[0]) if final else None
-        return Trace(item, steps, prediction, _names(self.dataset, self.data_dir))
+        return Trace(item, steps, prediction, misconception_names(self.dataset, self.data_dir))
 
 
-def _names(dataset: str | None, root: Path | None) -> dict[str, str]:
+def misconception_names(dataset: str | None, root: Path | None) -> dict[str, str]:
     """Misconception names for display, when the dataset has a catalogue."""
     from mcqa.datasets import DATASETS, load_misconceptions
 
