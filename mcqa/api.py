@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mcqa.config import Config, build_config, load_config
 from mcqa.types import Item, Prediction
@@ -184,8 +184,8 @@ class Agent:
         self.split, self.data_dir = split, Path(data_dir) if data_dir is not None else None
         self.config = configure(config, **overrides).for_dataset(self.dataset)
         self._llm = llm
-        self._solver = None
-        self._tracer = None
+        self._solver: Any = None  # mcqa.agent.solver.AgentSolver, built on first use
+        self._tracer: Any = None
 
     @property
     def solver(self):
@@ -272,7 +272,8 @@ class BarProgress(Progress):
     def __init__(self) -> None:
         from mcqa.cli_common import err, progress_bar
 
-        self.err, self.bar, self.task, self.started = err, progress_bar(), None, 0.0
+        self.err, self.bar, self.started = err, progress_bar(), 0.0
+        self.task: Any = None  # the bar's TaskID once started
 
     def message(self, text: str, warning: bool = False) -> None:
         from rich.markup import escape
@@ -482,7 +483,7 @@ def evaluate(
     try:
         if force:
             run.clear()
-        made_by = provenance(cfg, Graph(cfg.agent, None, cfg.agent.tasks).resources_used())
+        made_by = provenance(cfg, Graph(cfg.agent, None, cfg.agent.tasks).resources_used())  # type: ignore[arg-type]
         changes = run.check(cfg, source, made_by["models"], accept=accept_changes)
         run.start(cfg, source, made_by, changes)
         answers, shuffled = PredictionLog(run.predictions), PredictionLog(run.permutations)
@@ -499,7 +500,7 @@ def evaluate(
         copies = list({c.id: c for c in shuffled_items + shifted_items}.values())
         pending = len(answers.pending(items)) + len(shuffled.pending(copies))
         batch = cfg.agent.batch_size
-        stats, solver = RunStats(), None
+        stats, solver = RunStats(), cast(Any, None)  # the agent solver, or the Ray pool
         argv = list(sys.argv[1:]) if argv is None else argv
         entry = {
             "argv": argv,
@@ -512,7 +513,7 @@ def evaluate(
         else:
             on_ray = ray is not None or replicas is not None
             # on Ray this solver only checks the config here (it loads nothing); the replicas build their own
-            solver = build_solver(
+            solver = cast(Any, build_solver)(
                 cfg,
                 dataset=dataset if registered else None,
                 split=split,
