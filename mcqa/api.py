@@ -324,7 +324,9 @@ class Run:
 
     def dataframe(self):
         """The predictions as a pandas DataFrame, one row per item (with the item's answer where known)."""
-        import pandas as pd
+        from mcqa.extras import require
+
+        pd = require("pandas", "reports", "a run as a DataFrame")
 
         by_id = {it.id: it for it in self.items or []}
         rows = []
@@ -617,7 +619,9 @@ class Comparison:
 
     def table(self):
         """The comparison as a pandas DataFrame."""
-        import pandas as pd
+        from mcqa.extras import require
+
+        pd = require("pandas", "reports", "a comparison as a DataFrame")
 
         return pd.DataFrame(self.lines(), columns=list(self.HEADER))
 

@@ -33,7 +33,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "embed": ("faiss", "tokenizers"),  # the numpy embedder and FAISS: retrieval at inference, no torch
     "retrieval": ("sentence_transformers", "torch", "transformers", "sklearn"),  # and embed's (included)
     "train": ("peft", "trl", "accelerate", "datasets", "gguf"),  # and retrieval's (the extra includes it)
-    "reports": ("matplotlib",),
+    "reports": ("matplotlib", "pandas"),  # report.html's figures; Run.dataframe() and Comparison.table()
     "openai": ("httpx",),
     "parquet": ("pyarrow",),
     "serve": ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"),  # llama.cpp's server
