@@ -29,6 +29,11 @@ Task = Literal["answer", "misconceptions"]
 # - map classifier: `auto` (a logistic regression on the label store's vectors, fitted at first use in
 #   about 20 s and cached) fused at weight 3: MAP@3 0.905 against the votes' 0.888; alone 0.909, fused
 #   at 10 0.909 (`mcqa train classifier` scores these offline).
+# - map label_space `question` (rank only the labels the label store's split gave the same question with the
+#   same correctness, as the competition's medal solutions did; a rule, nothing tuned), reported once on the
+#   whole `validation` (`mcqa eval run --dataset map --split validation --batch-size 256 --no-traces --set
+#   agent.label_space=all|question`, paired with `mcqa eval compare`): MAP@3 0.9045 -> 0.9055, +0.0010
+#   [+0.0005, +0.0015]; the gold label is in the allowed set for 5,869 of 5,871 responses; no extra cost.
 # Answer permutations by dataset, with the 1.5B model (`mcqa eval run ... --set agent.verify=false --set
 # agent.permutations=K`, paired with `mcqa eval compare`; docs/results.md, "Answer quality"):
 # - codemmlu_fpt `validation`, first 150: K 1: 0.360, K 4: 0.507 (+0.147 [+0.060, +0.233]; 33 fixed, 11 broken;
@@ -58,7 +63,7 @@ Task = Literal["answer", "misconceptions"]
 # [-0.310, -0.060]), on the MMLU-STEM sample 0.440 against 0.400 (+0.040 [-0.045, +0.125]); both 0.510 / 0.420.
 # Letters stay the default everywhere.
 DATASET_DEFAULTS = {
-    "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto"},
+    "map": {"votes": 25, "vote_threshold": 0.7, "vote_weight": 10.0, "classifier": "auto", "label_space": "question"},
     "eedi": {
         "votes": 10,
         "vote_threshold": 0.9,
@@ -80,6 +85,7 @@ OTHER_DEFAULTS = {
     "scoring": "letter",
     "sibling_contrast": 0.0,
     "hubness": 0.0,
+    "label_space": "all",
 }
 
 
@@ -263,6 +269,17 @@ class AgentConfig(BaseModel):
         "None: by dataset (map auto, others none).",
     )
     classifier_weight: float = Field(3.0, ge=0, description="Votes + classifier_weight * P(label).")
+    label_space: Literal["all", "question"] | None = Field(
+        None,
+        description="Which labels a MAP response is ranked among: `all` (whatever the catalogue, votes and "
+        "classifier rank) or `question` (only the labels the label store's split, the examples split, `fit` "
+        "when solving `validation`, gave other responses to the same question whose answer was as right as "
+        "this one's, as the MAP competition's medal solutions did; mcqa.rag.label_space). The others are "
+        "dropped, save the best of them where fewer than 3 are left (MAP@3 scores three places). A question "
+        "that split never saw, or never with this correctness, keeps every label. Needs votes > 0 (MAP's "
+        "labels are ranked in the label votes); no effect on other datasets. None: by dataset (map "
+        "`question`, others `all`).",
+    )
     reranker: str = Field(
         "none",
         description="none | llm (a Yes/No prompt per candidate) | llm-list (one prompt per "
@@ -314,7 +331,7 @@ class AgentConfig(BaseModel):
 
     def for_dataset(self, dataset: str | None) -> AgentConfig:
         """A copy with every by-dataset default filled in (tasks, tools, votes, vote_threshold, vote_weight,
-        classifier, permutations, scoring, sibling_contrast, hubness), as a run uses it: what a run
+        classifier, permutations, scoring, sibling_contrast, hubness, label_space), as a run uses it: what a run
         folder stores, so a default that changes between versions shows as a difference on resume."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {}), "tasks": default_tasks(dataset)}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})

@@ -362,9 +362,12 @@ class Agent:
         A MAP response is ranked in MAP's own labels: catalogue ids become `Misconception:<id>`, votes
         add `Correct:NA` and `Neither:NA`, and the True_/False_ half comes from whether the student's
         answer is the right one (the item's gold, else the agent's answer), never from a guess. Without
-        either, the response keeps its plain retrieval hits.
+        either, the response keeps its plain retrieval hits. With `label_space: question` its list keeps
+        only the labels the store gave the same question with the same correctness
+        (mcqa.rag.label_space.restrict_labels), before the True_/False_ half is added.
         """
         from mcqa.datasets.map import full_label
+        from mcqa.rag.label_space import restrict_labels
         from mcqa.rag.queries import evidence_text
         from mcqa.rag.retrieval import fuse_votes, vote
         from mcqa.rag.store import answer_group
@@ -393,6 +396,8 @@ class Agent:
                     votes[label] = votes.get(label, 0.0) + self.config.classifier_weight * float(p)
             ranked = fuse_votes(hits, votes, self.config.vote_weight)
             if item.chosen is not None:
+                if self.config.label_space == "question":
+                    ranked = restrict_labels(ranked, store.label_space.allowed(item, right))
                 ranked = [(full_label(right == item.chosen, label), s) for label, s in ranked]
             fused.append(ranked)
         return fused

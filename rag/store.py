@@ -10,7 +10,9 @@ examples come from another dataset or a user's file that holds the item too).
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +21,9 @@ from mcqa.rag.embedder import Embedder
 from mcqa.rag.queries import _clean, evidence_labels, evidence_text, item_text
 from mcqa.rag.vectors import build_index, index_kind, load_folder, save_folder, search_index
 from mcqa.types import Item, Misconception
+
+if TYPE_CHECKING:
+    from mcqa.rag.label_space import LabelSpace
 
 faiss = require("faiss", "retrieval", "FAISS indexes")
 
@@ -284,6 +289,15 @@ class LabelStore:
     def vectors(self) -> np.ndarray:
         """The stored vectors, in record order (what a classifier on the store trains on)."""
         return self._vectors
+
+    @cached_property
+    def label_space(self) -> LabelSpace:
+        """Per answer group, the labels its records carry (mcqa.rag.label_space.LabelSpace, for
+        `agent.label_space: question`): derived from the records on first use, once per store, so
+        it needs nothing beyond what a store (a Kaggle bundle's included) already holds."""
+        from mcqa.rag.label_space import LabelSpace
+
+        return LabelSpace(self.records)
 
     def search(self, texts: list[str], groups: list[str], exclude: list[str], k: int) -> list[list[tuple[str, float]]]:
         """(label, cosine) of the k nearest labelled answers per query text, best first.
