@@ -1,4 +1,4 @@
-"""`mcqa train embedder|reranker|llm|refiner|classifier`: one command per training recipe.
+"""`mcqa train embedder|reranker|llm|refiner|classifier|seqclass`: one command per training recipe.
 
 Each recipe is a module of mcqa.finetune with a pydantic `Config` (its YAML keys, documented where
 defined; examples in finetune/configs/) and `train(config, run)`, which writes its artifact and
@@ -29,6 +29,7 @@ RECIPES = {
     "llm": "mcqa.finetune.llm",
     "refiner": "mcqa.finetune.refiner",
     "classifier": "mcqa.finetune.classifier",
+    "seqclass": "mcqa.finetune.seqclass",
 }
 # The pip extra each recipe imports (mcqa.extras): checked before a run folder is made. The refiner
 # (torch on cached vectors) and the classifier (scikit-learn) need no trainer stack.
@@ -38,6 +39,7 @@ RECIPE_EXTRAS = {
     "llm": "train",
     "refiner": "retrieval",
     "classifier": "retrieval",
+    "seqclass": "retrieval",  # torch + transformers, no trainer stack (its own loop)
 }
 
 ConfigOpt = typer.Option(
@@ -140,6 +142,21 @@ def train_classifier(
     """A label classifier on frozen embeddings (logistic regression, seconds): its probabilities join the label
     votes (`agent.classifier: OUT/model`). For MAP, whose test asks train's questions."""
     run_recipe("classifier", config, out, force, threads, seed=seed, limit=limit)
+
+
+@train_app.command("seqclass")
+def train_seqclass(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    seed: int | None = SeedOpt,
+    max_steps: int | None = MaxStepsOpt,
+    limit: int | None = LimitOpt,
+) -> None:
+    """An end-to-end fine-tuned sequence classifier for MAP (MiniLM + linear head, cross-entropy over
+    `Category:Misconception`); MAP@3 on validation, restricted to each question's labels and not."""
+    run_recipe("seqclass", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
 
 
 @train_app.command("llm")

@@ -1,0 +1,319 @@
+"""Recipe: an end-to-end fine-tuned sequence classifier for MAP (encoder + linear head, trained on CPU).
+
+Where `mcqa train classifier` fits a logistic regression on frozen MiniLM vectors, this one trains the
+encoder too: the text of a response (question, the answer picked, whether that answer is the right
+one, the student's explanation) goes through the transformer of a sentence-transformers folder, its
+token states are mean-pooled, and a linear head scores the `Category:Misconception` labels less the
+True_/False_ half (the half follows from correctness, which the input already says). Cross-entropy on
+`fit`; MAP@3 on `validation`, over all labels and restricted to the labels `fit` gave responses to
+the same question with the same correctness (`mcqa.rag.label_space`, what the medal solutions did).
+
+Crash-safe: every `save_steps` optimizer steps, `OUT/checkpoints/last.pt` (model, optimizer,
+scheduler, step, RNG state) is replaced atomically; the same command again resumes from it, and a run
+whose steps are all done only scores and saves. The batch order is a seeded permutation per epoch,
+so a resumed run sees the batches the killed one would have.
+
+Saved as `OUT/model/`: `encoder/` (transformers save_pretrained + tokenizer), `head.pt` (the linear
+head's state dict) and `seqclass.json` (labels, max_seq_length, base); `SeqClassifier.load(folder)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcqa.finetune.common import TrainError, TrainRun, sample_limit
+
+ENCODER_DIR, HEAD_FILE, META_FILE, CHECKPOINT = "encoder", "head.pt", "seqclass.json", "last.pt"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("map", description="MAP (labels are `Category:Misconception` of a student response).")
+    base: str = Field("minilm-l6", description="Embedder registry name or sentence-transformers folder to start from.")
+    max_seq_length: int = Field(128, ge=16, le=512, description="Tokens per response text (longer ones are cut).")
+    epochs: float = Field(1.0, gt=0, description="Passes over `fit` (a fraction stops part-way through the last).")
+    lr: float = Field(5e-5, gt=0, description="AdamW peak learning rate (linear warm-up, then linear decay).")
+    warmup: float = Field(0.05, ge=0, lt=1, description="Share of the steps spent warming up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(16, ge=1, description="Responses per optimizer step.")
+    eval_batch_size: int = Field(64, ge=1, description="Responses per forward pass when scoring validation.")
+    save_steps: int = Field(200, ge=1, description="Write a checkpoint every this many steps (and at the end).")
+    fraction: float = Field(0.2, gt=0, lt=1, description="Share of train held out as validation (MAP: by row).")
+    seed: int = Field(0, description="Seeds the split, the batch order and the head's initialisation.")
+    limit: int | None = Field(None, ge=1, description="Use only this many fit and validation rows (a quick check).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (a quick check).")
+
+
+def response_text(item) -> str:
+    """What the classifier reads: question, the answer picked, whether it is right, the explanation."""
+    picked = item.choice(item.chosen) if item.chosen is not None else ""
+    right = "unknown" if item.answer is None or item.chosen is None else str(item.chosen == item.answer)
+    return (
+        f"Question: {item.question.strip()}\nAnswer: {picked.strip()}\nCorrect: {right}\n"
+        f"Explanation: {str(item.metadata.get('explanation', '')).strip()}"
+    )
+
+
+def response_label(item) -> str | None:
+    """The item's label less the True_/False_ half (`Misconception:Incomplete`), or None if unlabelled."""
+    from mcqa.datasets.map import label_parts
+
+    label = item.metadata.get("label")
+    return label_parts(label)[1] if label else None
+
+
+def _threads() -> None:
+    import torch
+
+    if n := os.environ.get("MCQA_THREADS"):
+        torch.set_num_threads(int(n))
+
+
+def _network(encoder, n_labels: int):
+    import torch
+    from torch import nn
+
+    class Network(nn.Module):
+        """Transformer -> mean of the unpadded token states -> linear head (logits over labels)."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.head = nn.Linear(encoder.config.hidden_size, n_labels)
+
+        def forward(self, input_ids, attention_mask, **extra):
+            states = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return self.head(pooled)
+
+    torch.manual_seed(0)  # callers reseed; this keeps a bare construction deterministic too
+    return Network()
+
+
+class SeqClassifier:
+    """A trained (or training) encoder + head with its label list; `predict` gives probabilities."""
+
+    def __init__(self, network, tokenizer, labels: list[str], meta: dict):
+        self.network, self.tokenizer, self.labels, self.meta = network, tokenizer, labels, meta
+
+    def batch(self, texts: list[str]):
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.meta["max_seq_length"], return_tensors="pt"
+        )
+
+    def predict(self, items, batch_size: int = 64):
+        """Softmax probabilities (numpy, one row per item, columns in `self.labels` order)."""
+        import numpy as np
+        import torch
+
+        self.network.eval()
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                texts = [response_text(item) for item in items[start : start + batch_size]]
+                rows.append(torch.softmax(self.network(**self.batch(texts)), dim=-1).float().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def save(self, folder: Path) -> Path:
+        import torch
+
+        folder = Path(folder)
+        (folder / ENCODER_DIR).mkdir(parents=True, exist_ok=True)
+        self.network.encoder.save_pretrained(folder / ENCODER_DIR)
+        self.tokenizer.save_pretrained(folder / ENCODER_DIR)
+        torch.save(self.network.head.state_dict(), folder / HEAD_FILE)
+        (folder / META_FILE).write_text(json.dumps({**self.meta, "labels": self.labels}, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> SeqClassifier:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(folder).expanduser()
+        if not (folder / META_FILE).is_file() or not (folder / HEAD_FILE).is_file():
+            raise FileNotFoundError(f"{folder} is not a trained seqclass model (train one with `mcqa train seqclass`)")
+        meta = json.loads((folder / META_FILE).read_text())
+        labels = meta.pop("labels")
+        encoder = AutoModel.from_pretrained(folder / ENCODER_DIR, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder / ENCODER_DIR, local_files_only=True)
+        network = _network(encoder, len(labels))
+        network.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
+        return cls(network, tokenizer, labels, meta)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then an atomic rename: a kill mid-write leaves the old checkpoint."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _schedule(total: int, warmup: float):
+    steps = max(1, math.ceil(total * warmup))
+
+    def factor(step: int) -> float:
+        if step < steps:
+            return (step + 1) / steps
+        return max(0.0, (total - step) / max(1, total - steps))
+
+    return factor
+
+
+def evaluate(model: SeqClassifier, fit, validation, batch_size: int) -> dict:
+    """MAP@3 on validation, unrestricted and restricted to fit's labels for the same question and
+    correctness (`LabelSpace`), and responses scored per second."""
+    from mcqa.datasets.map import full_label
+    from mcqa.eval.metrics import map_at_k
+    from mcqa.rag.label_space import LabelSpace, restrict_labels
+    from mcqa.rag.queries import query_format
+    from mcqa.rag.store import label_records
+
+    items = [item for item in validation if response_label(item) is not None]
+    clock = time.perf_counter()
+    probs = model.predict(items, batch_size)
+    seconds = time.perf_counter() - clock
+    space = LabelSpace(label_records(fit, query_format("subject_correct")))
+
+    def full(item, labels):
+        return [full_label(item.chosen == item.answer, x) for x in labels]
+
+    gold = [full(item, [response_label(item)]) for item in items]
+    plain, restricted = [], []
+    for item, row in zip(items, probs, strict=True):
+        ranked = sorted(zip(model.labels, map(float, row), strict=True), key=lambda hit: -hit[1])
+        plain.append(full(item, [label for label, _ in ranked]))
+        kept = restrict_labels(ranked, space.allowed(item, item.answer))
+        restricted.append(full(item, [label for label, _ in kept]))
+    return {
+        "validation_answers": len(items),
+        "validation": {
+            "map@3": {
+                "restricted": round(map_at_k(restricted, gold, 3), 4),
+                "unrestricted": round(map_at_k(plain, gold, 3), 4),
+            }
+        },
+        "inference_s": round(seconds, 2),
+        "responses_per_s": round(len(items) / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def train(config: Config, run: TrainRun) -> dict:
+    import random
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from mcqa.models import resolve
+    from mcqa.rag.splits import load_items
+
+    if config.dataset != "map":
+        raise TrainError(f"seqclass trains on MAP's student responses, not {config.dataset!r}")
+    _threads()
+    started = time.perf_counter()
+    fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed)
+    validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed)
+    rng = random.Random(config.seed)
+    fit, validation = (sample_limit(items, config.limit, rng) for items in (fit, validation))
+    fit = [item for item in fit if response_label(item) is not None]
+    labels = sorted({response_label(item) for item in fit})
+    if len(labels) < 2:
+        raise TrainError(f"a classifier needs at least 2 labels, the fit rows have {len(labels)}")
+    index = {label: n for n, label in enumerate(labels)}
+    texts = [response_text(item) for item in fit]
+    targets = torch.tensor([index[response_label(item)] for item in fit])
+
+    base = resolve(config.base, "embedder")
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    encoder = AutoModel.from_pretrained(base, local_files_only=True)
+    torch.manual_seed(config.seed)
+    network = _network(encoder, len(labels))
+    torch.manual_seed(config.seed)
+    network.head.reset_parameters()
+    meta = {"dataset": config.dataset, "base": config.base, "max_seq_length": config.max_seq_length}
+    model = SeqClassifier(network, tokenizer, labels, meta)
+
+    per_epoch = math.ceil(len(fit) / config.batch_size)
+    total = math.ceil(per_epoch * config.epochs)
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
+
+    checkpoint = run.checkpoints / CHECKPOINT
+    step, train_s, losses = 0, 0.0, []
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["labels"] != labels:
+            raise TrainError(f"{checkpoint} was trained on other labels; use --force to start over")
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, train_s, losses = state["step"], state["train_s"], state["losses"]
+    resumed_from = step
+
+    def save(step: int) -> None:
+        save_checkpoint(
+            checkpoint,
+            {
+                "model": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "train_s": train_s,
+                "losses": losses,
+                "labels": labels,
+            },
+        )
+
+    network.train()
+    step_seconds = []
+    while step < total:
+        epoch, position = divmod(step, per_epoch)
+        order = torch.randperm(len(fit), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        rows = order[position * config.batch_size : (position + 1) * config.batch_size].tolist()
+        clock = time.perf_counter()
+        logits = network(**model.batch([texts[n] for n in rows]))
+        loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        step_seconds.append(time.perf_counter() - clock)
+        train_s += step_seconds[-1]
+        losses.append(round(float(loss.detach()), 4))
+        if step % config.save_steps == 0 or step == total:
+            save(step)
+    ordered = sorted(step_seconds)
+    scores = evaluate(model, fit, validation, config.eval_batch_size)
+    out = model.save(run.path / "model")
+    return {
+        "recipe": "seqclass",
+        "fit_answers": len(fit),
+        "labels": len(labels),
+        "steps": step,
+        "total_steps": total,
+        "resumed_from_step": resumed_from,
+        "steps_run": step - resumed_from,
+        "median_step_s": round(ordered[len(ordered) // 2], 3) if ordered else None,
+        "train_s": round(train_s, 1),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        **scores,
+        "model": str(out),
+        "total_s": round(time.perf_counter() - started, 1),
+    }
