@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcqa.cli_common import progress_bar
 from mcqa.finetune.common import TrainError, TrainRun, sample_limit
 
 ENCODER_DIR, HEAD_FILE, META_FILE, CHECKPOINT = "encoder", "head.pt", "seqclass.json", "last.pt"
@@ -280,24 +281,27 @@ def train(config: Config, run: TrainRun) -> dict:
 
     network.train()
     step_seconds = []
-    while step < total:
-        epoch, position = divmod(step, per_epoch)
-        order = torch.randperm(len(fit), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        rows = order[position * config.batch_size : (position + 1) * config.batch_size].tolist()
-        clock = time.perf_counter()
-        logits = network(**model.batch([texts[n] for n in rows]))
-        loss = torch.nn.functional.cross_entropy(logits, targets[rows])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        step_seconds.append(time.perf_counter() - clock)
-        train_s += step_seconds[-1]
-        losses.append(round(float(loss.detach()), 4))
-        if step % config.save_steps == 0 or step == total:
-            save(step)
+    with progress_bar() as bar:  # on stderr, with the loss, elapsed time and ETA (off when stderr is no terminal)
+        task = bar.add_task("training", total=total, completed=step, rate="")
+        while step < total:
+            epoch, position = divmod(step, per_epoch)
+            order = torch.randperm(len(fit), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            rows = order[position * config.batch_size : (position + 1) * config.batch_size].tolist()
+            clock = time.perf_counter()
+            logits = network(**model.batch([texts[n] for n in rows]))
+            loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_seconds.append(time.perf_counter() - clock)
+            train_s += step_seconds[-1]
+            losses.append(round(float(loss.detach()), 4))
+            bar.update(task, advance=1, rate=f"loss {losses[-1]:.3f}")
+            if step % config.save_steps == 0 or step == total:
+                save(step)
     ordered = sorted(step_seconds)
     scores = evaluate(model, fit, validation, config.eval_batch_size)
     out = model.save(run.path / "model")
