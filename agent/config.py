@@ -269,6 +269,13 @@ class AgentConfig(BaseModel):
         "None: by dataset (map auto, others none).",
     )
     classifier_weight: float = Field(3.0, ge=0, description="Votes + classifier_weight * P(label).")
+    seqclass: str | None = Field(
+        None,
+        description="A fine-tuned MAP sequence classifier (the `model` folder of `mcqa train seqclass`) whose "
+        "probabilities join the votes and the classifier (needs votes > 0; read with numpy where torch is "
+        "not installed). None: none.",
+    )
+    seqclass_weight: float = Field(3.0, ge=0, description="Votes + seqclass_weight * P(label) of `seqclass`.")
     label_space: Literal["all", "question"] | None = Field(
         None,
         description="Which labels a MAP response is ranked among: `all` (whatever the catalogue, votes and "
@@ -339,3 +346,7 @@ class AgentConfig(BaseModel):
     @property
     def uses_classifier(self) -> bool:
         return bool(self.votes) and self.classifier not in (None, "none")
+
+    @property
+    def uses_seqclass(self) -> bool:
+        return bool(self.votes) and self.seqclass not in (None, "none")

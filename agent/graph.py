@@ -47,6 +47,7 @@ RESOURCES = (
     "hub_penalties",
     "labels",
     "classifier",
+    "seqclass",
     "cross_encoder",
 )
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
@@ -99,6 +100,9 @@ class Agent:
     def __init__(self, config: AgentConfig, resources: Resources, tasks: list[str], record_prompts: bool = False):
         self.config, self.resources, self.tasks, self.record_prompts = config, resources, tasks, record_prompts
         self.debias = AnswerDebias(config.permutations or 1, config.pride)  # holds the run's PriDe prior
+        # A list to collect each voted answer's (item id, letter, LabelEvidence) in, or None: how
+        # `mcqa train map-fusion` scores many weightings of one solved split with the agent's own ranking.
+        self.evidence: list | None = None
 
     # -- nodes ---------------------------------------------------------------------------------
     def retrieve_examples(self, state: AgentState) -> AgentState:
@@ -357,7 +361,9 @@ class Agent:
         encoded: dict[str, np.ndarray],
     ) -> list[list[tuple[str, float]]]:
         """Retrieval hits fused with the votes of the nearest labelled answers (mcqa.rag.store.LabelStore),
-        and with a trained classifier's probabilities where one is configured (mcqa.finetune.classifier).
+        and with trained classifiers' probabilities where configured: the head on frozen vectors
+        (mcqa.finetune.classifier) and the fine-tuned sequence classifier (mcqa.finetune.seqclass), all
+        summed into one score by mcqa.rag.retrieval.LabelEvidence.rank.
 
         A MAP response is ranked in MAP's own labels: catalogue ids become `Misconception:<id>`, votes
         add `Correct:NA` and `Neither:NA`, and the True_/False_ half comes from whether the student's
@@ -366,12 +372,11 @@ class Agent:
         only the labels the store gave the same question with the same correctness
         (mcqa.rag.label_space.restrict_labels), before the True_/False_ half is added.
         """
-        from mcqa.datasets.map import full_label
-        from mcqa.rag.label_space import restrict_labels
         from mcqa.rag.queries import evidence_text
-        from mcqa.rag.retrieval import fuse_votes, vote
+        from mcqa.rag.retrieval import LabelEvidence
         from mcqa.rag.store import answer_group
 
+        cfg = self.config
         by_id = {it.id: it for it in items}
         pairs = [(by_id[i], letter) for i, letter in keys]
         store, groups = self.resources.labels, [answer_group(it, x) for it, x in pairs]
@@ -379,27 +384,44 @@ class Agent:
         # An Eedi answer's evidence text is its retrieval query, already in `encoded` (the store is built
         # with the same embedder, Resources.labels): only MAP's explanations are encoded here.
         vectors = store.embedder.encode_reusing(texts, encoded)
-        neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], self.config.votes)
-        head = self.resources.classifier if self.config.uses_classifier else None
-        probs = head.predict(vectors, groups) if head else None
+        neighbours = store.search_vectors(vectors, groups, [it.id for it, _ in pairs], cfg.votes)
+        rights = [it.answer or answers.get(it.id, {}).get("letter") for it, _ in pairs]
+        head = self.resources.classifier if cfg.uses_classifier else None
+        head_probs = head.predict(vectors, groups) if head else None
+        seqclass = self.resources.seqclass if cfg.uses_seqclass else None
+        # a response whose right answer is unknown keeps its plain hits: no input for the classifier either
+        scored = [n for n, ((it, _), right) in enumerate(zip(pairs, rights, strict=True)) if it.chosen is None or right]
+        seq_rows = (
+            dict(zip(scored, seqclass.predict([pairs[n][0] for n in scored], [rights[n] for n in scored]), strict=True))
+            if seqclass
+            else {}
+        )
         fused = []
-        for n, ((item, _letter), hits, near) in enumerate(zip(pairs, found, neighbours, strict=True)):
-            right = item.answer or answers.get(item.id, {}).get("letter")
+        for n, ((item, letter), hits, near, right) in enumerate(zip(pairs, found, neighbours, rights, strict=True)):
             if item.chosen is not None and right is None:
                 fused.append(hits)
                 continue
-            if item.chosen is not None:
-                hits = [(f"Misconception:{m}", s) for m, s in hits]
-            votes = vote(near, self.config.vote_threshold)
-            if head:
-                for label, p in zip(head.labels, probs[n], strict=True):
-                    votes[label] = votes.get(label, 0.0) + self.config.classifier_weight * float(p)
-            ranked = fuse_votes(hits, votes, self.config.vote_weight)
-            if item.chosen is not None:
-                if self.config.label_space == "question":
-                    ranked = restrict_labels(ranked, store.label_space.allowed(item, right))
-                ranked = [(full_label(right == item.chosen, label), s) for label, s in ranked]
-            fused.append(ranked)
+            evidence = LabelEvidence(
+                hits=hits if item.chosen is None else [(f"Misconception:{m}", s) for m, s in hits],
+                neighbours=near,
+                head=dict(zip(head.labels, map(float, head_probs[n]), strict=True)) if head else {},
+                seqclass=dict(zip(seqclass.labels, map(float, seq_rows[n]), strict=True)) if seqclass else {},
+                allowed=store.label_space.allowed(item, right)
+                if item.chosen is not None and cfg.label_space == "question"
+                else None,
+                right=None if item.chosen is None else right == item.chosen,
+            )
+            if self.evidence is not None:
+                self.evidence.append((item.id, letter, evidence))
+            fused.append(
+                evidence.rank(
+                    cfg.votes,
+                    cfg.vote_threshold,
+                    cfg.vote_weight,
+                    cfg.classifier_weight,
+                    cfg.seqclass_weight if seqclass else 0.0,
+                )
+            )
         return fused
 
     def rerank(self, state: AgentState) -> AgentState:
@@ -533,6 +555,8 @@ class Agent:
                 used.add("labels")
                 if cfg.uses_classifier:
                     used.add("classifier")
+                if cfg.uses_seqclass:
+                    used.add("seqclass")
         if "rerank" in nodes and cfg.reranker not in LLM_RERANKERS:
             used.add("cross_encoder")
         return used

@@ -74,7 +74,7 @@ class Resources:
     def _away_from_solved(self, wanted: str) -> str:
         """Solving `validation` (held out of train), examples come from `fit`, the rest of train:
         otherwise the other validation items' answers would be examples."""
-        if wanted == "train" and self.split in ("validation", "validation-unseen"):
+        if wanted == "train" and self.split in ("validation", "validation-unseen", "validation-inner"):
             return self.split.replace("validation", "fit")
         return wanted
 
@@ -172,6 +172,13 @@ class Resources:
                 f"not {self.embedder.name!r}: its weights mean nothing to these vectors"
             )
         return head
+
+    @cached_property
+    def seqclass(self):
+        """The fine-tuned sequence classifier (torch where installed, else numpy: mcqa.finetune.seqclass)."""
+        from mcqa.finetune.seqclass import load_seqclass
+
+        return load_seqclass(self.agent.seqclass)
 
     @cached_property
     def cross_encoder(self):

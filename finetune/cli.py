@@ -1,4 +1,4 @@
-"""`mcqa train embedder|reranker|llm|refiner|classifier|seqclass`: one command per training recipe.
+"""`mcqa train embedder|reranker|llm|refiner|classifier|seqclass|map-fusion`: one command per training recipe.
 
 Each recipe is a module of mcqa.finetune with a pydantic `Config` (its YAML keys, documented where
 defined; examples in finetune/configs/) and `train(config, run)`, which writes its artifact and
@@ -30,6 +30,7 @@ RECIPES = {
     "refiner": "mcqa.finetune.refiner",
     "classifier": "mcqa.finetune.classifier",
     "seqclass": "mcqa.finetune.seqclass",
+    "map-fusion": "mcqa.finetune.map_fusion",
 }
 # The pip extra each recipe imports (mcqa.extras): checked before a run folder is made. The refiner
 # (torch on cached vectors) and the classifier (scikit-learn) need no trainer stack.
@@ -40,6 +41,7 @@ RECIPE_EXTRAS = {
     "refiner": "retrieval",
     "classifier": "retrieval",
     "seqclass": "retrieval",  # torch + transformers, no trainer stack (its own loop)
+    "map-fusion": "retrieval",  # the agent's label store and head, a seqclass model
 }
 
 ConfigOpt = typer.Option(
@@ -157,6 +159,20 @@ def train_seqclass(
     """An end-to-end fine-tuned sequence classifier for MAP (MiniLM + linear head, cross-entropy over
     `Category:Misconception`); MAP@3 on validation, restricted to each question's labels and not."""
     run_recipe("seqclass", config, out, force, threads, seed=seed, max_steps=max_steps, limit=limit)
+
+
+@train_app.command("map-fusion")
+def train_map_fusion(
+    config: Path | None = ConfigOpt,
+    out: Path = OutOpt,
+    force: bool = ForceOpt,
+    threads: int | None = ThreadsOpt,
+    limit: int | None = LimitOpt,
+) -> None:
+    """MAP's fusion weights (votes, head, seqclass) chosen on an inner split of fit: the agent solves
+    validation-inner once, every weighting of the grid is scored by MAP@3, the best is written as
+    OUT/agent-map.yaml (with the seqclass model trained on fit) for `mcqa eval run --config`."""
+    run_recipe("map-fusion", config, out, force, threads, limit=limit)
 
 
 @train_app.command("llm")

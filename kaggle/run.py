@@ -57,6 +57,8 @@ def bundle_config(bundle: Path, threads: int | None = None):
         config.agent.reranker = str(bundle / rel["agent.reranker"])
     if "agent.classifier" in rel:
         config.agent.classifier = str(bundle / rel["agent.classifier"])
+    if "agent.seqclass" in rel:
+        config.agent.seqclass = str(bundle / rel["agent.seqclass"])
     if "agent.embedder" in rel:
         config.agent.embedder = str(bundle / rel["agent.embedder"])
     for n in range(len(config.agent.embedders or [])):

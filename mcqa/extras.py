@@ -52,11 +52,21 @@ RESOURCES = {
     "hub_penalties": "retrieval",
     "labels": "retrieval",
     "classifier": "retrieval",
+    "seqclass": "retrieval",
     "cross_encoder": "retrieval",
 }
 # What `embed` alone serves when every embedder runs with numpy and the classifier is a fitted head (a
 # Kaggle bundle's, whose indexes are prebuilt): all but the CrossEncoder, which is sentence-transformers.
-LIGHT = {"embedder", "examples", "misconceptions", "extra_misconceptions", "hub_penalties", "labels", "classifier"}
+LIGHT = {
+    "embedder",
+    "examples",
+    "misconceptions",
+    "extra_misconceptions",
+    "hub_penalties",
+    "labels",
+    "classifier",
+    "seqclass",
+}
 # llm.backend -> extra. vLLM is no extra: it lives in its own venv under its own pins (Makefile install-vllm).
 BACKENDS = {"llamacpp": "llm", "openai": "openai"}
 WHAT = {
@@ -68,6 +78,7 @@ WHAT = {
     "hub_penalties": "the hubness priors",
     "labels": "the label store",
     "classifier": "the label classifier",
+    "seqclass": "the fine-tuned sequence classifier",
     "cross_encoder": "the CrossEncoder reranker",
 }
 

@@ -77,7 +77,7 @@ def checksum(path: Path) -> str:
 
 def model_checksums(config, resources_used: set[str]) -> dict[str, dict]:
     """{role: {"name", "path", "sha256"}} for the models a run loads: the LLM (and its LoRA adapter)
-    when it uses one, the embedder(s) when it retrieves. A model that cannot be found is left out
+    when it uses one, the embedder(s) when it retrieves, the fine-tuned sequence classifier. A model that cannot be found is left out
     (the run fails on it later with its own message)."""
     from mcqa.models import ModelNotFound, resolve
 
@@ -91,6 +91,8 @@ def model_checksums(config, resources_used: set[str]) -> dict[str, dict]:
         wanted.append(("embedder", config.agent.embedder, "embedder"))
         for n, name in enumerate(config.agent.embedders or [], start=1):
             wanted.append((f"embedder.{n}", name, "embedder"))
+    if "seqclass" in resources_used:
+        wanted.append(("seqclass", config.agent.seqclass, "adapter"))  # a folder, read as it is
     found = {}
     for role, name, kind in wanted:
         try:

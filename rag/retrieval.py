@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -293,3 +293,45 @@ def fuse_votes(hits: list[tuple[str, float]], votes: dict[str, float], weight: f
         scores.setdefault(label, floor)
     fused = [(label, score + weight * votes.get(label, 0.0)) for label, score in scores.items()]
     return sorted(fused, key=lambda h: -h[1])
+
+
+@dataclass
+class LabelEvidence:
+    """What ranks one wrong answer's labels once its nearest labelled answers are found: its retrieval
+    hits, those neighbours, each classifier's P(label), the labels its question allows and, for a MAP
+    response, whether the student's answer is the right one. Kept apart from the weights, so that
+    `mcqa train map-fusion` scores many weightings of one solved split with the ranking the agent uses.
+    """
+
+    hits: list[tuple[str, float]]
+    neighbours: list[tuple[str, float]]
+    head: dict[str, float] = field(default_factory=dict)
+    seqclass: dict[str, float] = field(default_factory=dict)
+    allowed: set[str] | None = None
+    right: bool | None = None
+
+    def rank(
+        self,
+        k: int,
+        threshold: float,
+        vote_weight: float,
+        classifier_weight: float = 0.0,
+        seqclass_weight: float = 0.0,
+    ) -> list[tuple[str, float]]:
+        """cosine + vote_weight * (votes of the k nearest + classifier_weight * P_head + seqclass_weight *
+        P_seqclass), best first; then, for a MAP response (`right` set), only the `allowed` labels
+        (mcqa.rag.label_space.restrict_labels) with the True_/False_ half put back."""
+        from mcqa.datasets.map import full_label
+        from mcqa.rag.label_space import restrict_labels
+
+        votes = vote(self.neighbours[:k], threshold)
+        for probs, weight in ((self.head, classifier_weight), (self.seqclass, seqclass_weight)):
+            if weight:
+                for label, p in probs.items():
+                    votes[label] = votes.get(label, 0.0) + weight * p
+        ranked = fuse_votes(self.hits, votes, vote_weight)
+        if self.right is None:
+            return ranked
+        if self.allowed is not None:
+            ranked = restrict_labels(ranked, self.allowed)
+        return [(full_label(self.right, label), s) for label, s in ranked]

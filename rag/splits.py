@@ -23,9 +23,17 @@ from mcqa.datasets import get_spec, load_split
 from mcqa.types import Item
 
 # Names that `load_items` accepts on top of a dataset's own splits: the two sides of its train split,
-# and the same in unseen mode (every validation misconception absent from fit-unseen).
-DERIVED_SPLITS = {"fit": 0, "validation": 1, "fit-unseen": 0, "validation-unseen": 1}
-UNSEEN_SUFFIX = "-unseen"
+# the same in unseen mode (every validation misconception absent from fit-unseen), and the two sides of
+# `fit` split again (`-inner`, seed + 1): where a setting is chosen without ever reading `validation`.
+DERIVED_SPLITS = {
+    "fit": 0,
+    "validation": 1,
+    "fit-unseen": 0,
+    "validation-unseen": 1,
+    "fit-inner": 0,
+    "validation-inner": 1,
+}
+UNSEEN_SUFFIX, INNER_SUFFIX = "-unseen", "-inner"
 
 
 def unseen_mode(split: str, unseen: bool = False) -> bool:
@@ -113,11 +121,15 @@ def load_items(
     out by the dataset's unit (`DatasetSpec.holdout`: question, or row for MAP).
 
     `fit-unseen` / `validation-unseen` are the sides in unseen mode, whatever `unseen` says.
+    `fit-inner` / `validation-inner` are the two sides of `fit` cut again the same way with seed + 1:
+    settings chosen there never see `validation`, on which they are then reported.
     """
     if split in DERIVED_SPLITS:
         unseen = unseen_mode(split, unseen)
-        sides = train_validation(
-            load_split(dataset, "train", root).items, fraction, seed, unseen, by=get_spec(dataset).holdout
-        )
-        return sides[DERIVED_SPLITS[split]]
+        by = get_spec(dataset).holdout
+        items = load_split(dataset, "train", root).items
+        if split.endswith(INNER_SUFFIX):
+            items = train_validation(items, fraction, seed, unseen, by=by)[0]
+            seed += 1
+        return train_validation(items, fraction, seed, unseen, by=by)[DERIVED_SPLITS[split]]
     return load_split(dataset, split, root).items

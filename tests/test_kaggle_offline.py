@@ -30,7 +30,26 @@ pytestmark = pytest.mark.skipif(
     reason="the offline bundle test takes minutes: `make test-kaggle` (MCQA_KAGGLE_OFFLINE=1)",
 )
 
-FOLDERS = {"eedi": "eedi", "map": "map", "codemmlu": "codemmlu_fpt"}
+# bundle -> its data folder; `map-seqclass` is the MAP task with a fine-tuned sequence classifier
+# (trained here in seconds on a slice), which the run reads with numpy: still no torch in its wheels.
+FOLDERS = {"eedi": "eedi", "map": "map", "map-seqclass": "map", "codemmlu": "codemmlu_fpt"}
+SEQCLASS_TRAINING = "limit: 48\nmax_steps: 3\nbatch_size: 8\nmax_seq_length: 64\nsave_steps: 3\n"
+
+
+def task_of(bundle: str) -> str:
+    return bundle.split("-")[0]
+
+
+def seqclass_config(work: Path) -> Path:
+    """A MAP config whose agent adds a seqclass model's probabilities, the model trained for real."""
+    (work / "seqclass.yaml").write_text(SEQCLASS_TRAINING)
+    mcqa = str(Path(sys.executable).parent / "mcqa")
+    out = work / "seqclass"
+    args = [mcqa, "train", "seqclass", "--config", str(work / "seqclass.yaml"), "--out", str(out), "--force"]
+    subprocess.run(args, check=True)
+    config = work / "map-seqclass.yaml"
+    config.write_text(f"agent:\n  seqclass: {out / 'model'}\n  seqclass_weight: 3.0\n")
+    return config
 # The tiny model for CodeMMLU (the default 1.5B would make this a 1.1 GB bundle and an hour's run).
 CODEMMLU_CONFIG = "llm:\n  model: smollm2-135m\n  n_ctx: 2048\nagent:\n  verify: false\n  batch_size: 16\n"
 # CodeMMLU's test has 1,253 items: about 23 min with SmolLM2 on 2 idle cores, two hours on a busy
@@ -64,13 +83,14 @@ def bundles(work):
     """The three bundles, built with the project's own CLI (the wheels are resolved once and cached)."""
     config = work / "codemmlu-smollm2.yaml"
     config.write_text(CODEMMLU_CONFIG)
+    configs = {"codemmlu": config, "map-seqclass": seqclass_config(work)}
     built = {}
     for task in FOLDERS:
         out = work / f"bundle-{task}"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        args = [str(Path(sys.executable).parent / "mcqa"), "kaggle", "bundle", "--task", task, "--out", str(out)]
-        subprocess.run(args + (["--config", str(config)] if task == "codemmlu" else []), check=True)
+        args = [str(Path(sys.executable).parent / "mcqa"), "kaggle", "bundle", "--task", task_of(task), "--out", str(out)]
+        subprocess.run(args + (["--config", str(configs[task])] if task in configs else []), check=True)
         manifest = json.loads((out / "bundle.json").read_text())
         FIGURES.setdefault(task, {}).update(
             bundle_s=round(time.perf_counter() - started, 1),
@@ -118,15 +138,18 @@ def test_each_bundle_ships_the_wheels_its_task_imports(bundles):
     absent = {
         "eedi": retrieval_only | no_torch,
         "map": retrieval_only | no_torch,
+        "map-seqclass": retrieval_only | no_torch,
         "codemmlu": {"torch", "sentence_transformers", "faiss_cpu", "transformers", "scipy", "matplotlib", "pyarrow"},
     }
-    extras = {"eedi": ["embed"], "map": ["embed"], "codemmlu": ["llm"]}
+    extras = {"eedi": ["embed"], "map": ["embed"], "map-seqclass": ["embed"], "codemmlu": ["llm"]}
     for task, bundle in bundles.items():
         names = {w.name.split("-")[0].lower() for w in (bundle / "wheels").glob("*.whl")}
         assert not names & absent[task], f"{task} ships {sorted(names & absent[task])}"
         manifest = json.loads((bundle / "bundle.json").read_text())
         assert manifest["extras"] == extras[task] and manifest["install"][0] == f"mcqa-agent[{extras[task][0]}]"
         assert ("llama_cpp_python" in names) == (task == "codemmlu")
+    seqclass = json.loads((bundles["map-seqclass"] / "bundle.json").read_text())["relative_paths"]["agent.seqclass"]
+    assert (bundles["map-seqclass"] / seqclass / "head.npz").is_file(), "the head the numpy model reads"
 
 
 def test_the_namespace_has_no_network(clean_env):
@@ -163,12 +186,12 @@ def test_bundle_installs_and_runs_offline_and_the_submission_validates(task, bun
     figures = next(json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"task"'))
     installed = [line for line in result.stdout.splitlines() if line.startswith("installed ")]
     FIGURES[task].update(script_s=round(seconds, 1), run=figures, install=installed[0] if installed else None)
-    assert f"{out}: valid {task} submission" in result.stdout
+    assert f"{out}: valid {task_of(task)} submission" in result.stdout
     assert figures["rows"] > 0 and figures["fallback_rows"] == (figures["rows"] - figures["items"] if limit else 0)
     # the installed command line, still offline, agrees
-    test_file = folder / get_task(task).test_file
+    test_file = folder / get_task(task_of(task)).test_file
     check = offline(
-        [str(venv / "bin" / "mcqa"), "kaggle", "validate", "--task", task, str(out), "--test", str(test_file)],
+        [str(venv / "bin" / "mcqa"), "kaggle", "validate", "--task", task_of(task), str(out), "--test", str(test_file)],
         clean_env,
     )
     assert "valid" in check.stdout
