@@ -33,7 +33,8 @@ def run_cmd(
         "-s",
         help="Which split; for a dataset with a train split also "
         "fit / validation, its two sides by question (as `mcqa eval retrieval` uses them), or "
-        "fit-unseen / validation-unseen, where no validation misconception is in fit.",
+        "fit-unseen / validation-unseen, where no validation misconception is in fit, or "
+        "fit-inner / validation-inner, fit cut again (to choose settings without reading validation).",
     ),
     out: Path = typer.Option(
         ...,

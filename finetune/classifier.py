@@ -108,6 +108,9 @@ def fit_head(
     at inference: no sklearn object is kept)."""
     import warnings
 
+    from mcqa.extras import require
+
+    require("sklearn", "retrieval", "fitting the label classifier (`classifier: auto`)")
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 

@@ -11,7 +11,8 @@ restricted to the labels its question was given with the same correctness. This 
 keeps each response's evidence, then scores every weighting of the grid by MAP@3 with the same
 ranking code. It writes the grid, each part alone, the best weighting and `agent-map.yaml`: the agent
 config with those weights and `seqclass` set to the model trained on the whole of `fit` (what
-`mcqa eval run --split validation` then reports once, with `mcqa eval compare`).
+`mcqa eval run --split validation` then reports once, with `mcqa eval compare`). The best weighting
+without the seqclass model is MAP's default (DATASET_DEFAULTS in mcqa.agent.config).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ class Config(BaseModel):
     final_seqclass: str | None = Field(
         None, description="Seqclass model trained on `fit`, written into agent-map.yaml (default: `seqclass`)."
     )
-    k: list[int] = Field([10, 25, 50], description="Neighbours that vote (the run searches the largest).")
+    k: list[int] = Field([5, 10, 25], description="Neighbours that vote (the run searches the largest).")
     vote_threshold: list[float] = Field([0.5, 0.6, 0.7, 0.8], description="Vote thresholds tried.")
-    vote_weight: list[float] = Field([3.0, 10.0, 30.0], description="Weights of the votes against the cosine.")
-    classifier_weight: list[float] = Field([0.0, 1.0, 3.0, 10.0], description="Head weights tried (0: none).")
+    vote_weight: list[float] = Field([10.0, 30.0], description="Weights of the votes against the cosine.")
+    classifier_weight: list[float] = Field([0.0, 3.0, 10.0, 30.0, 100.0], description="Head weights tried (0: none).")
     seqclass_weight: list[float] = Field([0.0, 1.0, 3.0, 10.0, 30.0], description="Seqclass weights tried (0: none).")
     batch_size: int = Field(256, ge=1, description="Responses per agent batch.")
     limit: int | None = Field(None, ge=1, description="Use only this many responses of the split (a quick check).")
@@ -105,6 +106,8 @@ def train(config: Config, run: TrainRun) -> dict:
         )
     grid.sort(key=lambda row: -row["map@3"])
     best = grid[0]
+    # what the agent runs without a seqclass model: MAP's by-dataset defaults (mcqa.agent.config)
+    without = next(row for row in grid if not row["seqclass_weight"])
     alone = 1e6  # a weight that leaves the catalogue cosine only to break ties
     parts = {  # each part alone (k 0: no votes), then the agent's defaults before this recipe
         "votes": max(
@@ -130,6 +133,7 @@ def train(config: Config, run: TrainRun) -> dict:
         "split": config.split,
         "responses": len(items),
         "best": best,
+        "best_without_seqclass": without,
         "parts": parts,
         "agent_config": str(path),
         "solve_s": round(solve_s, 1),

@@ -32,7 +32,7 @@ def written(name: str) -> dict:
 
 def model_of(name: str) -> str:
     """The model folder a training config's header command writes: its `--out` + /model."""
-    out = re.search(r"^# mcqa train \w+ .*--out (\S+)", (FOLDER / name).read_text(), re.MULTILINE)
+    out = re.search(r"^# mcqa train [\w-]+ .*--out (\S+)", (FOLDER / name).read_text(), re.MULTILINE)
     assert out, f"{name} should begin with the `mcqa train ... --out` command that uses it"
     return f"{out.group(1)}/model"
 
@@ -55,7 +55,7 @@ def test_the_configs_folder_is_found():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_committed_config_loads_with_the_command_its_header_gives(path):
     head = "\n".join(path.read_text().splitlines()[:3])
-    command = re.search(r"^# mcqa (train (\w+)|eval run) ", head, re.MULTILINE)
+    command = re.search(r"^# mcqa (train ([\w-]+)|eval run) ", head, re.MULTILINE)
     assert command, f"{path.name} should begin with the command that uses it"
     recipe = command.group(2)
     raw = written(path.name)
@@ -81,6 +81,11 @@ def test_agent_configs_name_the_models_their_recipes_train():
     assert agent.get("classifier") == model_of("classifier-map.yaml")
     assert classifier.get("base"), "classifier-map.yaml names the embedder it is fitted on"
     assert load_config(FOLDER / "agent-map-classifier.yaml").agent.for_dataset("map").embedder == classifier["base"]
+    # MAP's fused config: the seqclass model trained on fit; its weights chosen with the one trained on fit-inner
+    fusion, best = written("map-fusion.yaml"), written("agent-map-best.yaml")["agent"]
+    assert best.get("seqclass") == fusion.get("final_seqclass") == model_of("seqclass-map.yaml")
+    assert fusion.get("seqclass") == model_of("seqclass-map-inner.yaml")
+    assert written("seqclass-map-inner.yaml").get("fit_split") == "fit-inner"
 
 
 def test_the_agent_and_reranker_query_in_the_format_their_embedder_was_trained_on():

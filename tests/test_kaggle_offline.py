@@ -50,6 +50,8 @@ def seqclass_config(work: Path) -> Path:
     config = work / "map-seqclass.yaml"
     config.write_text(f"agent:\n  seqclass: {out / 'model'}\n  seqclass_weight: 3.0\n")
     return config
+
+
 # The tiny model for CodeMMLU (the default 1.5B would make this a 1.1 GB bundle and an hour's run).
 CODEMMLU_CONFIG = "llm:\n  model: smollm2-135m\n  n_ctx: 2048\nagent:\n  verify: false\n  batch_size: 16\n"
 # CodeMMLU's test has 1,253 items: about 23 min with SmolLM2 on 2 idle cores, two hours on a busy
@@ -89,7 +91,15 @@ def bundles(work):
         out = work / f"bundle-{task}"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        args = [str(Path(sys.executable).parent / "mcqa"), "kaggle", "bundle", "--task", task_of(task), "--out", str(out)]
+        args = [
+            str(Path(sys.executable).parent / "mcqa"),
+            "kaggle",
+            "bundle",
+            "--task",
+            task_of(task),
+            "--out",
+            str(out),
+        ]
         subprocess.run(args + (["--config", str(configs[task])] if task in configs else []), check=True)
         manifest = json.loads((out / "bundle.json").read_text())
         FIGURES.setdefault(task, {}).update(
