@@ -55,18 +55,10 @@ RESOURCES = {
     "seqclass": "retrieval",
     "cross_encoder": "retrieval",
 }
-# What `embed` alone serves when every embedder runs with numpy and the classifier is a fitted head (a
-# Kaggle bundle's, whose indexes are prebuilt): all but the CrossEncoder, which is sentence-transformers.
-LIGHT = {
-    "embedder",
-    "examples",
-    "misconceptions",
-    "extra_misconceptions",
-    "hub_penalties",
-    "labels",
-    "classifier",
-    "seqclass",
-}
+# What `embed` alone serves when every embedder (and a seqclass model) runs with numpy and the classifier
+# is a fitted head (a Kaggle bundle's, whose indexes are prebuilt): all but the CrossEncoder, which is
+# sentence-transformers.
+LIGHT = set(RESOURCES) - {"cross_encoder"}
 # llm.backend -> extra. vLLM is no extra: it lives in its own venv under its own pins (Makefile install-vllm).
 BACKENDS = {"llamacpp": "llm", "openai": "openai"}
 WHAT = {
