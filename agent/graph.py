@@ -11,6 +11,7 @@ graph is built, so an answer-only benchmark never loads an embedder and a miscon
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from itertools import groupby, pairwise
 
@@ -89,6 +90,20 @@ def cloze_probs(choices: list[str], loglikelihoods: np.ndarray) -> np.ndarray:
     return np.exp(normalise_logprobs(scaled))
 
 
+BLANK = re.compile(r"_{5,}")  # a blank to fill in the question: "_______________" in a program
+
+
+def has_blank(item: Item) -> bool:
+    """The question holds a blank its choices fill (`scoring: blanks` scores those by cloze)."""
+    return bool(BLANK.search(item.question))
+
+
+def _rejects(record: dict, letter: str) -> bool:
+    """A tool record speaks against `letter`: it named another letter, or ruled this one out."""
+    named = record.get("letter")
+    return (named is not None and named != letter) or letter in (record.get("ruled_out") or [])
+
+
 def _distribution(letters: list[str], logprobs: np.ndarray, all_letters: list[str]) -> dict[str, float]:
     probs = dict(zip(letters, np.exp(logprobs), strict=True))
     return {x: round(float(probs.get(x, 0.0)), 6) for x in all_letters}
@@ -118,7 +133,8 @@ class Agent:
         from the plain one is recorded as a flip ("permute: B->C" or "pride: B->C")."""
         items = items_of(state)
         prompts, scoring = self.config.prompts, self.config.scoring or "letter"
-        letter_items = items if scoring != "cloze" else []
+        cloze_items = [it for it in items if scoring in ("cloze", "both") or (scoring == "blanks" and has_blank(it))]
+        letter_items = [it for it in items if scoring != "cloze" and not (scoring == "blanks" and has_blank(it))]
         chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in letter_items}
         orders = {it.id: self.debias.orders(len(it.choices)) for it in letter_items}  # the item as shown first
         requests, shown = [], {}
@@ -130,8 +146,8 @@ class Agent:
                 shown[(it.id, k)] = chat
         scores = _score_grouped(self.resources.llm, requests)
         cloze = {}
-        if scoring != "letter":
-            for it in items:
+        if cloze_items:
+            for it in cloze_items:
                 chat = cloze_chat(it, examples_of(state, it.id), prompts)
                 cloze[it.id] = cloze_probs(
                     it.choices, self.resources.llm.score_options([chat], it.choices, normalise=False)[0]
@@ -194,10 +210,11 @@ class Agent:
         asked = {}
         for i in state.get("pending", []):
             record, letter = tools.get(i), answers[i]["letter"]
-            if record and record.get("letter"):
-                verification[i] = float(record["letter"] == letter)
+            if record and (record.get("letter") or record.get("ruled_out")):
+                agrees = not _rejects(record, letter)
+                verification[i] = float(agrees)
                 if record.get("checked") is None:
-                    record.update(checked=letter, agrees=record["letter"] == letter)
+                    record.update(checked=letter, agrees=agrees)
             elif self.config.verify:
                 asked[i] = verify_chat(items[i], examples_of(state, i), letter, self.config.prompts)
         scores = _score_grouped(self.resources.llm, [(i, chat, VERDICTS) for i, chat in asked.items()])
@@ -207,8 +224,11 @@ class Agent:
             update["tools"] = tools
         return self._with_prompts(update, "verify", asked)
 
-    def _tool_letter(self, state: AgentState, item_id: str) -> str | None:
-        return (state.get("tools", {}).get(item_id) or {}).get("letter")
+    def _tool_record(self, state: AgentState, item_id: str) -> dict | None:
+        """The item's tool record when its result says something about the letters (named one, or
+        ruled some out), else None."""
+        record = state.get("tools", {}).get(item_id) or {}
+        return record if record.get("letter") or record.get("ruled_out") else None
 
     def needs_reconsider(self, state: AgentState) -> list[str]:
         """Items whose answer failed verification, where the gate lets the agent answer again: a tool
@@ -217,9 +237,9 @@ class Agent:
         for item in items_of(state):
             answer = state["answers"][item.id]
             rejected = state.get("rejected", {}).get(item.id, [])
-            tool = self._tool_letter(state, item.id)
+            tool = self._tool_record(state, item.id)
             if tool:
-                if tool != answer["letter"] and not rejected:
+                if _rejects(tool, answer["letter"]) and not rejected:
                     out.append(item.id)
                 continue
             top = sorted(answer["probs"].values(), reverse=True)
@@ -245,7 +265,7 @@ class Agent:
         for i in self.needs_reconsider(state):
             old = answers[i]["letter"]
             rejected.setdefault(i, []).append(old)
-            tool = self._tool_letter(state, i)
+            tool = self._tool_record(state, i)
             if tool:
                 new = self._settle(answers[i]["probs"], tool)
                 if new != old:
@@ -265,12 +285,18 @@ class Agent:
         update: AgentState = {"answers": answers, "rejected": rejected, "flips": flips, "pending": [*settled, *chats]}
         return self._with_prompts(update, "reconsider", chats)
 
-    def _settle(self, probs: dict[str, float], tool: str) -> str:
+    def _settle(self, probs: dict[str, float], tool: dict) -> str:
         """The letter after a tool disagreed: the tool's (`adopt`), or the argmax of the answer's
-        probabilities plus `tool_weight` on the tool's letter (`fuse`)."""
+        probabilities plus `tool_weight` on the tool's letter (`fuse`). A tool that only ruled letters
+        out leaves the model's most probable letter among the others."""
+        ruled_out = set(tool.get("ruled_out") or [])
+        probs = {x: p for x, p in probs.items() if x not in ruled_out}
+        letter = tool.get("letter")
+        if letter is None:
+            return max(probs, key=probs.get)
         if self.config.tool_rule == "adopt":
-            return tool
-        fused = {x: p + (self.config.tool_weight if x == tool else 0.0) for x, p in probs.items()}
+            return letter
+        fused = {x: p + (self.config.tool_weight if x == letter else 0.0) for x, p in probs.items()}
         return max(fused, key=fused.get)
 
     def think(self, state: AgentState) -> AgentState:

@@ -1,7 +1,9 @@
 """The agent's tools: check an answer by running something instead of asking the model its opinion.
 
 - `execute`: a code item's snippet, completed into a program (mcqa.agent.execute), compiled and run in
-  the sandbox; its stdout or the compiler's verdict names a choice.
+  the sandbox; its stdout or the compiler's verdict names a choice. An item that asks which body
+  completes a function is checked instead against its docstring's examples (mcqa.agent.completion):
+  every choice is run, those that fail an example are ruled out, and a single survivor is the letter.
 - `compute`: for a math item (most of its choices are numbers), the LLM writes `def solution()` in one
   batched call (program-aided answering, mcqa.agent.compute); the sandbox runs it and the result's
   closest choice is the tool's letter.
@@ -39,6 +41,7 @@ class ToolRecord:
     value: object = None  # compute: the program's result
     checked: str | None = None  # the letter the verification compared against (the first answer)
     agrees: bool | None = None
+    ruled_out: list[str] | None = None  # execute on a completion item: the choices that failed an example
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,28 +80,70 @@ def run_all(jobs: list[tuple], limits: Limits, workers: int) -> list[RunResult]:
 
 def execute_records(items: list[Item], limits: Limits, workers: int) -> dict[str, ToolRecord]:
     """The code tool for every item of the batch; items without a runnable snippet get a skip record."""
+    from mcqa.agent import completion
     from mcqa.agent.execute import choice_from_run, find_program, skip_reason
 
-    records, programs = {}, {}
+    records, programs, completions = {}, {}, {}
     for item in items:
         program = find_program(item)
-        if program is None:
-            records[item.id] = ToolRecord("execute", status="skipped", reason=skip_reason(item))
-        else:
+        if program is not None:
             programs[item.id] = program
+        elif (found := completion.find_completion(item)) is not None:
+            completions[item.id] = found
+        else:
+            asks = completion.ASKS_COMPLETION.search(item.question)
+            reason = completion.skip_reason(item) if asks else skip_reason(item)
+            records[item.id] = ToolRecord("execute", status="skipped", reason=reason)
     jobs = [
         (p.source, p.language, {"flags": p.flags, "main_class": p.main_class, "compile_only": p.kind == "compiles"})
         for p in programs.values()
     ]  # a "does it compile" item is only compiled: none of its code runs
     by_id = {it.id: it for it in items}
-    for (item_id, program), result in zip(programs.items(), run_all(jobs, limits, workers), strict=True):
+    checks = {i: [c.program(choice) for choice in by_id[i].choices] for i, c in completions.items()}
+    jobs += [(source, "python", {}) for sources in checks.values() for source in sources if source is not None]
+    results = iter(run_all(jobs, limits, workers))
+    for (item_id, program), result in zip(programs.items(), results, strict=False):
         record = _record("execute", program.source, program.language, result)
         if result.status != "skipped":
             record.letter = choice_from_run(by_id[item_id], program, result)
             if record.letter is None:
                 record.reason = record.reason or "no choice matches the run"
         records[item_id] = record
+    for item_id, sources in checks.items():
+        ran = [(source, next(results)) if source is not None else (None, None) for source in sources]
+        records[item_id] = _completion_record(by_id[item_id], len(completions[item_id].examples), ran)
     return records
+
+
+def _completion_record(item: Item, examples: int, ran: list) -> ToolRecord:
+    """One record for the runs of an item's choices: the choices that passed the most examples
+    survive; one survivor is the letter, and the others are ruled out (when some passed, not all)."""
+    from mcqa.agent.completion import examples_passed
+
+    skipped = next((r for _, r in ran if r is not None and r.status == "skipped"), None)
+    if skipped is not None:  # no sandbox or no python here: no choice was judged
+        return _record("execute", "", "python", skipped)
+    passed = [examples_passed(result.stdout, source) if result is not None else -1 for source, result in ran]
+    best = max(passed)
+    shown = passed.index(best)  # the record keeps one program: a surviving one
+    source, result = ran[shown]
+    record = _record("execute", source, "python", result) if result is not None else ToolRecord("execute")
+    record.status = "ok" if result is not None else "no program"
+    record.seconds = round(sum(r.seconds for _, r in ran if r is not None), 3)
+    record.stdout = _cut(
+        "\n".join(
+            f"{x}: " + (f"passes {n} of {examples} examples" if n >= 0 else "does not parse as the body")
+            for x, n in zip(item.letters, passed, strict=True)
+        )
+    )
+    survivors = [x for x, n in zip(item.letters, passed, strict=True) if n == best]
+    if best <= 0 or len(survivors) == len(item.letters):
+        record.reason = "no choice passes an example" if best <= 0 else "every choice passes as many examples"
+        return record
+    record.ruled_out = [x for x in item.letters if x not in survivors]
+    if len(survivors) == 1:
+        record.letter = survivors[0]
+    return record
 
 
 def math_applies(item: Item) -> bool:
