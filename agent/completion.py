@@ -46,7 +46,7 @@ _OUTPUT = re.compile(r"^\s*Output\s*:\s*(?P<want>.+)$", re.I)
 # choice that hangs on one example still shows the ones before it. Floats compare to 1e-6 (relative).
 # The mark carries a digest of the program, which a choice cannot know when it is written, so a body
 # that prints marks of its own does not pass examples it fails.
-_CHECKER = '''
+_CHECKER = """
 
 def _mcqa_eq(a, b):
     if isinstance(a, float) or isinstance(b, float):
@@ -66,7 +66,7 @@ def _mcqa_case(call, want):
         ok = False
     print(_MCQA_MARK, int(bool(ok)), flush=True)
 
-'''
+"""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,13 @@ def has_blank(item: Item) -> bool:
     return bool(BLANK.search(item.question))
 
 
+def _cloze_scored(item: Item, scoring: str) -> bool:
+    """Whether `scoring` scores this item's choice texts. A choice with no text (the blank is left empty:
+    "nothing is missing") has no tokens to score, so such an item is scored by its letters."""
+    wanted = scoring in ("cloze", "both") or (scoring == "blanks" and has_blank(item))
+    return wanted and all(c.strip() for c in item.choices)
+
+
 def _rejects(record: dict, letter: str) -> bool:
     """A tool record speaks against `letter`: it named another letter, or ruled this one out."""
     named = record.get("letter")
@@ -133,8 +140,10 @@ class Agent:
         from the plain one is recorded as a flip ("permute: B->C" or "pride: B->C")."""
         items = items_of(state)
         prompts, scoring = self.config.prompts, self.config.scoring or "letter"
-        cloze_items = [it for it in items if scoring in ("cloze", "both") or (scoring == "blanks" and has_blank(it))]
-        letter_items = [it for it in items if scoring != "cloze" and not (scoring == "blanks" and has_blank(it))]
+        by_cloze = {it.id: _cloze_scored(it, scoring) for it in items}
+        cloze_items = [it for it in items if by_cloze[it.id]]
+        letter_items = [it for it in items if scoring != "cloze" and not (scoring == "blanks" and by_cloze[it.id])]
+        letter_items += [it for it in items if not by_cloze[it.id] and scoring == "cloze"]  # an empty choice
         chats = {it.id: base_chat(it, examples_of(state, it.id), prompts) for it in letter_items}
         orders = {it.id: self.debias.orders(len(it.choices)) for it in letter_items}  # the item as shown first
         requests, shown = [], {}

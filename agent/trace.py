@@ -99,7 +99,7 @@ def render_step(console: Console, node: str, update: dict[str, Any], names: dict
         elif key == "verification":
             tools = update.get("tools", {})
             for item_id, p in value.items():
-                if (tools.get(item_id) or {}).get("letter"):
+                if (tools.get(item_id) or {}).get("letter") or (tools.get(item_id) or {}).get("ruled_out"):
                     console.print(
                         f"verification: tool `{tools[item_id]['tool']}` "
                         f"{'agrees' if p >= 0.5 else 'disagrees'} with the answer"
@@ -140,8 +140,11 @@ def render_tool(console: Console, record: dict) -> None:
         + (
             f"[bold]{record['letter']}[/]"
             if record.get("letter")
+            else ""
+            if record.get("ruled_out")
             else f"no choice ({escape(record.get('reason') or '')})"
         )
+        + (f" (ruled out: {', '.join(record['ruled_out'])})" if record.get("ruled_out") else "")
         + ("" if record.get("agrees") is None else f"; agrees with {record['checked']}: {record['agrees']}")
     )
     console.print(f"[dim]program:[/]\n{escape(record.get('program', '')[:1500])}", highlight=False)

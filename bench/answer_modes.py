@@ -1,8 +1,8 @@
 """What each answer mode costs: seconds per item of zero-shot, PriDe, permutation ensembling, cloze scoring and tools.
 
-The modes (the plain answer prompt; `pride: N`; `permutations: K`; `scoring: cloze | both`; `tools:
-[execute]`, which runs code items' snippets in the sandbox; `tools: [compute]`, where the LLM writes a
-program for each math item) run on
+The modes (the plain answer prompt; the dataset's defaults; `pride: N`; `permutations: K`; `scoring:
+cloze | both | blanks`; `tools: [execute]`, which runs code items' snippets in the sandbox; `tools:
+[compute]`, where the LLM writes a program for each math item), each on top of the plain prompt, run on
 the same items through one loaded model, side by side, alternating for `--repeats` rounds so machine
 noise hits them all. Each round uses a fresh agent (PriDe estimates its prior again) and empties the
 prefix cache first.
@@ -22,18 +22,22 @@ from agent_throughput import timed  # noqa: E402  (bench/ is run as a folder of 
 
 from mcqa.agent.solver import AgentSolver
 from mcqa.config import load_config
+from mcqa.eval.bias import seeded_sample
 from mcqa.llm import load_llm
 from mcqa.rag.splits import load_items
 
+PLAIN = {"permutations": 1, "tools": [], "scoring": "letter"}  # zero-shot, whatever the dataset's defaults
 MODES = {
-    "zero-shot": {"permutations": 1},
-    "pride-8": {"permutations": 1, "pride": 8},
-    "permutations-2": {"permutations": 2},
-    "permutations-4": {"permutations": 4},
-    "cloze": {"permutations": 1, "scoring": "cloze"},
-    "letter+cloze": {"permutations": 1, "scoring": "both"},
-    "execute": {"permutations": 1, "tools": ["execute"]},
-    "compute": {"permutations": 1, "tools": ["compute"]},
+    "zero-shot": PLAIN,
+    "default": {},  # the dataset's own defaults (DATASET_DEFAULTS): what `mcqa eval run` uses
+    "pride-8": {**PLAIN, "pride": 8},
+    "permutations-2": {**PLAIN, "permutations": 2},
+    "permutations-4": {**PLAIN, "permutations": 4},
+    "cloze": {**PLAIN, "scoring": "cloze"},
+    "letter+cloze": {**PLAIN, "scoring": "both"},
+    "blanks": {**PLAIN, "scoring": "blanks"},
+    "execute": {**PLAIN, "tools": ["execute"]},
+    "compute": {**PLAIN, "tools": ["compute"]},
 }
 
 
@@ -57,7 +61,8 @@ def main() -> None:
     args = parser.parse_args()
 
     base = {"llm.model": args.model, "llm.n_threads": args.threads, "agent.tasks": ["answer"], "agent.verify": False}
-    items = load_items(args.dataset, args.split)[: args.n]  # validation: a side of train, as `eval run` reads it
+    # Drawn across the split by seed, as `eval run --sample N` draws them (the first N share a source and a kind).
+    items = seeded_sample(load_items(args.dataset, args.split), args.n)
     llm = load_llm(load_config(**base).llm)
     modes = {m: MODES[m] for m in MODES if m == "zero-shot" or m in args.modes}
     rounds = {mode: [] for mode in modes}

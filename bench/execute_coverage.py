@@ -2,7 +2,10 @@
 
 For every item of a split: does `find_program` find a program (by language and kind; otherwise the skip
 reason), how did its run in the sandbox end (by status), does `choice_from_run` give a letter, and is
-it the gold one. Runs are sequential (one compiler or program at a time).
+it the gold one. Runs are sequential (one compiler or program at a time). Items that ask which body
+completes a function are counted apart (`completion`): checked against their docstring's examples,
+how many got one survivor (a letter) and how often it was right, how many had choices ruled out and
+how often the gold one was among them.
 
 Prints the figures and writes JSON (bench/results/execute_coverage_<split>.json, when bench/results/
 exists). `--details FILE` also writes one JSON line per run (program, result, letter, gold), to study
@@ -85,6 +88,33 @@ def measure(split: str, limit: int | None, details: Path | None) -> dict:
     }
 
 
+def completion_coverage(split: str, limit: int | None) -> dict:
+    """The examples check (mcqa.agent.completion) on the split's completion items, one run at a time."""
+    from mcqa.agent.completion import ASKS_COMPLETION
+    from mcqa.agent.tools import execute_records
+    from mcqa.sandbox import Limits
+
+    items = [it for it in load_items("codemmlu_fpt", split)[:limit] if ASKS_COMPLETION.search(it.question)]
+    started = time.monotonic()
+    records = execute_records(items, Limits(), workers=1)
+    counts = Counter()
+    for item in items:
+        record = records[item.id]
+        if record.status == "skipped":
+            counts[f"skipped: {record.reason}"] += 1
+            continue
+        counts["checked"] += 1
+        if record.letter:
+            counts["named"] += 1
+            counts["named right"] += record.letter == item.answer
+        if record.ruled_out:
+            counts["ruled some out"] += 1
+            counts["gold ruled out"] += item.answer in record.ruled_out
+        elif record.reason:
+            counts[record.reason] += 1
+    return {"items": len(items), "seconds": round(time.monotonic() - started, 1), **dict(sorted(counts.items()))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", default="fit", help="a codemmlu_fpt split: fit (default), validation, train")
@@ -92,6 +122,7 @@ def main() -> None:
     parser.add_argument("--details", type=Path, default=None, help="write one JSON line per run here")
     args = parser.parse_args()
     report = measure(args.split, args.limit, args.details)
+    report["completion"] = completion_coverage(args.split, args.limit)
     print(
         f"{report['split']}: {report['items']} items, {report['accepted']} with a program, "
         f"{report['answered']} answered by a run, {report['correct']} of them right ({report['seconds']} s)"
@@ -106,6 +137,7 @@ def main() -> None:
             f"right {counts.get('correct', 0):4}"
         )
     print("skipped:", ", ".join(f"{reason} {n}" for reason, n in report["skipped"].items()))
+    print("completion items (the examples check):", ", ".join(f"{k} {v}" for k, v in report["completion"].items()))
     results = Path(__file__).parent / "results"
     if results.is_dir():
         (results / f"execute_coverage_{args.split}.json").write_text(json.dumps(report, indent=1) + "\n")

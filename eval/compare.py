@@ -91,13 +91,15 @@ def _per_item_scores(items: list[Item] | None, predictions: dict[str, Prediction
 
 
 def _split_by_tool(scores: dict[str, dict[str, tuple]], *runs: dict[str, Prediction]) -> None:
-    """Accuracy again on the items where a tool named a choice in either run, and on the rest: a tool's
+    """Accuracy again on the items where a tool named or ruled out a choice in either run, and on the rest: a tool's
     gain shows on its own subset, and the rest shows what it cost elsewhere (nothing, if it is right)."""
-    named = {i for preds in runs for i, p in preds.items() if p.tool and p.tool.get("letter")}
+    named = {
+        i for preds in runs for i, p in preds.items() if p.tool and (p.tool.get("letter") or p.tool.get("ruled_out"))
+    }
     if not named or "accuracy" not in scores:
         return
     accuracy = scores["accuracy"]
-    scores["accuracy (tool named a choice)"] = {i: v for i, v in accuracy.items() if i in named}
+    scores["accuracy (tool named or ruled out a choice)"] = {i: v for i, v in accuracy.items() if i in named}
     scores["accuracy (no tool)"] = {i: v for i, v in accuracy.items() if i not in named}
 
 

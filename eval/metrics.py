@@ -363,10 +363,12 @@ def flip_ledger(items: list[Item], predictions) -> dict:
 
 def tools_summary(items: list[Item], predictions, seed: int = 0) -> dict | None:
     """What the tools did, per tool: items seen, programs run, statuses, skip reasons (counted), how
-    often a tool named a choice and how often that choice was right, and the verifier's AUROC: how
-    well "the tool agrees with the first answer" tells right first answers from wrong ones.
+    often a tool named a choice and how often that choice was right, how often it ruled choices out
+    (and the gold one among them), and the verifier's AUROC: how well "the tool agrees with the first
+    answer" tells right first answers from wrong ones.
 
-    Accuracy is reported apart on the items where a tool named a choice and on the rest, so a gain
+    Accuracy is reported apart on the items where a tool named or ruled out a choice (`tool_named`)
+    and on the rest, so a gain
     on the tool's subset is not hidden in (or inflated by) the whole split. None when no tool ran.
     """
     rows = [(item, p) for item, p in paired(items, predictions) if p.tool]
@@ -377,7 +379,9 @@ def tools_summary(items: list[Item], predictions, seed: int = 0) -> dict | None:
         mine = [(it, p) for it, p in rows if p.tool["tool"] == tool]
         named = [(it, p) for it, p in mine if p.tool.get("letter")]
         graded = [(it, p) for it, p in named if it.answer is not None]
-        checked = [(it, p) for it, p in graded if p.tool.get("checked")]
+        ruled = [(it, p) for it, p in mine if p.tool.get("ruled_out") and it.answer is not None]
+        spoke = {it.id: (it, p) for it, p in [*graded, *ruled]}.values()
+        checked = [(it, p) for it, p in spoke if p.tool.get("checked")]
         verdicts = np.array([float(bool(p.tool.get("agrees"))) for _, p in checked])
         first_right = np.array([p.tool["checked"] == it.answer for it, p in checked], dtype=bool)
         out[tool] = {
@@ -387,11 +391,13 @@ def tools_summary(items: list[Item], predictions, seed: int = 0) -> dict | None:
             "status": dict(Counter(p.tool["status"] for _, p in mine)),
             "named_a_choice": len(named),
             "tool_accuracy": (sum(p.tool["letter"] == it.answer for it, p in graded) / len(graded)) if graded else None,
+            "ruled_out_choices": len(ruled),  # items where the tool ruled choices out (one survivor or more)
+            "gold_ruled_out": sum(it.answer in p.tool["ruled_out"] for it, p in ruled),
             "agreement": float(verdicts.mean()) if len(verdicts) else None,
             "verifier_auroc": _auroc(verdicts, first_right) if len(verdicts) else None,
             "seconds": round(float(sum(p.tool.get("seconds") or 0.0 for _, p in mine)), 3),
         }
-    named_ids = {it.id for it, p in rows if p.tool.get("letter")}
+    named_ids = {it.id for it, p in rows if p.tool.get("letter") or p.tool.get("ruled_out")}
     for subset, keep in (("tool_named", True), ("no_tool", False)):
         chosen = [it for it in items if (it.id in named_ids) == keep]
         out[f"accuracy_{subset}"] = accuracy_summary(chosen, predictions, seed=seed) if chosen else None

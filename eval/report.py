@@ -149,12 +149,18 @@ def tool_rows(tools: dict | None) -> list[tuple[str, str]]:
             (
                 f"tool `{name}`",
                 f"ran on {t['ran']} of {t['items']} items ({t['seconds']:.0f}s), named a choice "
-                f"on {t['named_a_choice']} (right {pct(t['tool_accuracy'])}); verifier AUROC "
+                f"on {t['named_a_choice']} (right {pct(t['tool_accuracy'])})"
+                + (
+                    f", ruled choices out on {t['ruled_out_choices']} (the right one on {t['gold_ruled_out']})"
+                    if t.get("ruled_out_choices")
+                    else ""
+                )
+                + "; verifier AUROC "
                 f"{auroc}; status {t['status']}" + (f"; skipped: {skipped}" if skipped else ""),
             )
         )
     for subset, label in (
-        ("accuracy_tool_named", "where a tool named a choice"),
+        ("accuracy_tool_named", "where a tool named or ruled out a choice"),
         ("accuracy_no_tool", "where none did"),
     ):
         if (a := (tools or {}).get(subset)) and a.get("accuracy") is not None:

@@ -95,3 +95,26 @@ def test_agent_scoring_modes_use_the_choice_texts(tiny_llm, arc_items, scoring):
 def test_scoring_rejects_an_unknown_mode():
     with pytest.raises(ValueError, match="scoring"):
         config(scoring="guess")
+
+
+def test_blanks_scores_fill_in_items_by_cloze_and_the_rest_by_letters(tiny_llm, data_root):
+    """`blanks`: a CodeMMLU item with a blank in its program gets the cloze distribution, an item without
+    one the letter distribution, and an item whose blank may be left empty (a choice with no text, which
+    has no tokens to score) falls back to letters instead of failing."""
+    train = load_split("codemmlu_fpt", "train", data_root).items
+    blank = next(it for it in train if "_______________" in it.question and all(c.strip() for c in it.choices))
+    plain_item = next(it for it in train if "____" not in it.question)
+    empty = blank.model_copy(update={"id": "empty-choice", "choices": [*blank.choices[:-1], ""]})
+    solver = AgentSolver(config(scoring="blanks", tools=[]), dataset="codemmlu_fpt", llm=tiny_llm)
+    predictions = solver([blank, plain_item, empty])
+    assert not any(p.error for p in predictions)
+    for item, prediction, scored_by in zip(
+        [blank, plain_item, empty], predictions, ["cloze", "letter", "letter"], strict=True
+    ):
+        if scored_by == "cloze":
+            raw = tiny_llm.score_options([cloze_chat(item, [], Prompts())], item.choices, normalise=False)[0]
+            expected = cloze_probs(item.choices, raw)
+        else:
+            expected = np.exp(tiny_llm.score_options([answer_chat(item)], item.letters)[0])
+        got = np.array([prediction.option_probs[x] for x in item.letters])
+        assert np.allclose(got, expected, atol=2e-3), (item.id, scored_by, got, expected)

@@ -64,7 +64,9 @@ def test_a_hostile_or_hanging_choice_only_fails_its_own_run(train, tmp_path):
         "    while True:\n        pass",
         "    print('MCQA-CASE 1')\n    print('MCQA-CASE 1')\n    print('MCQA-CASE 1')\n    return -7",
     ]
-    item = item.model_copy(update={"id": "hostile", "choices": [*hostile, item.choices[item.letters.index(item.answer)]]})
+    item = item.model_copy(
+        update={"id": "hostile", "choices": [*hostile, item.choices[item.letters.index(item.answer)]]}
+    )
     record = execute_records([item], Limits(cpu_seconds=1, wall_seconds=3), workers=2)["hostile"]
     # The third choice prints pass marks of its own: they are not the program's mark, so they count for nothing.
     assert record.letter == "D", record.stdout
@@ -89,7 +91,9 @@ def test_items_that_are_not_completions_are_skipped_with_a_reason(train):
 
 def _agent_config(**agent):
     agent = {"votes": 0, "permutations": 1, "verify": False, **agent}
-    return load_config(**{"llm.model": "smollm2-135m", "llm.n_ctx": 4096, **{f"agent.{k}": v for k, v in agent.items()}})
+    return load_config(
+        **{"llm.model": "smollm2-135m", "llm.n_ctx": 4096, **{f"agent.{k}": v for k, v in agent.items()}}
+    )
 
 
 def test_the_agent_moves_off_a_ruled_out_answer(tiny_llm, train):

@@ -76,7 +76,7 @@ def test_execute_verifies_by_running_and_adopts_the_runs_choice(tiny_llm, train,
         "ran on 1 of 2 items" in rows["tool `execute`"]
         and "named a choice on 1 (right 100.0%)" in rows["tool `execute`"]
     )
-    assert rows["accuracy where a tool named a choice"].endswith("on 1")
+    assert rows["accuracy where a tool named or ruled out a choice"].endswith("on 1")
 
 
 def test_fuse_keeps_a_confident_answer_and_adopt_does_not(tiny_llm, disagreeing):
@@ -148,7 +148,7 @@ def test_compare_splits_accuracy_by_where_a_tool_named_a_choice():
     }
     scores = {"accuracy": {"x": (1.0, 1.0), "y": (0.0, 1.0), "z": (1.0, 1.0)}}
     _split_by_tool(scores, plain, tooled)
-    assert scores["accuracy (tool named a choice)"] == {"y": (0.0, 1.0)}
+    assert scores["accuracy (tool named or ruled out a choice)"] == {"y": (0.0, 1.0)}
     assert scores["accuracy (no tool)"] == {"x": (1.0, 1.0), "z": (1.0, 1.0)}
     untouched = {"accuracy": {"x": (1.0, 1.0)}}
     _split_by_tool(untouched, plain, plain)
