@@ -52,6 +52,9 @@ Task = Literal["answer", "misconceptions"]
 # - codemmlu_fpt `execute`: 0.437 -> 0.467, +0.030 [+0.013, +0.050]; where it named a choice (18 of 300) 0.333 ->
 #   0.833, +0.500 [+0.278, +0.722]; 9 fixed, 0 broken; verifier AUROC 0.917. On `fit` (no LLM,
 #   bench/execute_coverage.py) it names a choice for 218 of 2,526 items, 88.5% of them right, so `adopt`.
+#   With the examples check for completion items (on `fit`: one survivor for 65 of 104, 64 right) and
+#   `scoring: blanks`, the default: 0.437 -> 0.587, +0.150 [+0.110, +0.193]; tool items (31) 0.258 -> 0.839;
+#   AUROC 0.935; 1.02x zero-shot's seconds (bench/answer_modes.py --modes default).
 # - aqua_rat `compute` (prompt and rule chosen on 80 items of `dev`), the whole `test` split: 0.270 -> 0.456,
 #   +0.186 [+0.127, +0.240]; where it named a choice (64 of 204) 0.281 -> 0.875; 40 fixed, 2 broken; verifier
 #   AUROC 0.912; about 5x zero-shot's seconds (a program of up to `program_tokens` is generated per item).
@@ -169,9 +172,9 @@ class AgentConfig(BaseModel):
         "`execute` compiles and runs a code item's snippet and matches its output (or compile "
         "error) to a choice; `compute` has the LLM write a Python `solution()` for a math item "
         "(most choices numbers) and takes the choice closest to its result. An item where a "
-        "tool named a choice is verified by agreement, not P(TRUE); a disagreement reconsiders "
+        "tool named a choice (or ruled some out) is verified by agreement, not P(TRUE); a disagreement reconsiders "
         "by `tool_rule`. Code from the data runs only when this is set. None: by dataset "
-        "(codemmlu_fpt [execute], aqua_rat [compute], others []; DATASET_DEFAULTS).",
+        "(codemmlu_fpt [execute], aqua_rat and mathqa [compute], others []; DATASET_DEFAULTS).",
     )
     tool_rule: Literal["adopt", "fuse"] = Field(
         "adopt",
