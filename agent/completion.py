@@ -102,7 +102,7 @@ class Completion:
 def _parses(source: str) -> bool:
     try:
         ast.parse(source)
-    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a NUL byte; nesting too deep
         return False
     return True
 
@@ -115,7 +115,7 @@ def _expression(text: str) -> str | None:
         if candidate:
             try:
                 ast.parse(candidate, mode="eval")
-            except (SyntaxError, ValueError):
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
             return candidate
     return None
@@ -185,7 +185,7 @@ def find_completion(item: Item) -> Completion | None:
         return None
     try:
         tree = ast.parse(code.rstrip() + "\n" + _body_indent(code) + "pass\n")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
     target = max(functions, key=lambda n: n.lineno)  # the last one is left to complete

@@ -117,3 +117,39 @@ def test_the_agent_moves_off_a_ruled_out_answer(tiny_llm, train):
     assert fixed.answer == wrong.answer
     assert fixed.tool["letter"] == wrong.answer and fixed.tool["agrees"] is False
     assert any(f.startswith("execute: ") and f.endswith(f"->{wrong.answer}") for f in fixed.flips)
+
+
+def test_malformed_completion_items_are_skipped_not_crashed(train):
+    base = train["rt00070"]
+    deep = "search(" + "[" * 50_000 + "]" * 50_000 + ") == 1"
+    questions = {
+        "deep": base.question.replace("search([5, 5, 4, 4, 4]) == -1", deep),
+        "nul": base.question.replace("def search", "def se\x00arch"),
+        "no-def": "Which solution below is the most likely completion the following code?\nx = 1\n",
+    }
+    for name, question in questions.items():
+        item = base.model_copy(update={"id": name, "question": question})
+        found = find_completion(item)
+        if name == "deep":  # the nested example is dropped; the others still check the choices
+            assert found is not None and all(len(e.call) < 1000 for e in found.examples)
+        else:
+            assert found is None
+    records = execute_records(
+        [base.model_copy(update={"id": n, "question": q}) for n, q in questions.items()], Limits(), 1
+    )
+    assert records["no-def"].status == "skipped" and records["nul"].status == "skipped"
+
+
+def test_the_trace_shows_what_was_ruled_out(train):
+    import io
+
+    from rich.console import Console
+
+    from mcqa.agent.trace import render_step
+
+    item = train["rt00005"]
+    record = execute_records([item], Limits(), workers=1)[item.id].as_dict()
+    console = Console(file=io.StringIO(), width=120, record=True)
+    render_step(console, "execute", {"tools": {item.id: record}})
+    text = console.export_text()
+    assert "ruled out: C" in text and "C: passes 0 of 1 examples" in text
