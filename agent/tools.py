@@ -3,7 +3,8 @@
 - `execute`: a code item's snippet, completed into a program (mcqa.agent.execute), compiled and run in
   the sandbox; its stdout or the compiler's verdict names a choice. An item that asks which body
   completes a function is checked instead against its docstring's examples (mcqa.agent.completion):
-  every choice is run, those that fail an example are ruled out, and a single survivor is the letter.
+  every choice is run, those that pass fewer examples than the best are ruled out, and a single
+  survivor is the letter.
 - `compute`: for a math item (most of its choices are numbers), the LLM writes `def solution()` in one
   batched call (program-aided answering, mcqa.agent.compute); the sandbox runs it and the result's
   closest choice is the tool's letter.
@@ -41,7 +42,7 @@ class ToolRecord:
     value: object = None  # compute: the program's result
     checked: str | None = None  # the letter the verification compared against (the first answer)
     agrees: bool | None = None
-    ruled_out: list[str] | None = None  # execute on a completion item: the choices that failed an example
+    ruled_out: list[str] | None = None  # execute on a completion item: choices that passed fewer examples than the best
 
     def as_dict(self) -> dict:
         return asdict(self)
