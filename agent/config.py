@@ -294,6 +294,13 @@ class AgentConfig(BaseModel):
         "not installed). None: none.",
     )
     seqclass_weight: float = Field(3.0, ge=0, description="Votes + seqclass_weight * P(label) of `seqclass`.")
+    ngram: str | None = Field(
+        None,
+        description="A MAP n-gram classifier (word and character TF-IDF, a logistic regression per answer: "
+        "mcqa.finetune.ngram) whose probabilities join the votes (needs votes > 0): `auto` (fitted on the label "
+        "store at first use, cached), a folder holding a fitted one (a Kaggle bundle's), or `none`. None: none.",
+    )
+    ngram_weight: float = Field(10.0, ge=0, description="Votes + ngram_weight * P(label) of `ngram`.")
     label_space: Literal["all", "question"] | None = Field(
         None,
         description="Which labels a MAP response is ranked among: `all` (whatever the catalogue, votes and "
@@ -368,3 +375,7 @@ class AgentConfig(BaseModel):
     @property
     def uses_seqclass(self) -> bool:
         return bool(self.votes) and self.seqclass not in (None, "none")
+
+    @property
+    def uses_ngram(self) -> bool:
+        return bool(self.votes) and self.ngram not in (None, "none")

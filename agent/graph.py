@@ -49,6 +49,7 @@ RESOURCES = (
     "labels",
     "classifier",
     "seqclass",
+    "ngram",
     "cross_encoder",
 )
 LLM_RERANKERS = ("llm", "llm-list")  # the other rerankers are CrossEncoder folders
@@ -397,8 +398,8 @@ class Agent:
     ) -> list[list[tuple[str, float]]]:
         """Retrieval hits fused with the votes of the nearest labelled answers (mcqa.rag.store.LabelStore),
         and with trained classifiers' probabilities where configured: the head on frozen vectors
-        (mcqa.finetune.classifier) and the fine-tuned sequence classifier (mcqa.finetune.seqclass), all
-        summed into one score by mcqa.rag.retrieval.LabelEvidence.rank.
+        (mcqa.finetune.classifier), the fine-tuned sequence classifier (mcqa.finetune.seqclass) and the
+        n-gram classifier (mcqa.finetune.ngram), all summed into one score by mcqa.rag.retrieval.LabelEvidence.rank.
 
         A MAP response is ranked in MAP's own labels: catalogue ids become `Misconception:<id>`, votes
         add `Correct:NA` and `Neither:NA`, and the True_/False_ half comes from whether the student's
@@ -431,6 +432,8 @@ class Agent:
             if seqclass
             else {}
         )
+        ngram = self.resources.ngram if cfg.uses_ngram else None
+        ngram_probs = ngram.predict(texts, groups) if ngram else None
         fused = []
         for n, ((item, letter), hits, near, right) in enumerate(zip(pairs, found, neighbours, rights, strict=True)):
             if item.chosen is not None and right is None:
@@ -441,6 +444,7 @@ class Agent:
                 neighbours=near,
                 head=dict(zip(head.labels, map(float, head_probs[n]), strict=True)) if head else {},
                 seqclass=dict(zip(seqclass.labels, map(float, seq_rows[n]), strict=True)) if seqclass else {},
+                ngram=dict(zip(ngram.labels, map(float, ngram_probs[n]), strict=True)) if ngram else {},
                 allowed=store.label_space.allowed(item, right)
                 if item.chosen is not None and cfg.label_space == "question"
                 else None,
@@ -455,6 +459,7 @@ class Agent:
                     cfg.vote_weight,
                     cfg.classifier_weight,
                     cfg.seqclass_weight if seqclass else 0.0,
+                    cfg.ngram_weight if ngram else 0.0,
                 )
             )
         return fused
@@ -592,6 +597,8 @@ class Agent:
                     used.add("classifier")
                 if cfg.uses_seqclass:
                     used.add("seqclass")
+                if cfg.uses_ngram:
+                    used.add("ngram")
         if "rerank" in nodes and cfg.reranker not in LLM_RERANKERS:
             used.add("cross_encoder")
         return used

@@ -181,6 +181,15 @@ class Resources:
         return load_seqclass(self.agent.seqclass)
 
     @cached_property
+    def ngram(self):
+        """The n-gram classifier: `auto` fits one on the label store (cached); a folder is loaded."""
+        from mcqa.finetune.ngram import NgramClassifier, load_or_fit_ngram
+
+        if self.agent.ngram == "auto":
+            return load_or_fit_ngram(self.labels)
+        return NgramClassifier.load(self.agent.ngram)
+
+    @cached_property
     def cross_encoder(self):
         from mcqa.extras import require
 

@@ -3,16 +3,19 @@
 The agent ranks a MAP response's labels by one fused score (mcqa.rag.retrieval.LabelEvidence.rank):
 
     retrieval cosine + vote_weight * (votes of the k nearest labelled responses above vote_threshold
-                                      + classifier_weight * P_head + seqclass_weight * P_seqclass)
+                                      + classifier_weight * P_head + seqclass_weight * P_seqclass
+                                      + ngram_weight * P_ngram)
 
 restricted to the labels its question was given with the same correctness. This recipe solves
 `validation-inner` once with the agent itself (label store and head from `fit-inner`, the two sides of
-`fit` cut again; a seqclass model trained on `fit-inner`, finetune/configs/seqclass-map-inner.yaml),
+`fit` cut again; a seqclass model trained on `fit-inner`, finetune/configs/seqclass-map-inner.yaml; the
+n-gram classifier fitted on `fit-inner`'s label store),
 keeps each response's evidence, then scores every weighting of the grid by MAP@3 with the same
 ranking code. It writes the grid, each part alone, the best weighting and `agent-map.yaml`: the agent
 config with those weights and `seqclass` set to the model trained on the whole of `fit` (what
 `mcqa eval run --split validation` then reports once, with `mcqa eval compare`). The best weighting
-without the seqclass model is MAP's default (DATASET_DEFAULTS in mcqa.agent.config).
+without the seqclass model is MAP's default (DATASET_DEFAULTS in mcqa.agent.config): it needs no
+training beyond what the agent fits at first use.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class Config(BaseModel):
     vote_weight: list[float] = Field([10.0, 30.0], description="Weights of the votes against the cosine.")
     classifier_weight: list[float] = Field([0.0, 3.0, 10.0, 30.0, 100.0], description="Head weights tried (0: none).")
     seqclass_weight: list[float] = Field([0.0, 1.0, 3.0, 10.0, 30.0], description="Seqclass weights tried (0: none).")
+    ngram_weight: list[float] = Field(
+        [0.0], description="N-gram classifier weights tried (0: none; any other value fits it, `ngram: auto`)."
+    )
     batch_size: int = Field(256, ge=1, description="Responses per agent batch.")
     limit: int | None = Field(None, ge=1, description="Use only this many responses of the split (a quick check).")
 
@@ -80,19 +86,26 @@ def train(config: Config, run: TrainRun) -> dict:
         items = items[:: max(1, len(items) // config.limit)][: config.limit]
     if not items:
         raise TrainError(f"{config.dataset}/{config.split} has no labelled responses")
-    settings = {"votes": max(config.k), "classifier": "auto", "seqclass": config.seqclass, "label_space": "question"}
+    uses_ngram = any(config.ngram_weight)
+    settings = {
+        "votes": max(config.k),
+        "classifier": "auto",
+        "seqclass": config.seqclass,
+        "ngram": "auto" if uses_ngram else "none",
+        "label_space": "question",
+    }
     clock = time.perf_counter()
     evidence = solve_evidence(config, items, settings)
     solve_s = time.perf_counter() - clock
     gold = [it.metadata["label"] for it in items]
 
-    def score(k, threshold, vote_weight, cw, sw) -> float:
-        return round(map3([e.rank(k, threshold, vote_weight, cw, sw) for e in evidence], gold), 4)
+    def score(k, threshold, vote_weight, cw, sw, nw=0.0) -> float:
+        return round(map3([e.rank(k, threshold, vote_weight, cw, sw, nw) for e in evidence], gold), 4)
 
     seq_weights = config.seqclass_weight if config.seqclass else [0.0]
     grid = []
-    for k, threshold, vw, cw, sw in itertools.product(
-        config.k, config.vote_threshold, config.vote_weight, config.classifier_weight, seq_weights
+    for k, threshold, vw, cw, sw, nw in itertools.product(
+        config.k, config.vote_threshold, config.vote_weight, config.classifier_weight, seq_weights, config.ngram_weight
     ):
         grid.append(
             {
@@ -101,7 +114,8 @@ def train(config: Config, run: TrainRun) -> dict:
                 "vote_weight": vw,
                 "classifier_weight": cw,
                 "seqclass_weight": sw,
-                "map@3": score(k, threshold, vw, cw, sw),
+                "ngram_weight": nw,
+                "map@3": score(k, threshold, vw, cw, sw, nw),
             }
         )
     grid.sort(key=lambda row: -row["map@3"])
@@ -111,10 +125,12 @@ def train(config: Config, run: TrainRun) -> dict:
     alone = 1e6  # a weight that leaves the catalogue cosine only to break ties
     parts = {  # each part alone (k 0: no votes), then the agent's defaults before this recipe
         "votes": max(
-            (r for r in grid if r["classifier_weight"] == 0 and r["seqclass_weight"] == 0), key=lambda r: r["map@3"]
+            (r for r in grid if not (r["classifier_weight"] or r["seqclass_weight"] or r["ngram_weight"])),
+            key=lambda r: r["map@3"],
         )["map@3"],
         "head": score(0, 0.5, alone, 1.0, 0.0),
         "seqclass": score(0, 0.5, alone, 0.0, 1.0) if config.seqclass else None,
+        "ngram": score(0, 0.5, alone, 0.0, 0.0, 1.0) if uses_ngram else None,
         "votes+head (k 25, 0.7, 10, 3)": score(25, 0.7, 10.0, 3.0, 0.0),
     }
     chosen = {key: best[key] for key in ("vote_threshold", "vote_weight", "classifier_weight")}
@@ -122,6 +138,8 @@ def train(config: Config, run: TrainRun) -> dict:
     final = config.final_seqclass or config.seqclass
     if final and best["seqclass_weight"]:
         agent_config["agent"].update(seqclass=final, seqclass_weight=best["seqclass_weight"])
+    if best["ngram_weight"]:
+        agent_config["agent"].update(ngram="auto", ngram_weight=best["ngram_weight"])
     path = run.path / AGENT_FILE
     path.write_text(
         f"# mcqa eval run --dataset map --split validation --config {path}\n"

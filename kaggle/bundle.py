@@ -18,6 +18,7 @@ MAP when every embedder is one the numpy encoder runs (MiniLM: mcqa.rag.numpy_en
 transformers, scipy or scikit-learn, nor llama-cpp-python, the training stack, matplotlib or pyarrow),
 `mcqa-agent[retrieval]` when one is not (mpnet-base) or a CrossEncoder reranks, `mcqa-agent[llm]` for
 CodeMMLU. The MAP classifier ships fitted (models/classifier): the run reads its weights with numpy.
+A configured n-gram classifier (`agent.ngram`) ships fitted too (models/ngram).
 A configured fine-tuned sequence classifier (`agent.seqclass`) ships as its folder (models/seqclass)
 and also runs with numpy (mcqa.finetune.seqclass.NumpySeqClassifier), so the bundle stays torch-free.
 An embedder ships as a folder in models/, named by its place in the bundle; in a `retrieval` bundle the
@@ -218,6 +219,13 @@ def build_bundle(
                 relative["agent.seqclass"] = "models/seqclass"
                 _ship_seqclass(agent.seqclass, out / relative["agent.seqclass"])
                 log(f"seqclass: {agent.seqclass} -> {relative['agent.seqclass']}")
+            if "ngram" in used:  # fitted here on the bundled label store (or a fitted folder copied): numpy at run time
+                from mcqa.finetune.ngram import NgramClassifier, load_or_fit_ngram
+
+                relative["agent.ngram"] = "models/ngram"
+                ngram = load_or_fit_ngram(labels) if agent.ngram == "auto" else NgramClassifier.load(agent.ngram)
+                ngram.save(out / relative["agent.ngram"])
+                log(f"ngram: {agent.ngram} -> {relative['agent.ngram']}")
             if "labels" in used:  # saved after the classifier's fit, which is cached under the builder's name
                 _save_as(labels, shipped, out / "indexes" / f"labels-{task.dataset}")
         if "extra_misconceptions" in used:  # an ensemble's other members, each with its own index

@@ -59,6 +59,8 @@ def bundle_config(bundle: Path, threads: int | None = None):
         config.agent.classifier = str(bundle / rel["agent.classifier"])
     if "agent.seqclass" in rel:
         config.agent.seqclass = str(bundle / rel["agent.seqclass"])
+    if "agent.ngram" in rel:
+        config.agent.ngram = str(bundle / rel["agent.ngram"])
     if "agent.embedder" in rel:
         config.agent.embedder = str(bundle / rel["agent.embedder"])
     for n in range(len(config.agent.embedders or [])):

@@ -53,6 +53,7 @@ RESOURCES = {
     "labels": "retrieval",
     "classifier": "retrieval",
     "seqclass": "retrieval",
+    "ngram": "retrieval",
     "cross_encoder": "retrieval",
 }
 # What `embed` alone serves when every embedder (and a seqclass model) runs with numpy and the classifier
@@ -71,6 +72,7 @@ WHAT = {
     "labels": "the label store",
     "classifier": "the label classifier",
     "seqclass": "the fine-tuned sequence classifier",
+    "ngram": "the n-gram classifier",
     "cross_encoder": "the CrossEncoder reranker",
 }
 

@@ -307,6 +307,7 @@ class LabelEvidence:
     neighbours: list[tuple[str, float]]
     head: dict[str, float] = field(default_factory=dict)
     seqclass: dict[str, float] = field(default_factory=dict)
+    ngram: dict[str, float] = field(default_factory=dict)
     allowed: set[str] | None = None
     right: bool | None = None
 
@@ -317,15 +318,17 @@ class LabelEvidence:
         vote_weight: float,
         classifier_weight: float = 0.0,
         seqclass_weight: float = 0.0,
+        ngram_weight: float = 0.0,
     ) -> list[tuple[str, float]]:
         """cosine + vote_weight * (votes of the k nearest + classifier_weight * P_head + seqclass_weight *
-        P_seqclass), best first; then, for a MAP response (`right` set), only the `allowed` labels
+        P_seqclass + ngram_weight * P_ngram), best first; then, for a MAP response (`right` set), only the `allowed` labels
         (mcqa.rag.label_space.restrict_labels) with the True_/False_ half put back."""
         from mcqa.datasets.map import full_label
         from mcqa.rag.label_space import restrict_labels
 
         votes = vote(self.neighbours[:k], threshold)
-        for probs, weight in ((self.head, classifier_weight), (self.seqclass, seqclass_weight)):
+        parts = ((self.head, classifier_weight), (self.seqclass, seqclass_weight), (self.ngram, ngram_weight))
+        for probs, weight in parts:
             if weight:
                 for label, p in probs.items():
                     votes[label] = votes.get(label, 0.0) + weight * p
