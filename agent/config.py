@@ -72,7 +72,9 @@ DATASET_DEFAULTS = {
         "vote_threshold": 0.8,
         "vote_weight": 10.0,
         "classifier": "auto",
-        "classifier_weight": 10.0,
+        "classifier_weight": 3.0,
+        "ngram": "auto",
+        "ngram_weight": 10.0,
         "label_space": "question",
     },
     "eedi": {
@@ -94,6 +96,8 @@ OTHER_DEFAULTS = {
     "vote_weight": 1.0,
     "classifier": "none",
     "classifier_weight": 3.0,
+    "ngram": "none",
+    "ngram_weight": 10.0,
     "permutations": 1,
     "scoring": "letter",
     "sibling_contrast": 0.0,
@@ -298,9 +302,12 @@ class AgentConfig(BaseModel):
         None,
         description="A MAP n-gram classifier (word and character TF-IDF, a logistic regression per answer: "
         "mcqa.finetune.ngram) whose probabilities join the votes (needs votes > 0): `auto` (fitted on the label "
-        "store at first use, cached), a folder holding a fitted one (a Kaggle bundle's), or `none`. None: none.",
+        "store at first use, cached), a folder holding a fitted one (a Kaggle bundle's), or `none`. None: by "
+        "dataset (map auto, others none).",
     )
-    ngram_weight: float = Field(10.0, ge=0, description="Votes + ngram_weight * P(label) of `ngram`.")
+    ngram_weight: float | None = Field(
+        None, ge=0, description="Votes + ngram_weight * P(label) of `ngram`. None: by dataset (10)."
+    )
     label_space: Literal["all", "question"] | None = Field(
         None,
         description="Which labels a MAP response is ranked among: `all` (whatever the catalogue, votes and "
@@ -363,7 +370,8 @@ class AgentConfig(BaseModel):
 
     def for_dataset(self, dataset: str | None) -> AgentConfig:
         """A copy with every by-dataset default filled in (tasks, tools, votes, vote_threshold, vote_weight,
-        classifier, classifier_weight, permutations, scoring, sibling_contrast, hubness, label_space), as a run uses it: what a run
+        classifier, classifier_weight, ngram, ngram_weight, permutations, scoring, sibling_contrast, hubness, label_space),
+        as a run uses it: what a run
         folder stores, so a default that changes between versions shows as a difference on resume."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {}), "tasks": default_tasks(dataset)}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})

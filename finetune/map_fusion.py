@@ -140,6 +140,8 @@ def train(config: Config, run: TrainRun) -> dict:
         agent_config["agent"].update(seqclass=final, seqclass_weight=best["seqclass_weight"])
     if best["ngram_weight"]:
         agent_config["agent"].update(ngram="auto", ngram_weight=best["ngram_weight"])
+    else:  # MAP's default has it on: a weighting chosen without it says so
+        agent_config["agent"]["ngram"] = "none"
     path = run.path / AGENT_FILE
     path.write_text(
         f"# mcqa eval run --dataset map --split validation --config {path}\n"

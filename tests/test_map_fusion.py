@@ -144,6 +144,8 @@ def test_the_agent_ranks_by_the_seqclass_model_when_its_weight_dominates(map_env
         "--set",
         "agent.classifier=none",
         "--set",
+        "agent.ngram=none",
+        "--set",
         "agent.label_space=all",
     )
     items = load_items("map", "validation")
@@ -156,7 +158,14 @@ def test_the_agent_ranks_by_the_seqclass_model_when_its_weight_dominates(map_env
     models = json.loads((folder / "dominated" / "run.json").read_text())["provenance"]["models"]
     assert models["seqclass"]["path"] == model and len(models["seqclass"]["sha256"]) == 64
     plain, _ = eval_run(
-        folder / "plain", "validation", "--set", "agent.classifier=none", "--set", "agent.label_space=all"
+        folder / "plain",
+        "validation",
+        "--set",
+        "agent.classifier=none",
+        "--set",
+        "agent.ngram=none",
+        "--set",
+        "agent.label_space=all",
     )
     assert metrics["map_competition"]["map@3"] != plain["map_competition"]["map@3"]
 

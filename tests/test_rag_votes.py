@@ -141,7 +141,9 @@ def test_votes_rank_map_labels_with_the_category_from_the_answer(small_map, tmp_
     monkeypatch.setenv("MCQA_CACHE_DIR", str(tmp_path / "cache"))
     config = tmp_path / "no-votes.yaml"
     config.write_text("agent:\n  votes: 0\n")
-    voted, predictions = eval_run(small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none")
+    voted, predictions = eval_run(
+        small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none", "--set", "agent.ngram=none"
+    )
     plain, _ = eval_run(small_map, tmp_path / "plain", "validation", "--config", str(config))
     items = {i.id: i for i in load_items("map", "validation", small_map)}
     for p in predictions:
@@ -175,7 +177,9 @@ def test_the_map_default_fits_a_classifier_on_the_label_store_once(small_map, tm
     )
     assert {label.split(":")[0] for label in loaded.labels} <= {"Correct", "Neither", "Misconception"}
     assert default["map_competition"]["map@3"] > 0.5
-    votes_only, _ = eval_run(small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none")
+    votes_only, _ = eval_run(
+        small_map, tmp_path / "votes", "validation", "--set", "agent.classifier=none", "--set", "agent.ngram=none"
+    )
     assert default["map_competition"]["map@3"] != votes_only["map_competition"]["map@3"], "the head changes rankings"
 
 
