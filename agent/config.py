@@ -16,8 +16,14 @@ Task = Literal["answer", "misconceptions"]
 #   Catalogue alone: MAP@3 0.419 on `validation` (--set agent.votes=0). k, threshold, vote weight and head
 #   weight were chosen by `mcqa train map-fusion` on `validation-inner` (4,697 responses; the store and head
 #   from `fit-inner`): k 5, 0.8, 10, head 10 scored 0.9104 there against 0.903 for the weights before (k 25,
-#   0.7, 10, head 3, picked on `validation` itself); the votes alone 0.891, the head alone 0.908. A fine-tuned
-#   sequence classifier (`seqclass`, finetune/configs/agent-map-best.yaml) adds to them; docs/results.md.
+#   0.7, 10, head 3, picked on `validation` itself); the votes alone 0.891, the head alone 0.908. The n-gram
+#   classifier (`ngram: auto`, word and character TF-IDF with a regression per answer, fitted at first use in
+#   about 15 s; mcqa.finetune.ngram) scores 0.916 alone there; with it the grid of map-fusion-default.yaml
+#   chose k 5, 0.8, 10, head 3, n-gram 10: 0.9203 against 0.9104. Reported once on the whole `validation`
+#   (`mcqa eval run --dataset map --split validation --batch-size 256 --no-traces [--set agent.ngram=none
+#   --set agent.classifier_weight=10]`, paired with `mcqa eval compare`): 0.9121 -> 0.9207, +0.009 [+0.005,
+#   +0.013]. A fine-tuned sequence classifier (`seqclass`, finetune/configs/agent-map-best.yaml) adds to
+#   them; docs/results.md.
 # - eedi: the threshold trades seen against unseen labels; k 10, weight 0.8, MAP@25 on an inner split of
 #   fit (seed 1) | the same of fit-unseen in unseen mode: no votes 0.163 | 0.199; 0.7: 0.332 | 0.173;
 #   0.8: 0.318 | 0.189; 0.9: 0.264 | 0.198; 0.95: 0.216 | 0.199. 0.9 is the lowest threshold that costs
@@ -265,7 +271,7 @@ class AgentConfig(BaseModel):
         ge=0,
         description="How many of the nearest labelled answers of the examples split vote for their label "
         "(MAP: responses to the same question with the same answer; mcqa.rag.store.LabelStore), "
-        "added to the retrieval scores. None: by dataset (DATASET_DEFAULTS: map 25, eedi 10, "
+        "added to the retrieval scores. None: by dataset (DATASET_DEFAULTS: map 5, eedi 10, "
         "others 0); 0: off.",
     )
     vote_threshold: float | None = Field(
@@ -273,7 +279,7 @@ class AgentConfig(BaseModel):
         ge=0,
         lt=1,
         description="A neighbour votes max(0, cosine - threshold) / (1 - threshold) "
-        "(mcqa.rag.retrieval.vote). None: by dataset (map 0.7, eedi 0.9: lower "
+        "(mcqa.rag.retrieval.vote). None: by dataset (map 0.8, eedi 0.9: lower "
         "thresholds push seen labels above unseen right ones).",
     )
     vote_weight: float | None = Field(
@@ -289,7 +295,7 @@ class AgentConfig(BaseModel):
         "None: by dataset (map auto, others none).",
     )
     classifier_weight: float | None = Field(
-        None, ge=0, description="Votes + classifier_weight * P(label). None: by dataset (map 10, others 3)."
+        None, ge=0, description="Votes + classifier_weight * P(label). None: by dataset (3 for all)."
     )
     seqclass: str | None = Field(
         None,
