@@ -169,7 +169,7 @@ def train_map_fusion(
     threads: int | None = ThreadsOpt,
     limit: int | None = LimitOpt,
 ) -> None:
-    """MAP's fusion weights (votes, head, seqclass) chosen on an inner split of fit: the agent solves
+    """MAP's fusion weights (votes, head, n-gram, seqclass) chosen on an inner split of fit: the agent solves
     validation-inner once, every weighting of the grid is scored by MAP@3, the best is written as
     OUT/agent-map.yaml (with the seqclass model trained on fit) for `mcqa eval run --config`."""
     run_recipe("map-fusion", config, out, force, threads, limit=limit)

@@ -1,5 +1,5 @@
-"""MAP's fused ranking: one score from retrieval, votes, the frozen-vector head and the fine-tuned
-sequence classifier; the seqclass model run with numpy as with torch; the agent using it; and
+"""MAP's fused ranking: one score from retrieval, votes, the frozen-vector head, the n-gram classifier
+and the fine-tuned sequence classifier; the seqclass model run with numpy as with torch; the agent using it; and
 `mcqa train map-fusion` choosing the weights on `validation-inner` with the agent's own ranking (its
 best score is what `mcqa eval run` then measures with the config it writes). Real MiniLM, real
 MAP rows (a slice of the train file in a temporary data folder keeps the stores small).
@@ -46,6 +46,16 @@ def test_the_fused_score_is_cosine_plus_weighted_votes_and_probabilities():
     assert ranked["False_Misconception:Adding"] == pytest.approx(0.5)
     order = [label for label, _ in evidence().rank(3, 0.7, 10, 1, 2)]
     assert order[0] == "False_Neither:NA"
+
+
+def test_the_ngram_classifier_adds_its_weighted_probabilities_like_the_others():
+    ngram = {"Misconception:Inversion": 0.9, "Neither:NA": 0.1}
+    base = dict(evidence().rank(k=3, threshold=0.7, vote_weight=10, classifier_weight=1, seqclass_weight=2))
+    fused = dict(evidence(ngram=ngram).rank(3, 0.7, 10, 1, 2, ngram_weight=3))
+    assert fused["False_Misconception:Inversion"] == pytest.approx(base["False_Misconception:Inversion"] + 10 * 3 * 0.9)
+    assert fused["False_Neither:NA"] == pytest.approx(base["False_Neither:NA"] + 10 * 3 * 0.1)
+    assert fused["False_Correct:NA"] == pytest.approx(base["False_Correct:NA"])
+    assert dict(evidence(ngram=ngram).rank(3, 0.7, 10, 1, 2)) == base, "weight 0: left out"
 
 
 def test_k_cuts_the_neighbours_and_zero_weights_leave_a_classifier_out():
@@ -134,6 +144,7 @@ def test_the_agent_ranks_by_the_seqclass_model_when_its_weight_dominates(map_env
 
     _, folder, models = map_env
     model = str(models["fit"])
+    votes_only = ["--set", "agent.classifier=none", "--set", "agent.ngram=none", "--set", "agent.label_space=all"]
     metrics, predictions = eval_run(
         folder / "dominated",
         "validation",
@@ -141,12 +152,7 @@ def test_the_agent_ranks_by_the_seqclass_model_when_its_weight_dominates(map_env
         f"agent.seqclass={model}",
         "--set",
         "agent.seqclass_weight=1000000",
-        "--set",
-        "agent.classifier=none",
-        "--set",
-        "agent.ngram=none",
-        "--set",
-        "agent.label_space=all",
+        *votes_only,
     )
     items = load_items("map", "validation")
     seq = load_seqclass(model)
@@ -157,16 +163,7 @@ def test_the_agent_ranks_by_the_seqclass_model_when_its_weight_dominates(map_env
         assert tops[item.id].split("_", 1)[1] == seq.labels[int(np.argmax(row))], item.id
     models = json.loads((folder / "dominated" / "run.json").read_text())["provenance"]["models"]
     assert models["seqclass"]["path"] == model and len(models["seqclass"]["sha256"]) == 64
-    plain, _ = eval_run(
-        folder / "plain",
-        "validation",
-        "--set",
-        "agent.classifier=none",
-        "--set",
-        "agent.ngram=none",
-        "--set",
-        "agent.label_space=all",
-    )
+    plain, _ = eval_run(folder / "plain", "validation", *votes_only)
     assert metrics["map_competition"]["map@3"] != plain["map_competition"]["map@3"]
 
 
@@ -183,6 +180,7 @@ def test_map_fusion_chooses_on_the_inner_split_and_its_score_is_the_agents(map_e
                 "vote_weight": [10.0],
                 "classifier_weight": [0.0, 3.0],
                 "seqclass_weight": [0.0, 3.0],
+                "ngram_weight": [0.0, 3.0],
             }
         )
     )
@@ -191,7 +189,8 @@ def test_map_fusion_chooses_on_the_inner_split_and_its_score_is_the_agents(map_e
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     grid = results["grid"]
-    assert len(grid) == 2 * 2 * 1 * 2 * 2 and results["best"] == grid[0]
+    assert len(grid) == 2 * 2 * 1 * 2 * 2 * 2 and results["best"] == grid[0]
+    assert results["parts"]["ngram"] is not None
     assert grid[0]["map@3"] == max(row["map@3"] for row in grid)
     assert results["responses"] == len(load_items("map", "validation-inner"))
     chosen = yaml.safe_load((out / "agent-map.yaml").read_text())["agent"]
@@ -200,6 +199,7 @@ def test_map_fusion_chooses_on_the_inner_split_and_its_score_is_the_agents(map_e
     assert chosen["classifier_weight"] == best["classifier_weight"]
     if best["seqclass_weight"]:
         assert chosen["seqclass"] == str(models["fit"])
+    assert chosen["ngram"] == ("auto" if best["ngram_weight"] else "none")
     # the same weights through `mcqa eval run` on the same split, with the model the grid used: the same MAP@3
     check = dict(chosen, seqclass=str(models["inner"]), seqclass_weight=best["seqclass_weight"] or 0.0)
     (folder / "check.yaml").write_text(yaml.safe_dump({"agent": check}))
