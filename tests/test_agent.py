@@ -162,8 +162,9 @@ def test_resources_used_follow_the_nodes_of_the_config():
     assert used("codemmlu_fpt", few_shot=2) == {"llm", "examples", "embedder"}
     assert used("eedi") == {"embedder", "misconceptions", "hub_penalties", "labels"}
     assert used("eedi", votes=0, hubness=0) == {"embedder", "misconceptions"}
-    assert used("map") == {"embedder", "misconceptions", "labels", "classifier"}
-    assert used("map", votes=0) == {"embedder", "misconceptions"}  # the classifier joins the votes only
+    assert used("map") == {"embedder", "misconceptions", "labels", "classifier", "ngram"}
+    assert used("map", ngram="none") == {"embedder", "misconceptions", "labels", "classifier"}
+    assert used("map", votes=0) == {"embedder", "misconceptions"}  # the classifiers join the votes only
     assert (
         used("eedi", think=True)
         == used("eedi", reranker="llm")

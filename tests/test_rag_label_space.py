@@ -132,7 +132,9 @@ def test_the_agent_ranks_map_labels_within_the_space(label_space):
     query = response("new", "C", explanation="new explanation")
     text = evidence_text(query, "C", lambda item, letter: "")
     encoded = {text: vectors[3] + vectors[4]}  # cosine 1 with r4 (Additive) and r5 (Neither), C's answers
-    config = AgentConfig(votes=5, vote_threshold=0.0, vote_weight=0.5, classifier="none", label_space=label_space)
+    config = AgentConfig(
+        votes=5, vote_threshold=0.0, vote_weight=0.5, classifier="none", ngram="none", label_space=label_space
+    )
     resources = type("R", (), {"labels": store})()
     agent = Agent(config.for_dataset("map"), resources, ["misconceptions"])
     hits = [("WNB", 0.9), ("Incomplete", 0.2), ("Other", 0.1)]
