@@ -18,7 +18,7 @@ Task = Literal["answer", "misconceptions"]
 #   from `fit-inner`): k 5, 0.8, 10, head 10 scored 0.9104 there against 0.903 for the weights before (k 25,
 #   0.7, 10, head 3, picked on `validation` itself); the votes alone 0.891, the head alone 0.908. The n-gram
 #   classifier (`ngram: auto`, word and character TF-IDF with a regression per answer, fitted at first use in
-#   about 15 s; mcqa.finetune.ngram) scores 0.916 alone there; with it the grid of map-fusion-default.yaml
+#   about 12 s; mcqa.finetune.ngram) scores 0.916 alone there; with it the grid of map-fusion-default.yaml
 #   chose k 5, 0.8, 10, head 3, n-gram 10: 0.9203 against 0.9104. Reported once on the whole `validation`
 #   (`mcqa eval run --dataset map --split validation --batch-size 256 --no-traces [--set agent.ngram=none
 #   --set agent.classifier_weight=10]`, paired with `mcqa eval compare`): 0.9121 -> 0.9207, +0.009 [+0.005,
@@ -376,9 +376,9 @@ class AgentConfig(BaseModel):
 
     def for_dataset(self, dataset: str | None) -> AgentConfig:
         """A copy with every by-dataset default filled in (tasks, tools, votes, vote_threshold, vote_weight,
-        classifier, classifier_weight, ngram, ngram_weight, permutations, scoring, sibling_contrast, hubness, label_space),
-        as a run uses it: what a run
-        folder stores, so a default that changes between versions shows as a difference on resume."""
+        classifier, classifier_weight, ngram, ngram_weight, permutations, scoring, sibling_contrast, hubness,
+        label_space), as a run uses it: what a run folder stores, so a default that changes between versions
+        shows as a difference on resume."""
         defaults = {**OTHER_DEFAULTS, **DATASET_DEFAULTS.get(dataset or "", {}), "tasks": default_tasks(dataset)}
         return self.model_copy(update={key: value for key, value in defaults.items() if getattr(self, key) is None})
 

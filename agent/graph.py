@@ -399,7 +399,8 @@ class Agent:
         """Retrieval hits fused with the votes of the nearest labelled answers (mcqa.rag.store.LabelStore),
         and with trained classifiers' probabilities where configured: the head on frozen vectors
         (mcqa.finetune.classifier), the fine-tuned sequence classifier (mcqa.finetune.seqclass) and the
-        n-gram classifier (mcqa.finetune.ngram), all summed into one score by mcqa.rag.retrieval.LabelEvidence.rank.
+        n-gram classifier (mcqa.finetune.ngram), all summed into one score by
+        mcqa.rag.retrieval.LabelEvidence.rank.
 
         A MAP response is ranked in MAP's own labels: catalogue ids become `Misconception:<id>`, votes
         add `Correct:NA` and `Neither:NA`, and the True_/False_ half comes from whether the student's

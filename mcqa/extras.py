@@ -124,8 +124,8 @@ def extras_for(used: Iterable[str], backend: str = "llamacpp", light: bool = Fal
     what a Kaggle bundle installs with mcqa, e.g. ['retrieval'] for Eedi and MAP, ['llm'] for CodeMMLU.
 
     `light`: every embedder of the run is one the numpy encoder runs and the classifiers (if any) are
-    fitted (the head, the n-gram classifier), so retrieval needs only `embed` (['embed'] for a Kaggle bundle of Eedi or MAP); a
-    CrossEncoder still needs `retrieval`, which includes `embed`."""
+    fitted (the head, the n-gram classifier), so retrieval needs only `embed` (['embed'] for a Kaggle
+    bundle of Eedi or MAP); a CrossEncoder still needs `retrieval`, which includes `embed`."""
     used = set(used)
     extras = {"embed" if light and r in LIGHT else RESOURCES[r] for r in used if r in RESOURCES}
     if "llm" in used and backend in BACKENDS:

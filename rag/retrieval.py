@@ -321,8 +321,8 @@ class LabelEvidence:
         ngram_weight: float = 0.0,
     ) -> list[tuple[str, float]]:
         """cosine + vote_weight * (votes of the k nearest + classifier_weight * P_head + seqclass_weight *
-        P_seqclass + ngram_weight * P_ngram), best first; then, for a MAP response (`right` set), only the `allowed` labels
-        (mcqa.rag.label_space.restrict_labels) with the True_/False_ half put back."""
+        P_seqclass + ngram_weight * P_ngram), best first; then, for a MAP response (`right` set), only the
+        `allowed` labels (mcqa.rag.label_space.restrict_labels) with the True_/False_ half put back."""
         from mcqa.datasets.map import full_label
         from mcqa.rag.label_space import restrict_labels
 
