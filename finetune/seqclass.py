@@ -1,12 +1,22 @@
-"""Recipe: an end-to-end fine-tuned sequence classifier for MAP (encoder + linear head, trained on CPU).
+"""Recipe: an end-to-end fine-tuned sequence classifier for MAP (backbone + linear head).
 
 Where `mcqa train classifier` fits a logistic regression on frozen MiniLM vectors, this one trains the
-encoder too: the text of a response (question, the answer picked, whether that answer is the right
-one, the student's explanation) goes through the transformer of a sentence-transformers folder, its
-token states are mean-pooled, and a linear head scores the `Category:Misconception` labels less the
-True_/False_ half (the half follows from correctness, which the input already says). Cross-entropy on
-`fit`; MAP@3 on `validation`, over all labels and restricted to the labels `fit` gave responses to
-the same question with the same correctness (`mcqa.rag.label_space`, what the medal solutions did).
+backbone too: the text of a response (question, the answer picked, whether that answer is the right
+one, the student's explanation) goes through a transformer, its token states are pooled, and a linear
+head scores the `Category:Misconception` labels less the True_/False_ half (the half follows from
+correctness, which the input already says). Cross-entropy on `fit`; MAP@3 on `validation`, over all
+labels and restricted to the labels `fit` gave responses to the same question with the same
+correctness (`mcqa.rag.label_space`, what the medal solutions did).
+
+Two kinds of backbone, one loop:
+- an encoder (a sentence-transformers folder, `minilm-l6`): every weight trained, token states
+  mean-pooled; trains on 2 CPU cores in about half an hour (finetune/configs/seqclass-map.yaml);
+- an LLM (a registry name such as `qwen2.5-coder-1.5b`, a GGUF file, dequantized, or a transformers
+  folder), as the competition's medal solutions did with 7-9B models: LoRA on its linear layers
+  (`lora`, peft), the state of the last token pooled (a decoder's last token has read the whole text).
+  This is a GPU recipe (`device: cuda`, bf16 weights; finetune/configs/seqclass-map-llm.yaml): on 2 CPU
+  cores a step of 16 responses takes about 5 s with SmolLM2-135M and about 60 s with the 1.5B model.
+  peft serves both devices; unsloth's kernels target causal-LM fine-tuning, not a classification head.
 
 Crash-safe: every `save_steps` optimizer steps, `OUT/checkpoints/last.pt` (model, optimizer,
 scheduler, step, RNG state) is replaced atomically; the same command again resumes from it, and a run
@@ -26,11 +36,13 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcqa.cli_common import progress_bar
 from mcqa.finetune.common import TrainError, TrainRun, sample_limit
+from mcqa.finetune.llm import LoraSettings
 
 ENCODER_DIR, HEAD_FILE, META_FILE, CHECKPOINT = "encoder", "head.pt", "seqclass.json", "last.pt"
 NUMPY_HEAD_FILE = "head.npz"
@@ -40,7 +52,20 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field("map", description="MAP (labels are `Category:Misconception` of a student response).")
-    base: str = Field("minilm-l6", description="Embedder registry name or sentence-transformers folder to start from.")
+    base: str = Field(
+        "minilm-l6",
+        description="Backbone: an embedder (registry name or sentence-transformers folder; mean-pooled) or an LLM "
+        "(registry name, GGUF file or transformers folder of a causal LM; last token pooled, give it `lora`).",
+    )
+    lora: LoraSettings | None = Field(
+        None, description="LoRA on the backbone's linear layers (peft); None trains every weight (an encoder's way)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA where torch sees a GPU (an LLM backbone then loads in bf16), else CPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute the backbone's activations in the backward pass: less GPU memory, slower steps."
+    )
     max_seq_length: int = Field(128, ge=16, le=512, description="Tokens per response text (longer ones are cut).")
     epochs: float = Field(1.5, gt=0, description="Passes over `fit` (a fraction stops part-way through the last).")
     lr: float = Field(1e-4, gt=0, description="AdamW peak learning rate (linear warm-up, then linear decay).")
@@ -88,12 +113,51 @@ def _threads() -> None:
         torch.set_num_threads(int(n))
 
 
-def _network(encoder, n_labels: int):
+def _is_causal_lm(base: str) -> bool:
+    """Whether `base` names an LLM (registry kind `llm`, a GGUF file, a folder whose config is a causal LM)."""
+    from mcqa.models import REGISTRY
+
+    if base in REGISTRY:
+        return REGISTRY[base].kind == "llm"
+    path = Path(base).expanduser()
+    if path.suffix == ".gguf":
+        return True
+    config = path / "config.json"
+    architectures = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
+    return any(a.endswith("ForCausalLM") for a in architectures)
+
+
+def load_backbone(base: str, device: str = "cpu"):
+    """(transformer, tokenizer, pooling) to start training from. An encoder is mean-pooled; an LLM drops
+    its LM head, keeps its decoder (bf16 on CUDA, float32 on CPU) and is pooled at its last token, with
+    right padding so that the last token is at `attention_mask.sum() - 1`."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from mcqa.models import resolve
+
+    if not _is_causal_lm(base):
+        folder = resolve(base, "embedder")
+        encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+        return encoder, AutoTokenizer.from_pretrained(folder, local_files_only=True), "mean"
+    from mcqa.llm.hf import load_hf_causal_lm
+
+    lm, tokenizer = load_hf_causal_lm(base, "bfloat16" if device == "cuda" else "float32")
+    tokenizer.padding_side = "right"
+    decoder = lm.get_decoder()
+    decoder.config.use_cache = False  # no key-value cache: one forward pass per batch
+    return decoder, tokenizer, "last"
+
+
+def _network(encoder, n_labels: int, pooling: str = "mean"):
     import torch
     from torch import nn
 
+    if pooling not in ("mean", "last"):
+        raise ValueError(f"pooling must be mean or last, got {pooling!r}")
+
     class Network(nn.Module):
-        """Transformer -> mean of the unpadded token states -> linear head (logits over labels)."""
+        """Transformer -> its token states pooled (mean of the unpadded ones, or the last) -> linear head
+        (float32 logits over labels, whatever the transformer's dtype)."""
 
         def __init__(self):
             super().__init__()
@@ -102,9 +166,13 @@ def _network(encoder, n_labels: int):
 
         def forward(self, input_ids, attention_mask, **extra):
             states = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return self.head(pooled)
+            if pooling == "last":
+                rows = torch.arange(len(states), device=states.device)
+                pooled = states[rows, attention_mask.sum(1) - 1]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(states.dtype)
+                pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return self.head(pooled.float())
 
     torch.manual_seed(0)  # callers reseed; this keeps a bare construction deterministic too
     return Network()
@@ -113,13 +181,15 @@ def _network(encoder, n_labels: int):
 class SeqClassifier:
     """A trained (or training) encoder + head with its label list; `predict` gives probabilities."""
 
-    def __init__(self, network, tokenizer, labels: list[str], meta: dict):
+    def __init__(self, network, tokenizer, labels: list[str], meta: dict, device: str = "cpu"):
         self.network, self.tokenizer, self.labels, self.meta = network, tokenizer, labels, meta
+        self.device = device
 
     def batch(self, texts: list[str]):
-        return self.tokenizer(
+        tokens = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.meta["max_seq_length"], return_tensors="pt"
         )
+        return {key: value.to(self.device) for key, value in tokens.items()}
 
     def predict(self, items, answers=None, batch_size: int = 64):
         """Softmax probabilities (numpy, one row per item, columns in `self.labels` order). `answers`: the
@@ -133,7 +203,7 @@ class SeqClassifier:
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = self.batch(texts[start : start + batch_size])
-                rows.append(torch.softmax(self.network(**batch), dim=-1).float().numpy())
+                rows.append(torch.softmax(self.network(**batch), dim=-1).float().cpu().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def save(self, folder: Path) -> Path:
@@ -141,6 +211,8 @@ class SeqClassifier:
 
         folder = Path(folder)
         (folder / ENCODER_DIR).mkdir(parents=True, exist_ok=True)
+        if hasattr(self.network.encoder, "merge_and_unload"):  # LoRA folded in: the backbone loads without peft
+            self.network.encoder = self.network.encoder.merge_and_unload()
         self.network.encoder.save_pretrained(folder / ENCODER_DIR)
         self.tokenizer.save_pretrained(folder / ENCODER_DIR)
         torch.save(self.network.head.state_dict(), folder / HEAD_FILE)
@@ -149,7 +221,8 @@ class SeqClassifier:
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> SeqClassifier:
+    def load(cls, folder: Path, device: str = "auto") -> SeqClassifier:
+        """The saved model, on CUDA where torch sees a GPU (`auto`), else on CPU in float32."""
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -158,11 +231,25 @@ class SeqClassifier:
             raise FileNotFoundError(f"{folder} is not a trained seqclass model (train one with `mcqa train seqclass`)")
         meta = json.loads((folder / META_FILE).read_text())
         labels = meta.pop("labels")
+        device = pick_device(device)
         encoder = AutoModel.from_pretrained(folder / ENCODER_DIR, local_files_only=True)
+        encoder = encoder.to(device) if device == "cuda" else encoder.float()
         tokenizer = AutoTokenizer.from_pretrained(folder / ENCODER_DIR, local_files_only=True)
-        network = _network(encoder, len(labels))
+        tokenizer.padding_side = "right"  # last-token pooling reads the state at attention_mask.sum() - 1
+        network = _network(encoder, len(labels), meta.get("pooling", "mean"))
         network.head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
-        return cls(network, tokenizer, labels, meta)
+        return cls(network.to(device), tokenizer, labels, meta, device)
+
+
+def pick_device(wanted: str) -> str:
+    """`cuda` or `cpu`: `auto` takes CUDA where torch sees a GPU; `cuda` without one is an error."""
+    import torch
+
+    if wanted not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {wanted!r}")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise TrainError("device cuda: torch sees no GPU here; use device cpu or auto")
+    return "cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def write_numpy_head(folder: Path) -> Path:
@@ -222,6 +309,23 @@ def load_seqclass(folder, backend: str | None = None):
             raise FileNotFoundError(f"{folder} has no {NUMPY_HEAD_FILE}: the numpy backend reads the head from it")
         return NumpySeqClassifier(folder)
     return SeqClassifier.load(folder)
+
+
+def _with_lora(encoder, lora: LoraSettings):
+    """The backbone wrapped by peft with LoRA on `lora.target_modules` (only the adapters train)."""
+    from mcqa.extras import require
+
+    require("peft", "train", "a seqclass backbone with `lora`")
+    from peft import LoraConfig, get_peft_model
+
+    settings = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias="none",
+    )
+    return get_peft_model(encoder, settings)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -286,9 +390,7 @@ def train(config: Config, run: TrainRun) -> dict:
     import random
 
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    from mcqa.models import resolve
     from mcqa.rag.splits import load_items
 
     if config.dataset != "map":
@@ -307,21 +409,31 @@ def train(config: Config, run: TrainRun) -> dict:
     texts = [response_text(item) for item in fit]
     targets = torch.tensor([index[response_label(item)] for item in fit])
 
-    base = resolve(config.base, "embedder")
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    encoder = AutoModel.from_pretrained(base, local_files_only=True)
+    if config.lora is None and _is_causal_lm(config.base):
+        raise TrainError(f"{config.base} is an LLM: give `lora` (training all its weights does not fit in memory)")
+    device = pick_device(config.device)
+    encoder, tokenizer, pooling = load_backbone(config.base, device)
+    if config.gradient_checkpointing:
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)
-    network = _network(encoder, len(labels))
+    network = _network(encoder, len(labels), pooling)
     torch.manual_seed(config.seed)
     network.head.reset_parameters()
+    if config.lora is not None:
+        network.encoder = _with_lora(encoder, config.lora)
+    network.to(device)
     meta = {"dataset": config.dataset, "base": config.base, "max_seq_length": config.max_seq_length}
-    model = SeqClassifier(network, tokenizer, labels, meta)
+    meta |= {"pooling": pooling, "lora": config.lora.model_dump() if config.lora else None}
+    model = SeqClassifier(network, tokenizer, labels, meta, device)
+    trained = [name for name, p in network.named_parameters() if p.requires_grad]
 
     per_epoch = math.ceil(len(fit) / config.batch_size)
     total = math.ceil(per_epoch * config.epochs)
     if config.max_steps:
         total = min(total, config.max_steps)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in network.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
 
     checkpoint = run.checkpoints / CHECKPOINT
@@ -330,7 +442,9 @@ def train(config: Config, run: TrainRun) -> dict:
         state = torch.load(checkpoint, weights_only=False)
         if state["labels"] != labels:
             raise TrainError(f"{checkpoint} was trained on other labels; use --force to start over")
-        network.load_state_dict(state["model"])
+        missing, unexpected = network.load_state_dict(state["model"], strict=False)
+        if unexpected or set(missing) & set(trained):
+            raise TrainError(f"{checkpoint} holds another network's weights; use --force to start over")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
@@ -341,7 +455,8 @@ def train(config: Config, run: TrainRun) -> dict:
         save_checkpoint(
             checkpoint,
             {
-                "model": network.state_dict(),
+                # the trained weights only: with LoRA, the frozen backbone is the base's and reloads from it
+                "model": {k: v for k, v in network.state_dict().items() if k in trained},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
@@ -362,9 +477,9 @@ def train(config: Config, run: TrainRun) -> dict:
             rows = order[position * config.batch_size : (position + 1) * config.batch_size].tolist()
             clock = time.perf_counter()
             logits = network(**model.batch([texts[n] for n in rows]))
-            loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            loss = torch.nn.functional.cross_entropy(logits, targets[rows].to(device))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -380,6 +495,9 @@ def train(config: Config, run: TrainRun) -> dict:
     out = model.save(run.path / "model")
     return {
         "recipe": "seqclass",
+        "base": config.base,
+        "device": device,
+        "trained_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),
         "fit_answers": len(fit),
         "labels": len(labels),
         "steps": step,

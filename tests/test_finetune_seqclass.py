@@ -79,3 +79,56 @@ def test_seqclass_trains_resumes_after_a_crash_and_saves_a_model(config, tmp_pat
     assert probs.shape == (1, len(model.labels))
     assert np.isclose(probs.sum(), 1.0, atol=1e-4)
     assert "Correct: " in seqclass.response_text(item) and "Explanation: " in seqclass.response_text(item)
+
+
+LLM_CONFIG = (
+    "base: smollm2-135m\nlora: {r: 4, alpha: 8, dropout: 0.0}\ndevice: cpu\n"
+    "limit: 24\nmax_steps: 2\nbatch_size: 4\neval_batch_size: 12\nmax_seq_length: 64\nsave_steps: 1\n"
+)
+
+
+def test_an_llm_backbone_trains_lora_and_its_merged_model_scores_as_the_adapted_one(tmp_path):
+    """The medal solutions' kind of classifier, on the tiny real LLM: LoRA on a dequantized GGUF decoder,
+    last-token pooling. The checkpoint holds the trained weights only (adapters and head, not the frozen
+    backbone), and the saved model, LoRA merged in and loaded without peft, scores responses as the base
+    with the checkpoint's adapters does."""
+    import torch
+
+    from mcqa.rag.splits import load_items
+
+    config = tmp_path / "llm.yaml"
+    config.write_text(LLM_CONFIG)
+    out = tmp_path / "run"
+    done = train(config, out)
+    assert done.exit_code == 0, done.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 2 and results["device"] == "cpu"
+    assert 0 < results["trained_parameters"] < 5_000_000  # adapters and head, out of 135M
+    assert 0.0 <= results["validation"]["map@3"]["restricted"] <= 1.0
+
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert any("lora_B" in key for key in state["model"]) and "head.weight" in state["model"]
+    assert not any("lora" not in key and "head" not in key for key in state["model"]), "frozen weights saved"
+    assert any(float(v.abs().sum()) > 0 for k, v in state["model"].items() if "lora_B" in k), "adapters untrained"
+
+    merged = seqclass.load_seqclass(out / "model")
+    assert isinstance(merged, seqclass.SeqClassifier) and merged.meta["pooling"] == "last"
+    settings = seqclass.Config.model_validate({"base": "smollm2-135m", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    encoder, tokenizer, pooling = seqclass.load_backbone(settings.base)
+    network = seqclass._network(encoder, len(merged.labels), pooling)
+    network.encoder = seqclass._with_lora(encoder, settings.lora)
+    missing, unexpected = network.load_state_dict(state["model"], strict=False)
+    assert not unexpected and not any("lora" in key or "head" in key for key in missing)
+    adapted = seqclass.SeqClassifier(network, tokenizer, merged.labels, merged.meta)
+    items = load_items("map", "validation")[:6]  # texts of different lengths: padding on the right
+    expected, got = adapted.predict(items), merged.predict(items)
+    assert got.shape == (6, len(merged.labels)) and np.allclose(got.sum(axis=1), 1.0, atol=1e-4)
+    assert np.allclose(got, expected, atol=2e-4), np.abs(got - expected).max()
+
+
+def test_an_llm_backbone_without_lora_is_refused_before_loading(tmp_path):
+    config = tmp_path / "llm.yaml"
+    config.write_text("base: smollm2-135m\nlimit: 24\nmax_steps: 1\n")
+    refused = train(config, tmp_path / "run")
+    assert refused.exit_code != 0
+    assert "give `lora`" in refused.output
