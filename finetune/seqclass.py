@@ -14,19 +14,21 @@ Two kinds of backbone, one loop:
 - an LLM (a registry name such as `qwen2.5-coder-1.5b`, a GGUF file, dequantized, or a transformers
   folder), as the competition's medal solutions did with 7-9B models: LoRA on its linear layers
   (`lora`, peft), the state of the last token pooled (a decoder's last token has read the whole text).
-  This is a GPU recipe (`device: cuda`, bf16 weights; finetune/configs/seqclass-map-llm.yaml): on 2 CPU
-  cores a step of 16 responses takes about 5 s with SmolLM2-135M and about 60 s with the 1.5B model.
+  This is a GPU recipe (a CUDA GPU, bf16 weights; finetune/configs/seqclass-map-llm.yaml): on 2 CPU
+  cores a step of 16 responses takes 7.5 s with SmolLM2-135M and 139 s with the 1.5B model.
   peft serves both devices; unsloth's kernels target causal-LM fine-tuning, not a classification head.
 
-Crash-safe: every `save_steps` optimizer steps, `OUT/checkpoints/last.pt` (model, optimizer,
-scheduler, step, RNG state) is replaced atomically; the same command again resumes from it, and a run
-whose steps are all done only scores and saves. The batch order is a seeded permutation per epoch,
-so a resumed run sees the batches the killed one would have.
+Crash-safe: every `save_steps` optimizer steps, `OUT/checkpoints/last.pt` (the trained weights,
+optimizer, scheduler, step, RNG state; with LoRA the frozen backbone is left out) is replaced
+atomically; the same command again resumes from it, and a run whose steps are all done only scores and
+saves. The batch order is a seeded permutation per epoch, so a resumed run sees the batches the killed
+one would have.
 
-Saved as `OUT/model/`: `encoder/` (transformers save_pretrained + tokenizer), `head.pt` (the linear
-head's state dict), `head.npz` (the same as plain arrays) and `seqclass.json` (labels, max_seq_length,
-base); `load_seqclass(folder)` reads it with torch, or with numpy where torch is not installed. The
-agent adds its probabilities to MAP's votes (`agent.seqclass`, weights from `mcqa train map-fusion`).
+Saved as `OUT/model/`: `encoder/` (transformers save_pretrained + tokenizer; LoRA merged in),
+`head.pt` (the linear head's state dict), `head.npz` (the same as plain arrays) and `seqclass.json`
+(labels, max_seq_length, base, pooling); `load_seqclass(folder)` reads it with torch, or with numpy
+where torch is not installed (a mean-pooled BERT-style encoder). The agent adds its probabilities to
+MAP's votes (`agent.seqclass`, weights from `mcqa train map-fusion`).
 """
 
 from __future__ import annotations
@@ -491,13 +493,14 @@ def train(config: Config, run: TrainRun) -> dict:
             if step % config.save_steps == 0 or step == total:
                 save(step)
     ordered = sorted(step_seconds)
+    trained_parameters = sum(p.numel() for p in network.parameters() if p.requires_grad)  # before LoRA is merged
     scores = evaluate(model, fit, validation, config.eval_batch_size)
     out = model.save(run.path / "model")
     return {
         "recipe": "seqclass",
         "base": config.base,
         "device": device,
-        "trained_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),
+        "trained_parameters": trained_parameters,
         "fit_answers": len(fit),
         "labels": len(labels),
         "steps": step,
