@@ -427,15 +427,13 @@ def train(config: Config, run: TrainRun) -> dict:
     meta = {"dataset": config.dataset, "base": config.base, "max_seq_length": config.max_seq_length}
     meta |= {"pooling": pooling, "lora": config.lora.model_dump() if config.lora else None}
     model = SeqClassifier(network, tokenizer, labels, meta, device)
-    trained = [name for name, p in network.named_parameters() if p.requires_grad]
+    trained = {name: p for name, p in network.named_parameters() if p.requires_grad}  # with LoRA: adapters, head
 
     per_epoch = math.ceil(len(fit) / config.batch_size)
     total = math.ceil(per_epoch * config.epochs)
     if config.max_steps:
         total = min(total, config.max_steps)
-    optimizer = torch.optim.AdamW(
-        [p for p in network.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = torch.optim.AdamW(list(trained.values()), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
 
     checkpoint = run.checkpoints / CHECKPOINT
@@ -445,7 +443,7 @@ def train(config: Config, run: TrainRun) -> dict:
         if state["labels"] != labels:
             raise TrainError(f"{checkpoint} was trained on other labels; use --force to start over")
         missing, unexpected = network.load_state_dict(state["model"], strict=False)
-        if unexpected or set(missing) & set(trained):
+        if unexpected or set(missing) & trained.keys():
             raise TrainError(f"{checkpoint} holds another network's weights; use --force to start over")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -481,7 +479,7 @@ def train(config: Config, run: TrainRun) -> dict:
             logits = network(**model.batch([texts[n] for n in rows]))
             loss = torch.nn.functional.cross_entropy(logits, targets[rows].to(device))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in network.parameters() if p.requires_grad], 1.0)
+            torch.nn.utils.clip_grad_norm_(list(trained.values()), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -493,14 +491,13 @@ def train(config: Config, run: TrainRun) -> dict:
             if step % config.save_steps == 0 or step == total:
                 save(step)
     ordered = sorted(step_seconds)
-    trained_parameters = sum(p.numel() for p in network.parameters() if p.requires_grad)  # before LoRA is merged
     scores = evaluate(model, fit, validation, config.eval_batch_size)
     out = model.save(run.path / "model")
     return {
         "recipe": "seqclass",
         "base": config.base,
         "device": device,
-        "trained_parameters": trained_parameters,
+        "trained_parameters": sum(p.numel() for p in trained.values()),
         "fit_answers": len(fit),
         "labels": len(labels),
         "steps": step,

@@ -125,6 +125,9 @@ def test_an_llm_backbone_trains_lora_and_its_merged_model_scores_as_the_adapted_
     expected, got = adapted.predict(items), merged.predict(items)
     assert got.shape == (6, len(merged.labels)) and np.allclose(got.sum(axis=1), 1.0, atol=1e-4)
     assert np.allclose(got, expected, atol=2e-4), np.abs(got - expected).max()
+    # the pooled state is each text's own last token: alone (no padding) a response scores as in the batch
+    alone = np.vstack([merged.predict([item]) for item in items])
+    assert np.allclose(alone, got, atol=2e-4), np.abs(alone - got).max()
 
 
 def test_an_llm_backbone_without_lora_is_refused_before_loading(tmp_path):
